@@ -1,0 +1,141 @@
+"""The ``cnndsl`` command line.
+
+Exit status: 0 success (warnings allowed), 1 an error in the user's input,
+2 a usage error (bad options), 3 an internal error (a bug: please report it).
+The ``info`` and ``check`` commands never import onnx or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, load, load_module, run_deep
+from .errors import CnnError, Diagnostic
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: exit 2 with the usage line
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: usage error: {message}\n")
+
+
+def _define(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cnndsl", description="Compile .net descriptions of convolutional networks.")
+    p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def network_options(q):
+        q.add_argument("--network", "-n", metavar="NAME", help="which network of the file (when it has several)")
+        q.add_argument("-D", dest="defines", metavar="NAME=VALUE", action="append", type=_define, default=[],
+                       help="set a network parameter, e.g. -D classes=10 (repeatable)")
+        q.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x512x512")
+        q.add_argument("--max-layers", type=int, metavar="N", help="limit on unrolled layers (default 1,000,000)")
+
+    info = sub.add_parser("info", help="per-layer shapes, parameters, MACs and totals")
+    info.add_argument("file", metavar="FILE")
+    network_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(run=cmd_info)
+
+    check = sub.add_parser("check", help="diagnostics only, for editors and CI")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    network_options(check)
+    check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON")
+    check.set_defaults(run=cmd_check)
+    return p
+
+
+def _print_diagnostics(diags, stream=None) -> None:
+    stream = stream or sys.stderr
+    for d in diags:
+        print(d.format(), file=stream)
+
+
+def cmd_info(args) -> int:
+    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
+                 max_layers=args.max_layers)
+    _print_diagnostics(model.warnings)
+    if args.json:
+        print(json.dumps(model.to_json(), indent=2))
+    elif sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
+        from .richtable import print_rich
+
+        print_rich(model)
+    else:
+        from .report import format_plain
+
+        print(format_plain(model))
+    return 0
+
+
+def cmd_check(args) -> int:
+    diags: list[Diagnostic] = []
+    summary = []
+    for path in args.files:
+        try:
+            module = run_deep(lambda: load_module(path))
+        except CnnError as err:
+            diags.append(err.diagnostic)
+            summary.append((path, "error"))
+            continue
+        nets = [args.network] if args.network else list(module.networks)
+        failed = False
+        for name in nets:
+            definition = module.networks.get(name)
+            needs = [p.name for p in definition.node.params if p.default is None and p.name not in dict(args.defines)] if definition else []
+            if needs:
+                diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...", definition.node.span))
+                continue
+            try:
+                defines = {k: v for k, v in args.defines if definition is None or k in [p.name for p in definition.node.params]}
+                model = load(path, network=name, defines=defines, input=args.input, max_layers=args.max_layers)
+                diags.extend(model.warnings)
+            except CnnError as err:
+                diags.append(err.diagnostic)
+                failed = True
+        summary.append((path, "error" if failed else "ok"))
+    errors = sum(d.severity == "error" for d in diags)
+    warnings = sum(d.severity == "warning" for d in diags)
+    if args.format == "json":
+        print(json.dumps([d.to_json() for d in diags], indent=2))
+    else:
+        _print_diagnostics(diags)
+        print(f"checked {len(args.files)} file{'s' if len(args.files) != 1 else ''}: "
+              f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+    return 1 if errors else 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CnnError as err:
+        print(err.diagnostic.format(), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("cnndsl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: say so plainly instead of a traceback
+        print(f"cnndsl: internal error (a bug in cnndsl {__version__}, please report it with the input): "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+        if os.environ.get("CNNDSL_DEBUG"):
+            raise
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

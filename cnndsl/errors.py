@@ -1,0 +1,135 @@
+"""Diagnostics: one error type for users, one format.
+
+Every problem a user can cause is a :class:`CnnError` carrying a :class:`Span`.
+It prints as ``file:line:col: error: message``, the source line, and a caret
+under the culprit, followed by notes such as the block-call chain::
+
+    networks/bad.net:7:5: error: conv 256/5 needs at least 5x5 input, got 256x3x3 (padding 0)
+        conv 256/5
+        ^~~~~~~~~~
+      in block stage called at networks/bad.net:14:5
+
+Anything that is not a ``CnnError`` escaping the compiler is a bug.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+# Source text of every file read so far, so that a diagnostic can quote its line.
+_SOURCES: dict[str, str] = {}
+
+
+def remember_source(filename: str, text: str) -> None:
+    _SOURCES[filename] = text
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of a source file (lines and columns count from 1)."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int = 0
+    end_column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    @staticmethod
+    def of(file: str, meta_or_token) -> "Span":
+        """The span of a Lark token or a tree's ``meta``."""
+        line = getattr(meta_or_token, "line", None) or 1
+        col = getattr(meta_or_token, "column", None) or 1
+        end_line = getattr(meta_or_token, "end_line", None) or line
+        end_col = getattr(meta_or_token, "end_column", None) or col + 1
+        return Span(file, line, col, end_line, end_col)
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # "error" or "warning"
+    message: str
+    span: Span | None = None
+    notes: list[tuple[str, Span | None]] = field(default_factory=list)
+    code: str = ""
+
+    def format(self) -> str:
+        where = f"{self.span}: " if self.span else "cnndsl: "
+        lines = [f"{where}{self.severity}: {self.message}"]
+        if self.span:
+            lines += _quote(self.span)
+        for text, span in self.notes:
+            lines.append(f"  {text}" + (f" at {span}" if span else ""))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        s = self.span
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "file": s.file if s else None,
+            "line": s.line if s else None,
+            "column": s.column if s else None,
+            "end_line": s.end_line if s else None,
+            "end_column": s.end_column if s else None,
+        }
+
+
+def _quote(span: Span) -> list[str]:
+    text = _SOURCES.get(span.file)
+    if text is None:
+        return []
+    lines = text.splitlines()
+    if not 1 <= span.line <= len(lines):
+        return []
+    src = lines[span.line - 1].rstrip()
+    col = max(1, min(span.column, len(src) + 1))
+    if span.end_line == span.line and span.end_column > span.column:
+        width = span.end_column - span.column
+    else:
+        width = len(src) - col + 1
+    width = max(1, min(width, len(src) - col + 1 if len(src) >= col else 1))
+    prefix = "".join(ch if ch == "\t" else " " for ch in src[: col - 1])
+    return ["    " + src, "    " + prefix + "^" + "~" * (width - 1)]
+
+
+class CnnError(Exception):
+    """A user-facing error: a diagnostic with a location."""
+
+    def __init__(self, message: str, span: Span | None = None, notes=None, code: str = ""):
+        super().__init__(message)
+        self.diagnostic = Diagnostic("error", message, span, list(notes or []), code)
+
+    @property
+    def span(self) -> Span | None:
+        return self.diagnostic.span
+
+    def add_note(self, text: str, span: Span | None = None) -> None:  # type: ignore[override]
+        self.diagnostic.notes.append((text, span))
+
+    def __str__(self) -> str:
+        return self.diagnostic.format()
+
+
+def did_you_mean(word: str, choices) -> str:
+    """``"; did you mean 'conv'?"`` when a close match exists, else ``""``."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def source_text(span: Span, limit: int = 60) -> str:
+    """The source text a span covers (first line only), for messages like ``conv 256/5``."""
+    text = _SOURCES.get(span.file)
+    if text is None:
+        return ""
+    lines = text.splitlines()
+    if not 1 <= span.line <= len(lines):
+        return ""
+    line = lines[span.line - 1]
+    end = span.end_column - 1 if span.end_line == span.line else len(line)
+    out = " ".join(line[span.column - 1 : end].split())
+    return out if len(out) <= limit else out[: limit - 3] + "..."

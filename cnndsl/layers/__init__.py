@@ -1,0 +1,60 @@
+"""The layer catalogue: every layer kind, registered explicitly.
+
+Adding a kind = one class in one of these modules + one line here + one row in
+the layer test table (tests/test_layers.py), which also checks that every kind
+implements every rule it needs.
+"""
+
+from __future__ import annotations
+
+from . import activation, combine, conv, dense, norm, pool, reshape
+from .base import Kind, LayerError, Spec, Symbol, Table, ValueRef, coerce
+
+_KINDS: tuple[type[Kind], ...] = (
+    conv.Conv,
+    conv.Deconv,
+    pool.MaxPool,
+    pool.AvgPool,
+    pool.Gap,
+    pool.Gmp,
+    pool.Subsample,
+    pool.Unpool,
+    pool.Upsample,
+    norm.BatchNorm,
+    norm.LRN,
+    norm.LCN,
+    norm.LayerNorm,
+    norm.GroupNorm,
+    norm.InstanceNorm,
+    dense.FC,
+    dense.RBF,
+    dense.Flatten,
+    dense.Softmax,
+    dense.Dropout,
+    activation.Relu,
+    activation.Relu6,
+    activation.Sigmoid,
+    activation.Tanh,
+    activation.ScaledTanh,
+    activation.Abs,
+    activation.LeakyRelu,
+    activation.Elu,
+    activation.Gelu,
+    activation.Silu,
+    activation.Hardswish,
+    activation.PRelu,
+    reshape.Crop,
+    reshape.Pad,
+    reshape.Shuffle,
+    reshape.ShortcutPad,
+    combine.Add,
+    combine.Mul,
+    combine.Concat,
+    combine.Residual,
+)
+
+CATALOGUE: dict[str, Kind] = {cls.name: cls() for cls in _KINDS}
+# Kinds a .net file may name (internal ones are made by the compiler itself).
+PUBLIC: dict[str, Kind] = {n: k for n, k in CATALOGUE.items() if not getattr(k, "internal", False)}
+
+__all__ = ["CATALOGUE", "PUBLIC", "Kind", "LayerError", "Spec", "Symbol", "Table", "ValueRef", "coerce"]

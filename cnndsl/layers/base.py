@@ -1,0 +1,226 @@
+"""What every layer kind is made of: argument specifications and the rules.
+
+A layer kind is one class (see the sibling modules) that declares its
+positional fields and keywords with their defaults, and implements its rules
+side by side: ``shape``, ``params``, ``macs``, ``connections`` and ``window``
+(for the receptive field). Arguments arrive canonical: ``3`` is already
+``(3, 3)`` for a 2-D input, ``same`` already resolved by the rule that needs it.
+
+Rules raise :class:`LayerError` for inputs that do not fit; the elaboration pass
+adds the location, the layer's name and the block-call chain. ``{call}`` in a
+message is replaced by the source text of the call (``conv 256/5``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .arith import fmt_shape, prod
+
+REQUIRED = object()
+
+
+class LayerError(Exception):
+    """A rule's complaint; ``arg`` names the argument to point at, if any."""
+
+    def __init__(self, message: str, arg: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.arg = arg
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare word that is not a parameter or table: ``same``, ``center``, ``nearest``."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Table:
+    """A named constant from ``table NAME = [...]``."""
+
+    name: str
+    rows: tuple
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """``@label`` as an argument: the IR node it names and that node's input shape."""
+
+    name: str
+    node: object  # cnndsl.ir.Node
+    input_shape: tuple
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One argument: its type and default.
+
+    types: ``int`` (``min`` gives the lower bound), ``float``, ``bool``,
+    ``spatial`` (an int or a dimension literal, one value per spatial axis),
+    ``pad`` (spatial, or ``same``/``valid``), ``enum`` (``choices``), ``table``,
+    ``ref`` (``@label``), ``number_or_spatial`` (upsample factors).
+    """
+
+    type: str
+    default: object = REQUIRED
+    min: int | float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+
+def describe(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return fmt_shape(value)
+    if isinstance(value, Symbol):
+        return value.name
+    if isinstance(value, Table):
+        return f"table {value.name}"
+    if isinstance(value, ValueRef):
+        return f"@{value.name}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _type_name(spec: Spec) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "spatial": "an integer or one integer per spatial axis (3x3)",
+        "pad": "an integer, one per spatial axis, 'same' or 'valid'",
+        "enum": " or ".join(spec.choices),
+        "table": "a table name",
+        "ref": "a label reference (@name)",
+        "number_or_spatial": "an integer or one integer per spatial axis",
+    }[spec.type]
+
+
+def coerce(spec: Spec, name: str, value, rank: int):
+    """Check one argument against its spec and bring it to canonical form.
+
+    Raises LayerError (with ``arg=name``) saying what was expected and received."""
+
+    def bad(extra: str = ""):
+        raise LayerError(f"{name} must be {_type_name(spec)}{extra}; received {name}={describe(value)}", name)
+
+    t = spec.type
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad()
+        if spec.min is not None and value < spec.min:
+            raise LayerError(f"{name} must be at least {spec.min}; received {name}={value}", name)
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad()
+        if spec.min is not None and value < spec.min:
+            raise LayerError(f"{name} must be at least {spec.min}; received {name}={value}", name)
+        return float(value)
+    if t == "bool":
+        if not isinstance(value, bool):
+            bad()
+        return value
+    if t == "enum":
+        word = value.name if isinstance(value, Symbol) else value if isinstance(value, str) else None
+        if word not in spec.choices:
+            bad()
+        return word
+    if t == "table":
+        if not isinstance(value, Table):
+            bad()
+        return value
+    if t == "ref":
+        if not isinstance(value, ValueRef):
+            bad()
+        return value
+    if t in ("spatial", "number_or_spatial") or (t == "pad" and not isinstance(value, Symbol)):
+        if isinstance(value, bool):
+            bad()
+        if isinstance(value, int):
+            values = (value,) * rank
+        elif isinstance(value, tuple):
+            if len(value) != rank:
+                raise LayerError(
+                    f"{name} has {len(value)} values but the input has {rank} spatial "
+                    f"ax{'is' if rank == 1 else 'es'}; received {name}={describe(value)}",
+                    name,
+                )
+            values = value
+        else:
+            bad()
+        low = spec.min if spec.min is not None else (0 if t == "pad" else 1)
+        if any(v < low for v in values):
+            raise LayerError(f"{name} must be at least {low}; received {name}={describe(value)}", name)
+        return values
+    if t == "pad":  # a Symbol
+        if value.name not in ("same", "valid"):
+            bad()
+        return value.name
+    raise AssertionError(t)  # pragma: no cover - a spec typo is a bug
+
+
+class Kind:
+    """Base of every layer kind. Subclasses override the rules they need."""
+
+    name = ""
+    positional: tuple[tuple[str, Spec], ...] = ()
+    keywords: dict[str, Spec] = {}
+    spatial = False  # needs spatial axes (conv, pooling ...)
+    doc = ""
+
+    # Combinators (add, concat, mul, residual) take a { body } instead of one input.
+    combinator = False
+
+    def all_args(self) -> dict[str, Spec]:
+        return {**dict(self.positional), **self.keywords}
+
+    # ---- the rules; ``a`` holds the canonical arguments, ``x`` the input shape
+    def check(self, a: dict, x: tuple) -> None:
+        """Validation that needs the input shape, before ``shape``."""
+
+    def shape(self, a: dict, x: tuple) -> tuple:
+        return x
+
+    def params(self, a: dict, x: tuple, y: tuple) -> tuple[int, int]:
+        """(trainable, non-trainable)."""
+        return 0, 0
+
+    def macs(self, a: dict, x: tuple, y: tuple) -> int:
+        return 0
+
+    def connections(self, a: dict, x: tuple, y: tuple) -> int:
+        return 0
+
+    def window(self, a: dict, x: tuple, y: tuple):
+        """Receptive-field step: (input positions one output sees, stride) per axis,
+        or None for a pointwise layer."""
+        return None
+
+    def warnings(self, a: dict, x: tuple, y: tuple) -> list[tuple[str, str | None]]:
+        return []
+
+
+def spatial_of(x: tuple) -> tuple:
+    return x[1:]
+
+
+def positions(shape: tuple) -> int:
+    return prod(shape[1:])
+
+
+def full_window(x: tuple):
+    """An fc or global pool sees the whole input."""
+    sp = x[1:]
+    return tuple(sp), tuple(sp)
+
+
+def fraction(num: int, den: int):
+    f = Fraction(num, den)
+    return int(f) if f.denominator == 1 else f

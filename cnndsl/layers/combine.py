@@ -1,0 +1,64 @@
+"""Combinators: add, mul, concat and residual take a { body } of branches.
+
+Their rule is ``combine``: the output shape from every branch's shape, or an
+error that names every branch and its shape.
+"""
+
+from __future__ import annotations
+
+from .arith import fmt_shape
+from .base import Kind, LayerError, Spec
+
+
+def _mismatch(what: str, shapes, labels) -> LayerError:
+    rows = "; ".join(f"branch {i + 1} ({lab}) gives {fmt_shape(s)}" for i, (s, lab) in enumerate(zip(shapes, labels)))
+    return LayerError(f"{{call}}: {what}: {rows}")
+
+
+class Add(Kind):
+    name = "add"
+    doc = "element-wise sum of the branches (shapes must be equal)"
+    combinator = True
+
+    def combine(self, a, shapes, labels):
+        if len(set(shapes)) > 1:
+            raise _mismatch("branches must have equal shapes", shapes, labels)
+        return shapes[0]
+
+
+class Residual(Add):
+    name = "residual"
+    doc = "add { shortcut ; body }; shortcut auto, identity, pad (option A) or conv"
+    keywords = {"shortcut": Spec("enum", "auto", choices=("auto", "identity", "pad", "conv"))}
+
+
+class Mul(Kind):
+    name = "mul"
+    doc = "element-wise product with broadcasting of size-1 axes (SE gating)"
+    combinator = True
+
+    def combine(self, a, shapes, labels):
+        if len({len(s) for s in shapes}) > 1:
+            raise _mismatch("branches must have the same number of axes", shapes, labels)
+        out = []
+        for sizes in zip(*shapes):
+            big = {s for s in sizes if s != 1}
+            if len(big) > 1:
+                raise _mismatch("shapes do not broadcast (each axis must be equal or 1)", shapes, labels)
+            out.append(big.pop() if big else 1)
+        return tuple(out)
+
+
+class Concat(Kind):
+    name = "concat"
+    doc = "channel concatenation; crop=center crops larger branches to the smallest (U-Net)"
+    combinator = True
+    keywords = {"crop": Spec("enum", "none", choices=("none", "center"))}
+
+    def combine(self, a, shapes, labels):
+        if len({len(s) for s in shapes}) > 1:
+            raise _mismatch("branches must have the same number of axes", shapes, labels)
+        if len({s[1:] for s in shapes}) > 1:
+            hint = "" if a["crop"] == "center" else " (concat(crop=center) crops them to the smallest)"
+            raise _mismatch(f"spatial sizes differ{hint}", shapes, labels)
+        return (sum(s[0] for s in shapes),) + shapes[0][1:]

@@ -1,0 +1,189 @@
+"""Convolutions: ``conv K/F/S/P`` and ``deconv K/F/S/P`` (transpose)."""
+
+from __future__ import annotations
+
+from .arith import dropped_input, effective_kernel, fmt_shape, prod, same_pads, transpose_out, window_out
+from .base import Kind, LayerError, Spec, fraction
+
+
+def resolve_pads(pad, size, f_eff, stride):
+    """Per-axis (begin, end) padding from an int tuple, 'same' or 'valid'."""
+    if pad == "valid":
+        return tuple((0, 0) for _ in size)
+    if pad == "same":
+        return tuple(same_pads(w, f, s) for w, f, s in zip(size, f_eff, stride))
+    return tuple((p, p) for p in pad)
+
+
+def sliding_window(kind_text, a, x, f, stride, pad, dilation=None, ceil=False):
+    """Output spatial size of a window sliding over x; shared by conv and pooling."""
+    size = x[1:]
+    f_eff = tuple(effective_kernel(k, d) for k, d in zip(f, dilation or (1,) * len(f)))
+    pads = resolve_pads(pad, size, f_eff, stride)
+    out = tuple(window_out(w, k, s, p0, p1, ceil) for w, k, s, (p0, p1) in zip(size, f_eff, stride, pads))
+    if any(o < 1 for o in out):
+        padding = "same" if pad == "same" else fmt_shape(tuple(p0 for p0, _ in pads)) if len(set(pads)) > 1 else str(pads[0][0])
+        raise LayerError(
+            f"{{call}} needs at least {fmt_shape(f_eff)} input, got {fmt_shape(x)} (padding {padding})"
+            + (f"; dilation {fmt_shape(dilation)} widens the kernel to {fmt_shape(f_eff)}" if dilation and any(d > 1 for d in dilation) else "")
+        )
+    return out, f_eff, pads
+
+
+def stride_warnings(x, f_eff, stride, pads, ceil=False):
+    if ceil:
+        return []
+    warns = []
+    axes = "LW" if len(f_eff) == 1 else ("HW" if len(f_eff) == 2 else "DHW")
+    for axis, w, f, s, (p0, p1) in zip(axes, x[1:], f_eff, stride, pads):
+        lost = dropped_input(w, f, s, p0, p1)
+        if lost:
+            warns.append(
+                (
+                    f"{{call}}: stride {s} does not tile input {axis}={w} with window {f} "
+                    f"(padding {p0}): the last {lost} position{'s' if lost > 1 else ''} "
+                    f"along {axis} {'are' if lost > 1 else 'is'} dropped",
+                    "stride",
+                )
+            )
+    return warns
+
+
+class Conv(Kind):
+    name = "conv"
+    doc = "convolution: K filters of extent F, stride S, zero padding P"
+    spatial = True
+    positional = (
+        ("filters", Spec("int", min=1)),
+        ("size", Spec("spatial")),
+        ("stride", Spec("spatial", 1)),
+        ("pad", Spec("pad", 0)),
+    )
+    keywords = {
+        "groups": Spec("int", 1, min=1),
+        "dilation": Spec("spatial", 1),
+        "bias": Spec("bool", True),
+        "pad_mode": Spec("enum", "zeros", choices=("zeros", "reflect", "replicate")),
+        "table": Spec("table", None),
+    }
+
+    def check(self, a, x):
+        c, k, g = x[0], a["filters"], a["groups"]
+        if c % g or k % g:
+            raise LayerError(
+                f"groups must divide both the input channels and the filters; received groups={g}, "
+                f"input channels={c}, filters={k}",
+                "groups",
+            )
+        table = a["table"]
+        if table is not None:
+            if g != 1:
+                raise LayerError("a connection table cannot be combined with groups", "table")
+            rows = table.rows
+            if len(rows) != k:
+                raise LayerError(
+                    f"table {table.name} has {len(rows)} rows but the layer has {k} filters; "
+                    "each filter needs one row listing its input maps",
+                    "table",
+                )
+            for i, row in enumerate(rows):
+                if not isinstance(row, list) or not row:
+                    raise LayerError(f"row {i} of table {table.name} must be a non-empty list of input maps", "table")
+                for m in row:
+                    if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < c:
+                        raise LayerError(
+                            f"table {table.name} row {i} lists input map {m}, but the input has "
+                            f"{c} maps (0..{c - 1})",
+                            "table",
+                        )
+                if len(set(row)) != len(row):
+                    raise LayerError(f"table {table.name} row {i} lists an input map twice", "table")
+
+    def shape(self, a, x):
+        out, f_eff, pads = sliding_window(self.name, a, x, a["size"], a["stride"], a["pad"], a["dilation"])
+        a["_pads"] = pads
+        return (a["filters"],) + out
+
+    def _fan_in(self, a, x):
+        """Σ over filters of the input maps each one reads, times F^n."""
+        kernel = prod(a["size"])
+        if a["table"] is not None:
+            return sum(len(r) for r in a["table"].rows) * kernel
+        return a["filters"] * x[0] // a["groups"] * kernel
+
+    def params(self, a, x, y):
+        return self._fan_in(a, x) + (a["filters"] if a["bias"] else 0), 0
+
+    def macs(self, a, x, y):
+        return prod(y[1:]) * self._fan_in(a, x)
+
+    def connections(self, a, x, y):
+        return prod(y[1:]) * (self._fan_in(a, x) + (a["filters"] if a["bias"] else 0))
+
+    def window(self, a, x, y):
+        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
+        return f_eff, a["stride"]
+
+    def warnings(self, a, x, y):
+        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
+        return stride_warnings(x, f_eff, a["stride"], a["_pads"])
+
+
+class Deconv(Kind):
+    name = "deconv"
+    doc = "transpose convolution: output (W−1)·S − 2P + d·(F−1) + outpad + 1"
+    spatial = True
+    positional = (
+        ("filters", Spec("int", min=1)),
+        ("size", Spec("spatial")),
+        ("stride", Spec("spatial", 1)),
+        ("pad", Spec("spatial", 0, min=0)),
+    )
+    keywords = {
+        "outpad": Spec("spatial", 0, min=0),
+        "groups": Spec("int", 1, min=1),
+        "dilation": Spec("spatial", 1),
+        "bias": Spec("bool", True),
+    }
+
+    def check(self, a, x):
+        c, k, g = x[0], a["filters"], a["groups"]
+        if c % g or k % g:
+            raise LayerError(
+                f"groups must divide both the input channels and the filters; received groups={g}, "
+                f"input channels={c}, filters={k}",
+                "groups",
+            )
+        for op, s, d in zip(a["outpad"], a["stride"], a["dilation"]):
+            if op >= max(s, d):
+                raise LayerError(
+                    f"outpad must be smaller than the stride or the dilation; received outpad={op}, stride={s}",
+                    "outpad",
+                )
+
+    def shape(self, a, x):
+        out = tuple(
+            transpose_out(w, f, s, p, d, op)
+            for w, f, s, p, d, op in zip(x[1:], a["size"], a["stride"], a["pad"], a["dilation"], a["outpad"])
+        )
+        if any(o < 1 for o in out):
+            raise LayerError(f"{{call}} gives an empty output on input {fmt_shape(x)}: padding too large", "pad")
+        return (a["filters"],) + out
+
+    def _weights(self, a, x):
+        return x[0] * (a["filters"] // a["groups"]) * prod(a["size"])
+
+    def params(self, a, x, y):
+        return self._weights(a, x) + (a["filters"] if a["bias"] else 0), 0
+
+    def macs(self, a, x, y):
+        # Counted over input positions: every input unit scatters into K/groups·F^n outputs.
+        return prod(x[1:]) * self._weights(a, x)
+
+    def connections(self, a, x, y):
+        return self.macs(a, x, y) + (prod(y) if a["bias"] else 0)
+
+    def window(self, a, x, y):
+        # Each output sees ceil(F_eff / S) input positions; the jump shrinks by S.
+        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
+        return tuple(-(-f // s) for f, s in zip(f_eff, a["stride"])), tuple(fraction(1, s) for s in a["stride"])

@@ -1,0 +1,146 @@
+"""Pooling and resampling: maxpool, avgpool, gap, gmp, subsample, unpool, upsample."""
+
+from __future__ import annotations
+
+from .arith import fmt_shape, prod
+from .base import Kind, LayerError, Spec, fraction, full_window
+from .conv import sliding_window, stride_warnings
+
+
+class _Pool(Kind):
+    spatial = True
+    positional = (
+        ("size", Spec("spatial")),
+        ("stride", Spec("spatial", None)),  # defaults to the window size
+        ("pad", Spec("pad", 0)),
+    )
+    keywords = {"ceil": Spec("bool", False)}
+
+    def check(self, a, x):
+        if a["stride"] is None:
+            a["stride"] = a["size"]
+        if isinstance(a["pad"], tuple):
+            for f, p in zip(a["size"], a["pad"]):
+                if 2 * p > f:
+                    raise LayerError(
+                        f"pooling padding must be at most half the window; received pad={p} with size={f}",
+                        "pad",
+                    )
+
+    def shape(self, a, x):
+        out, _, pads = sliding_window(self.name, a, x, a["size"], a["stride"], a["pad"], ceil=a["ceil"])
+        a["_pads"] = pads
+        return (x[0],) + out
+
+    def window(self, a, x, y):
+        return a["size"], a["stride"]
+
+    def warnings(self, a, x, y):
+        return stride_warnings(x, a["size"], a["stride"], a["_pads"], a["ceil"])
+
+
+class MaxPool(_Pool):
+    name = "maxpool"
+    doc = "max pooling F/S/P (S defaults to F); ceil rounds up (Caffe)"
+
+
+class AvgPool(_Pool):
+    name = "avgpool"
+    doc = "average pooling F/S/P; count_pad counts padded zeros in the average"
+    keywords = {**_Pool.keywords, "count_pad": Spec("bool", False)}
+
+
+class _Global(Kind):
+    spatial = True
+
+    def shape(self, a, x):
+        return (x[0],) + (1,) * (len(x) - 1)
+
+    def window(self, a, x, y):
+        return full_window(x)
+
+
+class Gap(_Global):
+    name = "gap"
+    doc = "global average pooling to Cx1x1"
+
+
+class Gmp(_Global):
+    name = "gmp"
+    doc = "global max pooling to Cx1x1"
+
+
+class Subsample(Kind):
+    name = "subsample"
+    doc = "LeNet subsampling: sum over an FxF window × trainable coefficient + bias, per map"
+    spatial = True
+    positional = (("size", Spec("spatial")),)
+
+    def shape(self, a, x):
+        out, _, pads = sliding_window(self.name, a, x, a["size"], a["size"], (0,) * len(a["size"]))
+        a["_pads"] = pads
+        return (x[0],) + out
+
+    def params(self, a, x, y):
+        return 2 * x[0], 0
+
+    def connections(self, a, x, y):
+        return prod(y) * (prod(a["size"]) + 1)
+
+    def window(self, a, x, y):
+        return a["size"], a["size"]
+
+    def warnings(self, a, x, y):
+        return stride_warnings(x, a["size"], a["size"], a["_pads"])
+
+
+class Unpool(Kind):
+    """``unpool of=@pool``: max unpooling with the indices of a labelled maxpool."""
+
+    name = "unpool"
+    doc = "max unpooling with the indices of the maxpool named by of=@label"
+    spatial = True
+    positional = (("size", Spec("spatial", None)), ("stride", Spec("spatial", None)))
+    keywords = {"of": Spec("ref")}
+
+    def check(self, a, x):
+        pool = a["of"].node
+        if pool.kind != "maxpool":
+            got = f"a {pool.kind} layer" if pool.kind != "input" else "the input"
+            raise LayerError(f"of=@{a['of'].name} must name a maxpool layer, but it names {got}", "of")
+        if a["size"] is None:
+            a["size"] = pool.attrs["size"]
+        if a["stride"] is None:
+            a["stride"] = pool.attrs["stride"] if a["size"] == pool.attrs["size"] else a["size"]
+        if a["size"] != pool.attrs["size"] or a["stride"] != pool.attrs["stride"]:
+            raise LayerError(
+                f"unpool {fmt_shape(a['size'])}/{fmt_shape(a['stride'])} does not match the maxpool "
+                f"@{a['of'].name} ({fmt_shape(pool.attrs['size'])}/{fmt_shape(pool.attrs['stride'])})",
+                "of",
+            )
+        if x != pool.shape:
+            raise LayerError(
+                f"unpool input {fmt_shape(x)} must have the shape of the output of @{a['of'].name} "
+                f"({fmt_shape(pool.shape)})",
+                "of",
+            )
+
+    def shape(self, a, x):
+        return a["of"].input_shape
+
+    def window(self, a, x, y):
+        return (1,) * (len(x) - 1), tuple(fraction(1, s) for s in a["stride"])
+
+
+class Upsample(Kind):
+    name = "upsample"
+    doc = "upsampling by an integer factor per axis; mode nearest or linear"
+    spatial = True
+    positional = (("factor", Spec("spatial", 2)),)
+    keywords = {"mode": Spec("enum", "nearest", choices=("nearest", "linear"))}
+
+    def shape(self, a, x):
+        return (x[0],) + tuple(w * f for w, f in zip(x[1:], a["factor"]))
+
+    def window(self, a, x, y):
+        return (1,) * (len(x) - 1), tuple(fraction(1, f) for f in a["factor"])

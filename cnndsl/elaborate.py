@@ -192,7 +192,8 @@ class Elaborator:
                 continue
             hint = None
             if label:
-                hint = label if not named else f"{label}.{step.kind}" if type(step) is ast.Call else None
+                inner = step.body[0] if type(step) is ast.Repeat and step.is_step else step
+                hint = label if not named else f"{label}.{inner.kind}" if type(inner) is ast.Call else None
                 named = True
             cur = self.step(step, env, cur, hint)
         if label:

@@ -238,7 +238,8 @@ class _ToAst(Transformer_NonRecursive):
         return int(tok) if tok.type == "INT" else float(tok)
 
     def default_stmt(self, meta, c):
-        return ast.Default(str(c[0]), tuple(c[1:]), self._span(meta), _tok_span(self.file, c[0]))
+        items = tuple(x[1] if isinstance(x, tuple) else x for x in c[1:])
+        return ast.Default(str(c[0]), items, self._span(meta), _tok_span(self.file, c[0]))
 
     def block_def(self, meta, c):
         return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta))
@@ -292,7 +293,11 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Repeat(c[0], c[1], self._span(meta))
 
     def count(self, meta, c):
-        return c[0]
+        tok = c[0]
+        if isinstance(tok, Token):
+            span = _tok_span(self.file, tok)
+            return ast.Num(int(tok), span) if tok.type == "INT" else ast.Name(str(tok), span)
+        return tok
 
     def call(self, meta, c):
         name_tok, args, *items = c

@@ -37,9 +37,12 @@ def window_out(size: int, f_eff: int, stride: int, pad_begin: int, pad_end: int,
 
 def dropped_input(size: int, f_eff: int, stride: int, pad_begin: int, pad_end: int) -> int:
     """Real (non-padding) input positions at the end that no window covers, with
-    floor rounding: the columns a stride that does not tile its input drops."""
+    floor rounding: the columns a stride that does not tile its input drops.
+
+    A window narrower than its stride skips S − F positions between windows by
+    design (a 1x1 stride-2 projection); only a tail beyond that gap counts."""
     rem = (size + pad_begin + pad_end - f_eff) % stride
-    return max(rem - pad_end, 0)
+    return max(rem - pad_end - max(stride - f_eff, 0), 0)
 
 
 def transpose_out(size: int, f: int, stride: int, pad: int, dilation: int, outpad: int) -> int:

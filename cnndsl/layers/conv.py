@@ -31,22 +31,25 @@ def sliding_window(kind_text, a, x, f, stride, pad, dilation=None, ceil=False):
 
 
 def stride_warnings(x, f_eff, stride, pads, ceil=False):
+    """One warning when a stride does not tile its input and real positions are dropped."""
     if ceil:
         return []
-    warns = []
-    axes = "LW" if len(f_eff) == 1 else ("HW" if len(f_eff) == 2 else "DHW")
-    for axis, w, f, s, (p0, p1) in zip(axes, x[1:], f_eff, stride, pads):
-        lost = dropped_input(w, f, s, p0, p1)
-        if lost:
-            warns.append(
-                (
-                    f"{{call}}: stride {s} does not tile input {axis}={w} with window {f} "
-                    f"(padding {p0}): the last {lost} position{'s' if lost > 1 else ''} "
-                    f"along {axis} {'are' if lost > 1 else 'is'} dropped",
-                    "stride",
-                )
-            )
-    return warns
+    axes = "L" if len(f_eff) == 1 else ("HW" if len(f_eff) == 2 else "DHW")
+    lost = {
+        axis: dropped_input(w, f, s, p0, p1)
+        for axis, w, f, s, (p0, p1) in zip(axes, x[1:], f_eff, stride, pads)
+    }
+    lost = {axis: n for axis, n in lost.items() if n}
+    if not lost:
+        return []
+    where = ", ".join(f"{n} along {axis}" for axis, n in lost.items())
+    return [
+        (
+            f"{{call}}: stride {fmt_shape(stride)} with window {fmt_shape(f_eff)} does not tile the input "
+            f"{fmt_shape(x)}: the last input positions are dropped ({where})",
+            "stride",
+        )
+    ]
 
 
 class Conv(Kind):

@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NETWORKS = ROOT / "networks"
+
+
+def run_cli(*args, cwd=None, input=None):
+    """Run the installed `cnndsl` as a user would; returns CompletedProcess."""
+    env = dict(os.environ, NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "cnndsl", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=input,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def netfile(tmp_path):
+    """Write a .net file and return its path: netfile("network n { ... }")."""
+
+    def write(text, name="t.net"):
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    return write

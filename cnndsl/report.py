@@ -27,9 +27,10 @@ from .layers.arith import fmt_shape, prod
 DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8}
 
 CONVENTION = (
-    "Per sample (batch 1). MACs: weight multiply-accumulates of conv, deconv, fc and rbf\n"
-    "(torchvision convention); FLOPs = 2 x MACs (Darknet). Params = trainable +\n"
-    "non-trainable (BN running statistics, fixed RBF centres). RF: receptive field."
+    "Per sample (batch 1). MACs: weight multiply-accumulates of conv, deconv, fc\n"
+    "and rbf (torchvision convention); FLOPs = 2 x MACs (Darknet). Params =\n"
+    "trainable + non-trainable (BN running statistics, fixed RBF centres).\n"
+    "RF: receptive field on the main path, in input pixels."
 )
 
 

@@ -177,7 +177,13 @@ def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
             span = Span(filename, line, col, line, col + 1)
         else:
             span = Span(filename, line, col, tok.end_line or line, tok.end_column or col + 1)
-        msg = f"unexpected {_describe(tok)}; expected {_expected(err.accepts or err.expected)}"
+        what = _describe(tok)
+        if tok.type == "_NL" and tok.value == "":  # inserted by the post-lexer before '}' or at the end
+            pos = tok.start_pos if tok.start_pos is not None else len(text)
+            what = "'}'" if text[pos : pos + 1] == "}" else "end of file"
+        msg = f"unexpected {what}; expected {_expected(err.accepts or err.expected)}"
+        if tok.type == "SLASH" and tok.start_pos and text[tok.start_pos - 1] == "/":
+            hint = hint or "'//' (integer division) needs parentheses: conv (in.c // 2)/1"
     else:  # UnexpectedEOF
         lines = text.splitlines() or [""]
         span = Span(filename, len(lines), len(lines[-1]) + 1)

@@ -20,5 +20,8 @@ def print_rich(model: Model) -> None:
     for row in table_rows(model):
         table.add_row(*row)
     console.print(table)
-    for k, v, note in totals_lines(model):
-        console.print(f"[bold]{k:<18}[/bold] {v}" + (f"  [dim]({note})[/dim]" if note else ""))
+    lines = totals_lines(model)
+    width = max(len(v) for k, v, _ in lines if k != "outputs")
+    for k, v, note in lines:
+        value = v if k == "outputs" else v.rjust(width)
+        console.print(f"[bold]{k:<18}[/bold] {value}" + (f"  [dim]({note})[/dim]" if note else ""), highlight=False)

@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(run=cmd_info)
 
+    export = sub.add_parser("export", help="write an ONNX model (checked, atomic)")
+    export.add_argument("file", metavar="FILE")
+    network_options(export)
+    export.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the model")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 17 to 21)")
+    export.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    export.add_argument("--weights", metavar="FILE.npz", help="trained weights by name (<layer>.weight ...)")
+    export.add_argument("--batch", type=int, metavar="N", help="a fixed batch size instead of a dynamic N")
+    export.set_defaults(run=cmd_export)
+
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
     check.add_argument("files", nargs="+", metavar="FILE")
     network_options(check)
@@ -76,6 +86,28 @@ def cmd_info(args) -> int:
         from .report import format_plain
 
         print(format_plain(model))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .export import load_weights, to_onnx, write_atomic
+    from .onnx_lower import DEFAULT_OPSET
+
+    out = Path(args.output)
+    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
+        raise CnnError(f"-o {args.output} is the input file; choose another output path", code="E083")
+    if args.batch is not None and args.batch < 1:
+        raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
+    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
+                 max_layers=args.max_layers)
+    _print_diagnostics(model.warnings)
+    weights = load_weights(args.weights) if args.weights else None
+    proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch)
+    size = write_atomic(proto, out)
+    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
+          f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
     return 0
 
 

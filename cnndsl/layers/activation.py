@@ -5,19 +5,54 @@ from __future__ import annotations
 from .base import Kind, Spec
 
 
-def _simple(kind_name: str, text: str):
-    return type(kind_name.title().replace("_", ""), (Kind,), {"name": kind_name, "doc": text})
+def _simple(kind_name: str, text: str, op: str):
+    def lower(self, b, node, xs, y):
+        b.op(op, xs, out=y)
+
+    return type(kind_name.title().replace("_", ""), (Kind,), {"name": kind_name, "doc": text, "lower": lower})
 
 
-Relu = _simple("relu", "max(0, x)")
-Relu6 = _simple("relu6", "min(max(0, x), 6)")
-Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)")
-Tanh = _simple("tanh", "tanh(x)")
-ScaledTanh = _simple("scaled_tanh", "1.7159·tanh(2x/3) (LeCun et al. 1998)")
-Abs = _simple("abs", "|x|")
-Gelu = _simple("gelu", "x·Φ(x) (exact, erf form)")
-Silu = _simple("silu", "x·sigmoid(x)")
-Hardswish = _simple("hardswish", "x·relu6(x + 3)/6")
+Relu = _simple("relu", "max(0, x)", "Relu")
+Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)", "Sigmoid")
+Tanh = _simple("tanh", "tanh(x)", "Tanh")
+Abs = _simple("abs", "|x|", "Abs")
+Hardswish = _simple("hardswish", "x·relu6(x + 3)/6", "HardSwish")
+
+
+class Relu6(Kind):
+    name = "relu6"
+    doc = "min(max(0, x), 6)"
+
+    def lower(self, b, node, xs, y):
+        b.op("Clip", [xs[0], b.scalar(0.0), b.scalar(6.0)], out=y)
+
+
+class ScaledTanh(Kind):
+    name = "scaled_tanh"
+    doc = "1.7159·tanh(2x/3) (LeCun et al. 1998)"
+
+    def lower(self, b, node, xs, y):
+        t = b.op("Tanh", [b.op("Mul", [xs[0], b.scalar(2.0 / 3.0)])])
+        b.op("Mul", [t, b.scalar(1.7159)], out=y)
+
+
+class Gelu(Kind):
+    name = "gelu"
+    doc = "x·Φ(x) (exact, erf form)"
+
+    def lower(self, b, node, xs, y):
+        # 0.5·x·(1 + erf(x/√2)); the Gelu operator only exists from opset 20
+        e = b.op("Erf", [b.op("Mul", [xs[0], b.scalar(0.7071067811865476)])])
+        half = b.op("Mul", [xs[0], b.scalar(0.5)])
+        b.op("Mul", [half, b.op("Add", [e, b.scalar(1.0)])], out=y)
+
+
+class Silu(Kind):
+    name = "silu"
+    doc = "x·sigmoid(x)"
+
+    def lower(self, b, node, xs, y):
+        b.op("Mul", [xs[0], b.op("Sigmoid", xs)], out=y)
 
 
 class LeakyRelu(Kind):
@@ -25,11 +60,17 @@ class LeakyRelu(Kind):
     doc = "x if x > 0 else a·x"
     positional = (("a", Spec("float", 0.01)),)
 
+    def lower(self, b, node, xs, y):
+        b.op("LeakyRelu", xs, out=y, alpha=node.attrs["a"])
+
 
 class Elu(Kind):
     name = "elu"
     doc = "x if x > 0 else alpha·(e^x − 1)"
     keywords = {"alpha": Spec("float", 1.0)}
+
+    def lower(self, b, node, xs, y):
+        b.op("Elu", xs, out=y, alpha=node.attrs["alpha"])
 
 
 class PRelu(Kind):
@@ -38,3 +79,8 @@ class PRelu(Kind):
 
     def params(self, a, x, y):
         return x[0], 0
+
+    def lower(self, b, node, xs, y):
+        x = b.shape(node.inputs[0])
+        slope = b.weight("weight", (x[0],) + (1,) * (len(x) - 1), "fill", value=0.25)
+        b.op("PRelu", [xs[0], slope], out=y)

@@ -206,6 +206,15 @@ class Kind:
     def warnings(self, a: dict, x: tuple, y: tuple) -> list[tuple[str, str | None]]:
         return []
 
+    def lower(self, b, node, xs: list[str], y: str) -> None:
+        """Emit ONNX operators computing ``y`` from the input tensors ``xs`` (see onnx_lower.Builder)."""
+        raise NotImplementedError(f"{self.name} has no ONNX lowering")
+
+    @staticmethod
+    def onnx_pads(pads) -> list[int]:
+        """Per-axis (begin, end) pairs to ONNX's [begin..., end...]."""
+        return [p for p, _ in pads] + [q for _, q in pads]
+
 
 def spatial_of(x: tuple) -> tuple:
     return x[1:]

@@ -15,10 +15,23 @@ def _mismatch(what: str, shapes, labels) -> LayerError:
     return LayerError(f"{{call}}: {what}: {rows}")
 
 
+def _fold(b, op: str, xs, y):
+    """One binary operator over any number of inputs (Identity for one)."""
+    if len(xs) == 1:
+        b.op("Identity", xs, out=y)
+        return
+    acc = xs[0]
+    for i, other in enumerate(xs[1:], 2):
+        acc = b.op(op, [acc, other], out=y if i == len(xs) else None)
+
+
 class Add(Kind):
     name = "add"
     doc = "element-wise sum of the branches (shapes must be equal)"
     combinator = True
+
+    def lower(self, b, node, xs, y):
+        _fold(b, "Add", xs, y)
 
     def combine(self, a, shapes, labels):
         if len(set(shapes)) > 1:
@@ -37,6 +50,9 @@ class Mul(Kind):
     doc = "element-wise product with broadcasting of size-1 axes (SE gating)"
     combinator = True
 
+    def lower(self, b, node, xs, y):
+        _fold(b, "Mul", xs, y)
+
     def combine(self, a, shapes, labels):
         if len({len(s) for s in shapes}) > 1:
             raise _mismatch("branches must have the same number of axes", shapes, labels)
@@ -54,6 +70,12 @@ class Concat(Kind):
     doc = "channel concatenation; crop=center crops larger branches to the smallest (U-Net)"
     combinator = True
     keywords = {"crop": Spec("enum", "none", choices=("none", "center"))}
+
+    def lower(self, b, node, xs, y):
+        if len(xs) == 1:
+            b.op("Identity", xs, out=y)
+        else:
+            b.op("Concat", xs, out=y, axis=1)
 
     def combine(self, a, shapes, labels):
         if len({len(s) for s in shapes}) > 1:

@@ -131,6 +131,29 @@ class Conv(Kind):
         f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
         return stride_warnings(x, f_eff, a["stride"], a["_pads"])
 
+    def lower(self, b, node, xs, y):
+        a, x = node.attrs, b.shape(node.inputs[0])
+        k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
+        kernel = prod(f)
+        fan_in = (self._fan_in(a, x) // k) if a["table"] is not None else c // g * kernel
+        w = b.weight("weight", (k, c // g, *f), b.init_for(node), fan_in, k // g * kernel)
+        np = b.np
+        if a["table"] is not None:
+            mask = np.zeros((k, c) + (1,) * len(f), dtype=np.float32)
+            for i, row in enumerate(a["table"].rows):
+                mask[i, row] = 1.0
+            w = b.op("Mul", [w, b.const(mask)])  # the masked weights stay zero whatever is loaded
+        args = [xs[0], w] + ([b.weight("bias", (k,), "fill")] if a["bias"] else [])
+        pads = self.onnx_pads(a["_pads"])
+        if a["pad_mode"] != "zeros" and any(pads):
+            full = [0, 0, *pads[: len(f)], 0, 0, *pads[len(f) :]]
+            mode = "reflect" if a["pad_mode"] == "reflect" else "edge"
+            args[0] = b.op("Pad", [xs[0], b.const(np.array(full, np.int64))], mode=mode)
+            pads = [0] * len(pads)
+        b.op("Conv", args, out=y, kernel_shape=list(f), strides=list(a["stride"]), pads=pads,
+             dilations=list(a["dilation"]), group=g)
+
+
 
 class Deconv(Kind):
     name = "deconv"
@@ -190,3 +213,12 @@ class Deconv(Kind):
         # Each output sees ceil(F_eff / S) input positions; the jump shrinks by S.
         f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
         return tuple(-(-f // s) for f, s in zip(f_eff, a["stride"])), tuple(fraction(1, s) for s in a["stride"])
+
+    def lower(self, b, node, xs, y):
+        a, x = node.attrs, b.shape(node.inputs[0])
+        k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
+        w = b.weight("weight", (c, k // g, *f), b.init_for(node), c // g * prod(f), k // g * prod(f))
+        args = [xs[0], w] + ([b.weight("bias", (k,), "fill")] if a["bias"] else [])
+        b.op("ConvTranspose", args, out=y, kernel_shape=list(f), strides=list(a["stride"]),
+             pads=list(a["pad"]) * 2, dilations=list(a["dilation"]), output_padding=list(a["outpad"]), group=g)
+

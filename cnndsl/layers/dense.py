@@ -27,6 +27,14 @@ class FC(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def lower(self, b, node, xs, y):
+        a, x = node.attrs, b.shape(node.inputs[0])
+        flat = b.op("Flatten", xs, axis=1) if len(x) > 1 else xs[0]
+        w = b.weight("weight", (a["units"], prod(x)), b.init_for(node), prod(x), a["units"])
+        args = [flat, w] + ([b.weight("bias", (a["units"],), "fill")] if a["bias"] else [])
+        b.op("Gemm", args, out=y, transB=1)
+
+
 
 class RBF(Kind):
     name = "rbf"
@@ -50,6 +58,17 @@ class RBF(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def lower(self, b, node, xs, y):
+        # y_i = Σ_j (x_j − w_ij)² = Σx² − 2·x·w_i + Σw_i²
+        a, x = node.attrs, b.shape(node.inputs[0])
+        flat = b.op("Flatten", xs, axis=1) if len(x) > 1 else xs[0]
+        w = b.weight("weight", (a["units"], prod(x)), "sign")
+        xx = b.reduce("ReduceSumSquare", flat, [1], keepdims=1)
+        xw = b.op("Gemm", [flat, w], transB=1)
+        ww = b.reduce("ReduceSumSquare", w, [1], keepdims=0)
+        b.op("Add", [b.op("Sub", [xx, b.op("Mul", [xw, b.scalar(2.0)])]), ww], out=y)
+
+
 
 class Flatten(Kind):
     name = "flatten"
@@ -61,10 +80,18 @@ class Flatten(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def lower(self, b, node, xs, y):
+        b.op("Flatten", xs, out=y, axis=1)
+
+
 
 class Softmax(Kind):
     name = "softmax"
     doc = "softmax over the channel axis"
+
+    def lower(self, b, node, xs, y):
+        b.op("Softmax", xs, out=y, axis=1)
+
 
 
 class Dropout(Kind):
@@ -75,3 +102,7 @@ class Dropout(Kind):
     def check(self, a, x):
         if not 0 <= a["p"] < 1:
             raise LayerError(f"p must be in [0, 1); received p={a['p']}", "p")
+
+    def lower(self, b, node, xs, y):
+        b.op("Identity", xs, out=y)  # inference: dropout is the identity
+

@@ -14,6 +14,13 @@ class BatchNorm(Kind):
         # γ and β are trained; the running mean and variance are not.
         return 2 * x[0], 2 * x[0]
 
+    def lower(self, b, node, xs, y):
+        a, c = node.attrs, b.shape(node.inputs[0])[0]
+        args = [xs[0], b.weight("weight", (c,), "fill", value=1.0), b.weight("bias", (c,), "fill"),
+                b.weight("running_mean", (c,), "fill"), b.weight("running_var", (c,), "fill", value=1.0)]
+        b.op("BatchNormalization", args, out=y, epsilon=a["eps"], momentum=1.0 - a["momentum"])
+
+
 
 class LRN(Kind):
     name = "lrn"
@@ -24,6 +31,11 @@ class LRN(Kind):
         "beta": Spec("float", 0.75),
         "k": Spec("float", 1.0),
     }
+
+    def lower(self, b, node, xs, y):
+        a = node.attrs
+        b.op("LRN", xs, out=y, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
 
 
 class LCN(Kind):
@@ -36,6 +48,30 @@ class LCN(Kind):
     def check(self, a, x):
         if a["size"] % 2 == 0:
             raise LayerError(f"lcn size must be odd so that the window is centred; received size={a['size']}", "size")
+
+    def lower(self, b, node, xs, y):
+        # Jarrett et al. 2009: v = x − Σ w·x (Gaussian w over the window and all maps, Σw = 1);
+        # y = v / max(mean σ, σ) with σ = sqrt(Σ w·v²).
+        np = b.np
+        a, x = node.attrs, b.shape(node.inputs[0])
+        n, s = len(x) - 1, a["size"]
+        r = np.arange(s) - (s - 1) / 2
+        g1 = np.exp(-(r**2) / (2 * a["sigma"] ** 2))
+        g = g1
+        for _ in range(n - 1):
+            g = np.multiply.outer(g, g1)
+        w = np.broadcast_to(g, (1, x[0]) + (s,) * n).astype(np.float64)
+        w = w / w.sum()
+        kernel = b.const(w.astype(np.float32))
+        conv = dict(kernel_shape=[s] * n, pads=[(s - 1) // 2] * (2 * n))
+        mean = b.op("Conv", [xs[0], kernel], **conv)
+        v = b.op("Sub", [xs[0], mean])
+        var = b.op("Conv", [b.op("Mul", [v, v]), kernel], **conv)
+        sigma = b.op("Sqrt", [var])
+        c = b.reduce("ReduceMean", sigma, list(range(2, 2 + n)))
+        denom = b.op("Max", [b.op("Max", [sigma, c]), b.scalar(1e-6)])
+        b.op("Div", [v, denom], out=y)
+
 
 
 class _GroupNorm(Kind):
@@ -51,6 +87,20 @@ class _GroupNorm(Kind):
 
     def params(self, a, x, y):
         return 2 * x[0], 0
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        a, x = node.attrs, b.shape(node.inputs[0])
+        g, c = self.groups(a, x), x[0]
+        bshape = (c,) + (1,) * (len(x) - 1)
+        gamma = b.weight("weight", bshape, "fill", value=1.0)
+        beta = b.weight("bias", bshape, "fill")
+        grouped = b.op("Reshape", [xs[0], b.const(np.array([0, g, -1], np.int64))])
+        ones, zeros = b.const(np.ones(g, np.float32)), b.const(np.zeros(g, np.float32))
+        normed = b.op("InstanceNormalization", [grouped, ones, zeros], epsilon=a["eps"])
+        back = b.op("Reshape", [normed, b.op("Shape", [xs[0]])])
+        b.op("Add", [b.op("Mul", [back, gamma]), beta], out=y)
+
 
 
 class LayerNorm(_GroupNorm):

@@ -38,6 +38,18 @@ class _Pool(Kind):
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["stride"], a["_pads"], a["ceil"])
 
+    def lower(self, b, node, xs, y):
+        a = node.attrs
+        attrs = dict(kernel_shape=list(a["size"]), strides=list(a["stride"]), pads=self.onnx_pads(a["_pads"]),
+                     ceil_mode=int(a["ceil"]))
+        if self.name == "avgpool":
+            b.op("AveragePool", xs, out=y, count_include_pad=int(a["count_pad"]), **attrs)
+        elif node.id in b.unpool_sources:  # an unpool reuses the indices
+            b.op("MaxPool", xs, out=[y, y + ".indices"], outputs=2, **attrs)
+        else:
+            b.op("MaxPool", xs, out=y, **attrs)
+
+
 
 class MaxPool(_Pool):
     name = "maxpool"
@@ -64,10 +76,18 @@ class Gap(_Global):
     name = "gap"
     doc = "global average pooling to Cx1x1"
 
+    def lower(self, b, node, xs, y):
+        b.op("GlobalAveragePool", xs, out=y)
+
+
 
 class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
+
+    def lower(self, b, node, xs, y):
+        b.op("GlobalMaxPool", xs, out=y)
+
 
 
 class Subsample(Kind):
@@ -92,6 +112,17 @@ class Subsample(Kind):
 
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["size"], a["_pads"])
+
+    def lower(self, b, node, xs, y):
+        # window sum (average × F^n) × trainable coefficient + bias, per map
+        a, c = node.attrs, b.shape(node.inputs[0])[0]
+        bshape = (c,) + (1,) * len(a["size"])
+        avg = b.op("AveragePool", xs, kernel_shape=list(a["size"]), strides=list(a["size"]))
+        total = b.op("Mul", [avg, b.scalar(float(prod(a["size"])))])
+        w = b.weight("weight", bshape, "fill", value=1.0 / prod(a["size"]))
+        scaled = b.op("Mul", [total, w])
+        b.op("Add", [scaled, b.weight("bias", bshape, "fill")], out=y)
+
 
 
 class Unpool(Kind):
@@ -131,6 +162,14 @@ class Unpool(Kind):
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(1, s) for s in a["stride"])
 
+    def lower(self, b, node, xs, y):
+        a = node.attrs
+        pool = a["of"].node
+        shape = b.op("Shape", [b.tensor(pool.inputs[0])])
+        b.op("MaxUnpool", [xs[0], pool.name + ".indices", shape], out=y, kernel_shape=list(a["size"]),
+             strides=list(a["stride"]))
+
+
 
 class Upsample(Kind):
     name = "upsample"
@@ -144,3 +183,13 @@ class Upsample(Kind):
 
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(1, f) for f in a["factor"])
+
+    def lower(self, b, node, xs, y):
+        a = node.attrs
+        scales = b.np.array([1.0, 1.0, *a["factor"]], dtype=b.np.float32)
+        if a["mode"] == "nearest":
+            extra = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        else:
+            extra = dict(mode="linear", coordinate_transformation_mode="half_pixel")
+        b.op("Resize", [xs[0], "", b.const(scales, cast=False)], out=y, **extra)
+

@@ -37,6 +37,16 @@ class Crop(Kind):
             return tuple((w - t) // 2 for w, t in zip(x[1:], a["size"]))
         return (0,) * (len(x) - 1)
 
+    def lower(self, b, node, xs, y):
+        np = b.np
+        a, x = node.attrs, b.shape(node.inputs[0])
+        start = self.offsets(a, x)
+        end = [s + t for s, t in zip(start, a["size"])]
+        axes = list(range(2, 2 + len(start)))
+        ints = [b.const(np.array(v, np.int64)) for v in (start, end, axes)]
+        b.op("Slice", [xs[0], *ints], out=y)
+
+
 
 class Pad(Kind):
     name = "pad"
@@ -56,6 +66,14 @@ class Pad(Kind):
     def shape(self, a, x):
         return (x[0],) + tuple(w + 2 * p for w, p in zip(x[1:], a["pad"]))
 
+    def lower(self, b, node, xs, y):
+        np = b.np
+        p = list(node.attrs["pad"])
+        pads = b.const(np.array([0, 0, *p, 0, 0, *p], np.int64))
+        mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}[node.attrs["mode"]]
+        b.op("Pad", [xs[0], pads], out=y, mode=mode)
+
+
 
 class Shuffle(Kind):
     name = "shuffle"
@@ -67,6 +85,14 @@ class Shuffle(Kind):
             raise LayerError(
                 f"groups must divide the channels; received groups={a['groups']}, channels={x[0]}", "groups"
             )
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        g, x = node.attrs["groups"], b.shape(node.inputs[0])
+        split = b.op("Reshape", [xs[0], b.const(np.array([0, g, x[0] // g, -1], np.int64))])
+        swapped = b.op("Transpose", [split], perm=[0, 2, 1, 3])
+        b.op("Reshape", [swapped, b.const(np.array([0, *x], np.int64))], out=y)
+
 
 
 class ShortcutPad(Kind):
@@ -88,3 +114,14 @@ class ShortcutPad(Kind):
 
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(s, 1) for s in a["stride"])
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        a, x = node.attrs, b.shape(node.inputs[0])
+        n = len(x) - 1
+        ints = [np.zeros(n), np.full(n, 2**62), np.arange(2, 2 + n), np.array(a["stride"])]
+        sub = b.op("Slice", [xs[0], *(b.const(v.astype(np.int64)) for v in ints)])
+        extra = a["channels"] - x[0]
+        pads = b.const(np.array([0, 0] + [0] * n + [0, extra] + [0] * n, np.int64))
+        b.op("Pad", [sub, pads], out=y, mode="constant")
+

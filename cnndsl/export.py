@@ -1,0 +1,142 @@
+"""``cnndsl export``: lower, check, and write an ONNX model atomically.
+
+    >>> from cnndsl import load
+    >>> from cnndsl.export import to_onnx
+    >>> to_onnx(load("network n { input 3x8x8\\n conv 4/3 }")).graph.output[0].name
+    'output'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import CnnError
+from .onnx_lower import DEFAULT_OPSET, lower_graph
+
+TWO_GB = 2**31 - 1
+
+
+def load_weights(path) -> dict:
+    """Arrays by name from a .npz (or .safetensors, when the package is installed)."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            try:
+                from safetensors.numpy import load_file
+            except ImportError:
+                raise CnnError("--weights: reading .safetensors needs the safetensors package (pip install safetensors)", code="E082") from None
+            return dict(load_file(str(path)))
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except CnnError:
+        raise
+    except FileNotFoundError:
+        raise CnnError(f"--weights {path}: no such file", code="E082") from None
+    except Exception as err:  # a corrupt or foreign file
+        raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
+
+
+def to_onnx(model, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
+            batch: int | None = None, check: bool = True):
+    """The ONNX ModelProto of a compiled network (``cnndsl.load``), checked."""
+    import numpy as np
+
+    g = model.graph
+    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in g.defines.items()), "cnndsl.seed": str(seed)}
+    proto = lower_graph(g, opset=opset, seed=seed, weights=weights, dtype=np.dtype(dtype), batch=batch, metadata=meta)
+    if check:
+        check_model(proto, model)
+    return proto
+
+
+def check_model(proto, model) -> None:
+    """The full ONNX checker, and ONNX shape inference agreeing with ours.
+
+    Runs on a light copy whose large weights are graph inputs of the same type
+    and shape: the checks see the whole graph without copying the weights."""
+    import onnx
+
+    light = onnx.ModelProto()
+    _light_into(proto, light)
+    onnx.checker.check_model(light, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True)
+    ours = {n.name: n.shape for n in model.graph.nodes[1:]}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.name in ours:
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim][1:]
+            if dims and None not in dims and tuple(dims) != ours[vi.name]:
+                raise AssertionError(f"ONNX infers {dims} for {vi.name}, cnndsl {ours[vi.name]}")
+
+
+def _light_into(proto, light) -> None:
+    from onnx import helper
+
+    light.ir_version = proto.ir_version
+    light.opset_import.extend(proto.opset_import)
+    light.producer_name = proto.producer_name
+    g = light.graph
+    g.name = proto.graph.name
+    g.node.extend(proto.graph.node)
+    g.input.extend(proto.graph.input)
+    g.output.extend(proto.graph.output)
+    g.value_info.extend(proto.graph.value_info)
+    for t in proto.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= d
+        if n > 4096:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+
+
+def write_atomic(proto, out: Path) -> int:
+    """Write the model next to its destination, then rename: never a partial file.
+
+    Models over 2 GB keep their weights in ``<name>.data`` beside the model."""
+    import onnx
+
+    out = Path(out)
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise CnnError(f"cannot write {out}: directory {directory} does not exist", code="E083")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp)
+    data_tmp = None
+    try:
+        if proto.ByteSize() >= TWO_GB:
+            data_tmp = tmp.with_suffix(".data.tmp")
+            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_tmp.name, size_threshold=1024)
+            # the model refers to its data by name: rewrite the reference to the final name
+            m = onnx.load_model(str(tmp), load_external_data=False)
+            for t in m.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = out.name + ".data"
+            with open(tmp, "wb") as f:
+                f.write(m.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(data_tmp, out.with_name(out.name + ".data"))
+        else:
+            with open(tmp, "wb") as f:
+                f.write(proto.SerializeToString())
+                f.flush()
+                os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, out.stat().st_mode & 0o777 if out.exists() else 0o666 & ~umask)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise CnnError(f"cannot write {out}: {err.strerror or err}", code="E083") from None
+    finally:
+        for p in (tmp, data_tmp):
+            if p is not None and p.exists():
+                p.unlink()
+    return out.stat().st_size

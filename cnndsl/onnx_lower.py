@@ -1,0 +1,242 @@
+"""Lowering the IR to an ONNX inference model.
+
+The pass walks the IR in order and asks each layer kind to emit its operators
+through a tiny :class:`Builder` (``op(type, inputs, **attrs) -> output name``).
+The kinds' ``lower`` rules live beside their shape rules in ``cnndsl/layers``;
+this module owns the graph, the weights and the model file. It is the only
+module importing onnx (and only when exporting).
+
+Deterministic: the opset and IR version are constants, tensor names come from
+the source (a layer's output tensor is its hierarchical name, its weights are
+``<name>.weight``/``.bias``/``.running_mean``/``.running_var``), weights come
+from a seed, node order is the IR's order.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from .errors import CnnError
+from .layers import CATALOGUE
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 17
+MAX_OPSET = 21
+PRODUCER = "cnndsl"
+
+# Activations after which conv/fc weights get He (Kaiming) initialisation.
+RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "hardswish"}
+
+
+class Builder:
+    """Collects nodes and initializers for one graph."""
+
+    def __init__(self, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None):
+        from onnx import helper, numpy_helper
+
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.np = np  # for the lowering rules, so that the catalogue never imports numpy itself
+        self.opset = opset
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.weights = weights  # name -> array given by the user (--weights)
+        self.used_weights: set[str] = set()
+        self.nodes = []
+        self.initializers = []
+        self.init_names: dict[str, np.ndarray] = {}
+        self._counter = 0
+        self.layer = ""  # name of the layer being lowered (prefix of helper tensors)
+        self.node = None
+        self.graph = None
+
+    # ---- operators
+    def op(self, op_type: str, inputs, out=None, outputs: int = 1, **attrs):
+        """Emit one operator; returns its output name (or names when outputs > 1).
+
+        ``out`` names the output (a list of names for several); the operator
+        computing a layer's output takes the layer's name, helpers get
+        ``<layer>/<Op>_<k>``."""
+        self._counter += 1
+        if isinstance(out, list):
+            names = out
+        else:
+            names = [out if (i == 0 and out is not None) else f"{self.layer}/{op_type}_{self._counter}_{i}" for i in range(outputs)]
+        node_name = self.layer if names[0] == self.layer else f"{self.layer}/{op_type}_{self._counter}"
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    def reduce(self, op_type: str, x: str, axes, keepdims: int = 1, out: str | None = None):
+        """Reduce* operators took ``axes`` as an attribute before opset 18, as an input since."""
+        if self.opset >= 18:
+            return self.op(op_type, [x, self.const(np.array(axes, np.int64))], out=out, keepdims=keepdims)
+        return self.op(op_type, [x], out=out, axes=list(axes), keepdims=keepdims)
+
+    def const(self, value, name: str | None = None, cast: bool = True) -> str:
+        """A constant initializer (not a weight): float constants take the export dtype
+        unless ``cast=False`` (Resize scales are always float32)."""
+        arr = np.asarray(value)
+        if cast and arr.dtype.kind == "f":
+            arr = arr.astype(self.dtype)
+        if name is None:
+            self._counter += 1
+            name = f"{self.layer}/const_{self._counter}"
+        self._add_init(name, arr)
+        return name
+
+    def scalar(self, value: float) -> str:
+        return self.const(np.array(value, dtype=self.dtype))
+
+    # ---- weights
+    def weight(self, suffix: str, shape, init: str, fan_in: int = 1, fan_out: int = 1, value: float = 0.0) -> str:
+        """A parameter or buffer named ``<layer>.<suffix>``, from --weights or the seed."""
+        name = f"{self.layer}.{suffix}"
+        shape = tuple(int(s) for s in shape)
+        if self.weights is not None:
+            arr = self._given(name, shape)
+        elif init is None:
+            raise AssertionError(name)
+        else:
+            arr = self._initial(name, shape, init, fan_in, fan_out, value)
+        self._add_init(name, arr.astype(self.dtype))
+        return name
+
+    def _initial(self, name, shape, init, fan_in, fan_out, value):
+        # One stream per tensor, keyed by its name: a layer's weights do not depend on the others.
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+        if init == "he":
+            return rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        if init == "xavier":
+            limit = np.float32(np.sqrt(6.0 / (fan_in + fan_out)))
+            return (rng.random(shape, dtype=np.float32) * 2 - 1) * limit
+        if init == "sign":  # ±1 (LeNet's RBF centres are ±1 bitmaps)
+            return np.where(rng.random(shape, dtype=np.float32) < 0.5, -1.0, 1.0).astype(np.float32)
+        return np.full(shape, value, dtype=np.float32)  # "fill"
+
+    def _given(self, name, shape):
+        arr = self.weights.get(name)
+        if arr is None:
+            self.missing.append(f"{name} {shape}")
+            return np.zeros(shape)
+        self.used_weights.add(name)
+        arr = np.asarray(arr)
+        if arr.shape != shape:
+            if arr.size == int(np.prod(shape)) and arr.squeeze().shape == tuple(s for s in shape if s != 1):
+                return arr.reshape(shape)  # (C,) given for a (C,1,1) broadcast parameter
+            self.misshaped.append(f"{name}: expected {shape}, got {arr.shape}")
+            return np.zeros(shape)
+        return arr
+
+    def _add_init(self, name, arr):
+        self.init_names[name] = arr
+        self.initializers.append((name, arr))
+
+    # ---- helpers for lowering rules
+    def shape(self, node_id: int) -> tuple:
+        return self.graph.nodes[node_id].shape
+
+    def consumers(self, node_id: int):
+        return self._consumers.get(node_id, ())
+
+    def init_for(self, node) -> str:
+        """'he' when the layer is followed (possibly through bn) by a ReLU-like activation."""
+        seen = node.id
+        for _ in range(2):
+            nxt = self.consumers(seen)
+            if len(nxt) != 1:
+                return "xavier"
+            kind = self.graph.nodes[nxt[0]].kind
+            if kind in RELU_LIKE:
+                return "he"
+            if kind != "bn":
+                return "xavier"
+            seen = nxt[0]
+        return "xavier"
+
+    def tensor(self, node_id: int) -> str:
+        return self.graph.nodes[node_id].name
+
+
+def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype=np.float32,
+                batch: int | None = None, metadata: dict | None = None):
+    """Build the ONNX ModelProto of an elaborated network (see module doc)."""
+    import onnx
+    from onnx import helper
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
+    b = Builder(opset, dtype, seed, weights)
+    b.graph = graph
+    b.missing, b.misshaped = [], []
+    consumers: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        for i in node.inputs:
+            consumers.setdefault(i, []).append(node.id)
+    b._consumers = consumers
+    b.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    n = batch if batch is not None else "N"
+
+    def vi(name, shape):
+        return helper.make_tensor_value_info(name, elem, [n, *shape])
+
+    inputs = [vi("input", graph.input_shape)]
+    value_info = []
+    for node in graph.nodes[1:]:
+        kind = CATALOGUE[node.kind]
+        b.layer = node.name
+        b.node = node
+        xs = [b.tensor(i) for i in node.inputs]
+        kind.lower(b, node, xs, node.name)
+        value_info.append(vi(node.name, node.shape))
+    problems = []
+    if weights is not None:
+        extra = sorted(set(weights) - b.used_weights)
+        if b.missing:
+            problems.append("missing: " + ", ".join(b.missing))
+        if extra:
+            problems.append("not in the network: " + ", ".join(extra))
+        if b.misshaped:
+            problems.append("wrong shape: " + "; ".join(b.misshaped))
+        if problems:
+            raise CnnError("the weights file does not fit the network: " + " | ".join(problems), code="E081")
+    outputs = []
+    for name, nid in graph.outputs:
+        src = b.tensor(nid)
+        if src != name:
+            b.layer = name
+            b.op("Identity", [src], out=name)
+        outputs.append(vi(name, graph.nodes[nid].shape))
+    value_info = [v for v in value_info if v.name not in {o.name for o in outputs}]
+    # Built in place: make_graph/make_model would copy every weight twice.
+    model = onnx.ModelProto()
+    model.ir_version = ONNX_IR_VERSION[opset]
+    model.producer_name = PRODUCER
+    model.opset_import.append(helper.make_opsetid("", opset))
+    g = model.graph
+    g.name = graph.network
+    g.node.extend(b.nodes)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
+    g.value_info.extend(value_info)
+    for name, arr in b.initializers:
+        arr = np.ascontiguousarray(arr)
+        t = g.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        t.dims.extend(arr.shape)
+        t.raw_data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    from . import __version__
+
+    model.producer_version = __version__
+    props = {"cnndsl.version": __version__, "cnndsl.network": graph.network, "cnndsl.source": graph.file}
+    props.update(metadata or {})
+    helper.set_model_props(model, props)
+    return model
+
+
+# The IR version that goes with each opset (onnx/helper.py VERSION_TABLE).
+ONNX_IR_VERSION = {17: 8, 18: 8, 19: 9, 20: 9, 21: 10}

@@ -1,0 +1,119 @@
+"""ONNX export: every network exports, passes the full checker, and runs on
+onnxruntime (CPU) with the shapes `cnndsl info` promised; exports are
+deterministic and atomic."""
+
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import NETWORKS
+
+import cnndsl
+from cnndsl.export import to_onnx
+
+
+def _cases():
+    for path in sorted(NETWORKS.glob("*.net")):
+        for name in cnndsl.load_module(path).networks:
+            yield pytest.param(path, name, id=f"{path.stem}:{name}")
+
+
+# Large networks run at a reduced input size so that the suite stays fast; the
+# export path is the same.
+SMALL_INPUT = {"vgg16": "3x64x64", "vgg16_bn": "3x64x64", "alexnet": None, "alexnet_tv": None}
+
+
+@pytest.mark.parametrize("path, name", list(_cases()))
+def test_network_exports_and_runs(path, name):
+    m = cnndsl.load(path, network=name, input=SMALL_INPUT.get(name))
+    proto = to_onnx(m)  # runs onnx.checker (full) and shape inference against our shapes
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, *m.graph.input_shape)).astype(np.float32)
+    outs = sess.run(None, {"input": x})
+    assert [o.shape for o in outs] == [(2, *shape) for _, shape in m.outputs]
+    assert [o.name for o in sess.get_outputs()] == [n for n, _ in m.outputs]
+    assert all(np.isfinite(o).all() for o in outs)
+
+
+def test_names_follow_the_source():
+    m = cnndsl.load(NETWORKS / "resnet.net", network="resnet18")
+    proto = to_onnx(m)
+    inits = {t.name for t in proto.graph.initializer}
+    # PyTorch-like state-dict keys
+    for key in ("stem.conv.weight", "stem.bn.weight", "stem.bn.bias", "stem.bn.running_mean", "stem.bn.running_var",
+                "fc.weight", "fc.bias", "layer2.shortcut.weight"):
+        assert key in inits, key
+    assert "stem.conv.bias" not in inits  # default conv bias=false
+    assert proto.graph.input[0].name == "input"
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param == "N"  # dynamic batch
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["cnndsl.network"] == "resnet18" and props["cnndsl.source"].endswith("resnet.net")
+    names = {n.name for n in proto.graph.node}
+    assert "layer1.residual" in names and "fc" in names
+
+
+def test_export_is_deterministic(cli, tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for out in (a, b):
+        r = cli("export", NETWORKS / "lenet5.net", "-o", out, "--seed", "7")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"wrote {out} (")
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.onnx"
+    cli("export", NETWORKS / "lenet5.net", "-o", c, "--seed", "8")
+    assert c.read_bytes() != a.read_bytes()
+
+
+def test_failed_export_keeps_the_existing_file(cli, tmp_path, netfile):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"precious")
+    bad = netfile("network n {\n    input 3x4x4\n    conv 8/5\n}\n")
+    r = cli("export", bad, "-o", out)
+    assert r.returncode == 1 and "needs at least 5x5 input" in r.stderr
+    assert out.read_bytes() == b"precious"
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.onnx", "t.net"])  # no temporary left behind
+
+
+def test_export_refuses_to_overwrite_its_input(cli, netfile):
+    src = netfile("network n {\n    input 3x4x4\n    relu\n}\n")
+    before = src.read_text()
+    r = cli("export", src, "-o", src)
+    assert r.returncode == 1 and "is the input file" in r.stderr
+    assert src.read_text() == before
+
+
+def test_weights_round_trip_and_mismatch(tmp_path, cli):
+    m = cnndsl.load(NETWORKS / "lenet5.net")
+    proto = to_onnx(m, seed=3)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if "." in t.name and "/" not in t.name}
+    npz = tmp_path / "w.npz"
+    np.savez(npz, **weights)
+    out = tmp_path / "m.onnx"
+    r = cli("export", NETWORKS / "lenet5.net", "-o", out, "--weights", npz, "--seed", "99")
+    assert r.returncode == 0, r.stderr
+    # the loaded weights win over the seed
+    loaded = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    for k, v in weights.items():
+        np.testing.assert_array_equal(loaded[k], v)
+    # a missing, an extra and a mis-shaped tensor are all named
+    del weights["C1.bias"]
+    weights["extra.weight"] = np.zeros(3, np.float32)
+    weights["F6.weight"] = np.zeros((2, 2), np.float32)
+    np.savez(npz, **weights)
+    r = cli("export", NETWORKS / "lenet5.net", "-o", out, "--weights", npz)
+    assert r.returncode == 1
+    for what in ("missing: C1.bias", "not in the network: extra.weight", "F6.weight: expected (84, 120), got (2, 2)"):
+        assert what in r.stderr, r.stderr
+
+
+def test_fixed_batch_and_opset(tmp_path):
+    m = cnndsl.load(NETWORKS / "lenet5.net")
+    proto = to_onnx(m, batch=4, opset=18)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    assert proto.opset_import[0].version == 18
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": np.zeros((4, 1, 32, 32), np.float32)})
+    assert y.shape == (4, 10)

@@ -58,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", type=int, metavar="N", help="a fixed batch size instead of a dynamic N")
     export.set_defaults(run=cmd_export)
 
+    runp = sub.add_parser("run", help="run a model on onnxruntime: latency, throughput, outputs")
+    runp.add_argument("file", metavar="FILE.onnx|FILE.net")
+    network_options(runp)
+    runp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
+    runp.add_argument("--batch", type=int, default=1, metavar="N", help="batch of the random input (default 1)")
+    runp.add_argument("--iterations", type=int, default=20, metavar="K", help="timed runs (default 20)")
+    runp.add_argument("--data", metavar="DATA.npy", help="input batch instead of random data")
+    runp.add_argument("--output", metavar="OUT.npy", help="write the outputs (.npy, or .npz for several)")
+    runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
+    runp.set_defaults(run=cmd_run)
+
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
     check.add_argument("files", nargs="+", metavar="FILE")
     network_options(check)
@@ -108,6 +119,50 @@ def cmd_export(args) -> int:
     size = write_atomic(proto, out)
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
           f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from pathlib import Path
+
+    from .runner import bar, percentile, run, save_outputs
+
+    if args.iterations < 0 or args.batch < 1:
+        raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
+    path = Path(args.file)
+    if path.suffix == ".onnx":
+        from .modules import read_binary
+
+        model_bytes = read_binary(path)
+        name = path.name
+    else:
+        from .export import to_onnx
+
+        model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
+                     max_layers=args.max_layers)
+        _print_diagnostics(model.warnings)
+        model_bytes = to_onnx(model, seed=args.seed).SerializeToString()
+        name = f"{model.name} ({args.file})"
+    data = None
+    if args.data:
+        import numpy as np
+
+        try:
+            data = np.load(args.data, allow_pickle=False)
+        except Exception as err:
+            raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
+    outputs, times, used, batch = run(model_bytes, args.provider, args.batch, args.iterations, data,
+                                      progress=bar() if args.iterations >= 50 else None)
+    print(f"model {name} on {used}, batch {batch}")
+    for k, v in outputs.items():
+        print(f"  output {k}: {'x'.join(map(str, v.shape))} {v.dtype}")
+    if times:
+        med, p90 = percentile(times, 0.5), percentile(times, 0.9)
+        print(f"latency over {len(times)} runs: median {med * 1e3:.3f} ms, p90 {p90 * 1e3:.3f} ms")
+        print(f"throughput: {batch / med:,.1f} samples/s")
+    if args.output:
+        save_outputs(outputs, Path(args.output))
+        print(f"wrote {args.output}")
     return 0
 
 

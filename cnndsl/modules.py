@@ -65,6 +65,18 @@ def read_source(path: Path, shown: str, span: Span | None = None) -> str:
         raise CnnError(f"{what}: it is not UTF-8 text (byte {err.start})", span, code="E042") from None
 
 
+def read_binary(path: Path) -> bytes:
+    """Read a model file for ``cnndsl run``, with diagnostics for the usual failures."""
+    try:
+        if path.is_dir():
+            raise CnnError(f"cannot read {path}: it is a directory", code="E040")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CnnError(f"cannot read {path}: no such file", code="E040") from None
+    except OSError as err:
+        raise CnnError(f"cannot read {path}: {err.strerror or err}", code="E040") from None
+
+
 class Loader:
     """Loads files once each, following imports and refusing cycles."""
 

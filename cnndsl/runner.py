@@ -20,10 +20,12 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 def make_session(model_bytes: bytes, provider: str = "auto"):
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(3)  # a missing GPU is reported by us, not as a log dump
+    ort.set_default_logger_severity(4)  # a missing GPU is reported by us, not as a log dump
     available = ort.get_available_providers()
     if provider == "auto":
-        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+        # onnxruntime-gpu lists CUDA even on machines without a GPU; only try it where a driver is.
+        gpu = "CUDAExecutionProvider" in available and (sys.platform != "linux" or os.path.exists("/dev/nvidiactl"))
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
     else:
         name = PROVIDERS[provider]
         if name not in available:

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     export.add_argument("--weights", metavar="FILE.npz", help="trained weights by name (<layer>.weight ...)")
     export.add_argument("--batch", type=int, metavar="N", help="a fixed batch size instead of a dynamic N")
+    export.add_argument("--fold-bn", action="store_true", help="fold batch norm into the conv/fc before it")
+    export.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
+                        help="precision of inputs, outputs and weights (float16: for CUDA)")
     export.set_defaults(run=cmd_export)
 
     runp = sub.add_parser("run", help="run a model on onnxruntime: latency, throughput, outputs")
@@ -115,7 +118,8 @@ def cmd_export(args) -> int:
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
     weights = load_weights(args.weights) if args.weights else None
-    proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch)
+    proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch,
+                    dtype=args.dtype, fold=args.fold_bn)
     size = write_atomic(proto, out)
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
           f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")

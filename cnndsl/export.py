@@ -41,13 +41,22 @@ def load_weights(path) -> dict:
 
 
 def to_onnx(model, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
-            batch: int | None = None, check: bool = True):
-    """The ONNX ModelProto of a compiled network (``cnndsl.load``), checked."""
+            batch: int | None = None, check: bool = True, fold: bool = False):
+    """The ONNX ModelProto of a compiled network (``cnndsl.load``), checked.
+
+    ``dtype="float16"`` makes inputs, outputs and weights half precision (run it
+    on CUDA: onnxruntime's CPU provider lacks float16 kernels for several
+    operators); ``fold=True`` folds batch norm into the layer before it."""
     import numpy as np
 
+    if dtype not in ("float32", "float16", "float64"):
+        raise CnnError(f"--dtype {dtype}: choose float32, float16 or float64", code="E084")
     g = model.graph
-    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in g.defines.items()), "cnndsl.seed": str(seed)}
+    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in g.defines.items()), "cnndsl.seed": str(seed),
+            "cnndsl.dtype": dtype, "cnndsl.fold_bn": str(fold).lower()}
     proto = lower_graph(g, opset=opset, seed=seed, weights=weights, dtype=np.dtype(dtype), batch=batch, metadata=meta)
+    if fold:
+        fold_bn(proto)
     if check:
         check_model(proto, model)
     return proto
@@ -140,3 +149,69 @@ def write_atomic(proto, out: Path) -> int:
             if p is not None and p.exists():
                 p.unlink()
     return out.stat().st_size
+
+
+def fold_bn(proto) -> int:
+    """Fold BatchNormalization into the Conv/Gemm before it (inference only).
+
+    W' = W·γ/√(var+ε) per output channel, b' = (b − mean)·γ/√(var+ε) + β. A BN is
+    folded only when it is the sole reader of a Conv/Gemm (group-free
+    ConvTranspose too) whose weight is an initializer. Returns how many folded."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    g = proto.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    outputs = {o.name for o in g.output}
+    removed, folded = [], 0
+    for bn in [n for n in g.node if n.op_type == "BatchNormalization"]:
+        src = producer.get(bn.input[0])
+        if src is None or src.op_type not in ("Conv", "Gemm", "ConvTranspose"):
+            continue
+        if readers.get(bn.input[0]) != 1 or bn.input[0] in outputs or src.input[1] not in inits:
+            continue
+        attrs = {a.name: a for a in src.attribute}
+        if src.op_type == "ConvTranspose" and "group" in attrs and attrs["group"].i != 1:
+            continue
+        if src.op_type == "Gemm" and ("transB" not in attrs or attrs["transB"].i != 1):
+            continue
+        scale, beta, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        s = scale / np.sqrt(var + eps)
+        w_t = inits[src.input[1]]
+        w = numpy_helper.to_array(w_t).astype(np.float64)
+        axis = 1 if src.op_type == "ConvTranspose" else 0
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        w = w * s.reshape(shape)
+        b = numpy_helper.to_array(inits[src.input[2]]).astype(np.float64) if len(src.input) > 2 else np.zeros_like(s)
+        b = (b - mean) * s + beta
+        dtype = numpy_helper.to_array(w_t).dtype
+        w_t.CopyFrom(numpy_helper.from_array(w.astype(dtype), w_t.name))
+        bias_name = src.input[2] if len(src.input) > 2 else src.input[1].rsplit(".", 1)[0] + ".bias"
+        new_bias = numpy_helper.from_array(b.astype(dtype), bias_name)
+        if bias_name in inits:
+            inits[bias_name].CopyFrom(new_bias)
+        else:
+            g.initializer.append(new_bias)
+            inits[bias_name] = g.initializer[-1]
+            src.input.append(bias_name)
+        old = src.output[0]
+        src.output[0] = bn.output[0]
+        removed.append(bn)
+        for vi in list(g.value_info):
+            if vi.name == old:
+                g.value_info.remove(vi)
+        folded += 1
+    for bn in removed:
+        g.node.remove(bn)
+    used = {i for n in g.node for i in n.input}
+    for t in list(g.initializer):
+        if t.name not in used:
+            g.initializer.remove(t)
+    return folded

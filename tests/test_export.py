@@ -117,3 +117,58 @@ def test_fixed_batch_and_opset(tmp_path):
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"input": np.zeros((4, 1, 32, 32), np.float32)})
     assert y.shape == (4, 10)
+
+
+def _random_weights(proto, rng):
+    """Initializers with non-trivial BN statistics, so that folding changes something."""
+    out = {}
+    for t in proto.graph.initializer:
+        if "/" in t.name:
+            continue
+        a = onnx.numpy_helper.to_array(t)
+        if t.name.endswith("running_var"):
+            a = rng.uniform(0.5, 2.0, a.shape)
+        elif t.name.endswith(("running_mean", "bias")):
+            a = rng.normal(0.0, 0.5, a.shape)
+        elif a.ndim == 1:
+            a = rng.uniform(0.5, 1.5, a.shape)
+        out[t.name] = a.astype(np.float32)
+    return out
+
+
+def test_fold_bn_keeps_outputs():
+    m = cnndsl.load(NETWORKS / "resnet.net", network="resnet18", input="3x32x32")
+    rng = np.random.default_rng(1)
+    weights = _random_weights(to_onnx(m), rng)
+    plain, folded = to_onnx(m, weights=weights), to_onnx(m, weights=weights, fold=True)
+    assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+
+    def run(p):
+        return ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+    np.testing.assert_allclose(run(folded), run(plain), atol=1e-5, rtol=1e-5)
+
+
+def test_float16_export_runs():
+    m = cnndsl.load(NETWORKS / "lenet5.net")
+    proto = to_onnx(m, dtype="float16")
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer if t.data_type != onnx.TensorProto.INT64)
+    x = np.random.default_rng(0).standard_normal((3, 1, 32, 32))
+    half = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    full = ort.InferenceSession(to_onnx(m).SerializeToString(), providers=["CPUExecutionProvider"])
+    (yh,) = half.run(None, {"input": x.astype(np.float16)})
+    (yf,) = full.run(None, {"input": x.astype(np.float32)})
+    assert yh.dtype == np.float16
+    np.testing.assert_allclose(yh.astype(np.float32), yf, rtol=2e-2, atol=0.5)  # RBF outputs are sums of ~100 squares
+
+
+def test_run_command(cli, tmp_path):
+    out = tmp_path / "y.npy"
+    r = cli("run", NETWORKS / "lenet5.net", "--batch", "3", "--iterations", "2", "--provider", "cpu", "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert "on CPUExecutionProvider, batch 3" in r.stdout and "latency over 2 runs: median" in r.stdout
+    assert np.load(out).shape == (3, 10)
+    r = cli("run", tmp_path / "missing.onnx")
+    assert r.returncode == 1 and "no such file" in r.stderr

@@ -178,6 +178,7 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
     b._consumers = consumers
     b.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    b.elem = elem
     n = batch if batch is not None else "N"
 
     def vi(name, shape):

@@ -33,8 +33,22 @@ class LRN(Kind):
     }
 
     def lower(self, b, node, xs, y):
-        a = node.attrs
-        b.op("LRN", xs, out=y, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+        a, x = node.attrs, b.shape(node.inputs[0])
+        if len(x) == 3 and a["size"] % 2:  # onnxruntime's LRN: 4-D inputs and odd sizes only
+            b.op("LRN", xs, out=y, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+            return
+        # Σ over channels c − ⌊(size−1)/2⌋ … c + ⌈(size−1)/2⌉ of x², as a ones-convolution
+        # along the channel axis of x² reshaped to (N, 1, C, L).
+        np = b.np
+        size = a["size"]
+        lo, hi = (size - 1) // 2, size // 2
+        sq = b.op("Mul", [xs[0], xs[0]])
+        col = b.op("Reshape", [sq, b.const(np.array([0, 1, x[0], -1], np.int64))])
+        total = b.op("Conv", [col, b.const(np.ones((1, 1, size, 1), np.float32))], kernel_shape=[size, 1],
+                     pads=[lo, 0, hi, 0])
+        total = b.op("Reshape", [total, b.op("Shape", xs)])
+        scaled = b.op("Add", [b.op("Mul", [total, b.scalar(a["alpha"] / size)]), b.scalar(a["k"])])
+        b.op("Div", [xs[0], b.op("Pow", [scaled, b.scalar(a["beta"])])], out=y)
 
 
 

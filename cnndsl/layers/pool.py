@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arith import fmt_shape, prod
+from .arith import fmt_shape, prod, window_out
 from .base import Kind, LayerError, Spec, fraction, full_window
 from .conv import sliding_window, stride_warnings
 
@@ -40,8 +40,18 @@ class _Pool(Kind):
 
     def lower(self, b, node, xs, y):
         a = node.attrs
-        attrs = dict(kernel_shape=list(a["size"]), strides=list(a["stride"]), pads=self.onnx_pads(a["_pads"]),
-                     ceil_mode=int(a["ceil"]))
+        pads, ceil = list(a["_pads"]), a["ceil"]
+        x, out = b.shape(node.inputs[0]), node.shape
+        if ceil and any(
+            window_out(w, f, s, p0, p1, False) != o or -(-(w + p0 + p1 - f) // s) + 1 != o
+            for w, f, s, (p0, p1), o in zip(x[1:], a["size"], a["stride"], pads, out[1:])
+        ):
+            # ONNX's ceil_mode lacks the rule that drops a last window starting in the end
+            # padding: give floor mode the end padding that yields exactly our windows.
+            pads = [(p0, max(0, (o - 1) * s + f - w - p0)) for w, f, s, (p0, _), o in zip(x[1:], a["size"], a["stride"], pads, out[1:])]
+            ceil = False
+        attrs = dict(kernel_shape=list(a["size"]), strides=list(a["stride"]), pads=self.onnx_pads(pads),
+                     ceil_mode=int(ceil))
         if self.name == "avgpool":
             b.op("AveragePool", xs, out=y, count_include_pad=int(a["count_pad"]), **attrs)
         elif node.id in b.unpool_sources:  # an unpool reuses the indices
@@ -163,11 +173,16 @@ class Unpool(Kind):
         return (1,) * (len(x) - 1), tuple(fraction(1, s) for s in a["stride"])
 
     def lower(self, b, node, xs, y):
-        a = node.attrs
-        pool = a["of"].node
+        # MaxUnpool cannot restore odd or padded sizes exactly; scatter instead. MaxPool's
+        # indices index the whole flattened N·C·spatial tensor.
+        np = b.np
+        pool = b.node.attrs["of"].node
         shape = b.op("Shape", [b.tensor(pool.inputs[0])])
-        b.op("MaxUnpool", [xs[0], pool.name + ".indices", shape], out=y, kernel_shape=list(a["size"]),
-             strides=list(a["stride"]))
+        flat = b.const(np.array([-1], np.int64))
+        zeros = b.op("Reshape", [b.op("ConstantOfShape", [shape], value=b.helper.make_tensor("zero", b.elem, [1], [0])), flat])
+        idx = b.op("Reshape", [pool.name + ".indices", flat])
+        vals = b.op("Reshape", [xs[0], flat])
+        b.op("Reshape", [b.op("ScatterElements", [zeros, idx, vals], axis=0), shape], out=y)
 
 
 

@@ -172,3 +172,19 @@ def test_run_command(cli, tmp_path):
     assert np.load(out).shape == (3, 10)
     r = cli("run", tmp_path / "missing.onnx")
     assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_large_models_use_external_data(tmp_path, monkeypatch):
+    """Past 2 GB the weights go to OUT.onnx.data; the limit is lowered here to test the path."""
+    import cnndsl.export as ex
+
+    monkeypatch.setattr(ex, "TWO_GB", 10_000)
+    m = cnndsl.load(NETWORKS / "lenet5.net")
+    out = tmp_path / "big.onnx"
+    ex.write_atomic(to_onnx(m), out)
+    assert (tmp_path / "big.onnx.data").stat().st_size > 200_000
+    assert out.stat().st_size < 50_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": np.zeros((1, 1, 32, 32), np.float32)})
+    assert y.shape == (1, 10)

@@ -15,7 +15,10 @@ this file, layer for layer; the trainable parameter counts must agree. Then:
 3. onnxruntime latency at batch 1 and 32 of both models, same SessionOptions
    (ORT_ENABLE_ALL, same intra-op threads, no spinning), runs interleaved
    (alternating which goes first), median and p90 after warm-up;
-4. PyTorch eager latency on the same input (inference_mode, eval);
+   An A/A control, a second session of our own model timed in the same
+   rotation, shows how far a ratio moves by noise alone;
+4. PyTorch eager latency on the same input (inference_mode, eval), after the
+   onnxruntime runs (not interleaved: its OpenMP pool would disturb them);
 5. the op counts of both graphs, as exported and after onnxruntime's
    optimisations, to explain a ratio above 1.
 
@@ -33,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
+import io
 import os
 import platform
 import statistics
@@ -172,9 +177,9 @@ def torch_models():
 
 # per network: (runs at batch 1, runs at batch 32) for the default run; --quick uses the second pair
 RUNS = {
-    "resnet50": ((20, 5), (5, None)),
-    "vgg16": ((10, 3), (3, None)),
-    "mobilenet": ((40, 10), (10, 3)),
+    "resnet50": ((30, 8), (5, None)),
+    "vgg16": ((15, 5), (3, None)),
+    "mobilenet": ((50, 15), (10, 3)),
 }
 EXPORT_REPEATS = {"resnet50": 3, "vgg16": 2, "mobilenet": 3}
 
@@ -196,7 +201,7 @@ def net_source(name):
 # --------------------------------------------------------------------------- helpers
 
 
-def machine_lines(provider_used, threads):
+def machine_lines(provider_used, threads, eager_device="cpu"):
     import onnx
     import onnxruntime as ort
     import torch
@@ -226,7 +231,7 @@ def machine_lines(provider_used, threads):
         f"software  : python {platform.python_version()}, cnndsl {cnndsl.__version__}, onnx {onnx.__version__}, "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, numpy {np.__version__}",
         f"provider  : {provider_used}; intra-op threads {threads} (onnxruntime and torch), inter-op 1, "
-        f"graph optimisation ORT_ENABLE_ALL, spinning off",
+        f"graph optimisation ORT_ENABLE_ALL, spinning off; PyTorch eager on {eager_device}",
     ]
 
 
@@ -289,8 +294,64 @@ def op_counts(model_or_path):
     return c, len(m.graph.initializer)
 
 
+NEUTRAL_ATTRS = {("auto_pad", "NOTSET"), ("ceil_mode", 0), ("storage_order", 0), ("group", 1)}
+
+
+def node_signatures(path):
+    """Per node, in graph order: op type, domain, attributes, and the shapes of its constant inputs
+    (tensor names differ between the two exporters, so they are left out)."""
+    import onnx
+    from onnx import helper
+
+    m = onnx.load(str(path), load_external_data=False)
+    dims = {t.name: tuple(t.dims) for t in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        attrs = []
+        for a in sorted(n.attribute, key=lambda a: a.name):
+            v = helper.get_attribute_value(a)
+            if isinstance(v, onnx.TensorProto):
+                v = ("tensor", tuple(v.dims))
+            elif isinstance(v, bytes):
+                v = v.decode(errors="replace")
+            elif isinstance(v, list):
+                v = tuple(x.decode(errors="replace") if isinstance(x, bytes) else x for x in v)
+            if (a.name, v) in NEUTRAL_ATTRS or (a.name in ("dilations", "strides") and set(v) == {1}) \
+                    or (a.name == "pads" and set(v) == {0}):
+                continue  # a default written out: the same operator
+            attrs.append((a.name, v))
+        consts = tuple(dims.get(i) for i in n.input)
+        out.append((n.op_type, n.domain, tuple(attrs), consts))
+    return out
+
+
+def compare_signatures(a, b):
+    if a == b:
+        return "identical (same operators in the same order, same attributes, same weight shapes)"
+    if sorted(map(repr, a)) == sorted(map(repr, b)):
+        return "the same operators, attributes and weight shapes, in a different order"
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    if not diff:
+        return f"differ in length: ours {len(a)} nodes, torch {len(b)}"
+    i = diff[0]
+    return (f"{len(diff)} of {min(len(a), len(b))} nodes differ (ours {len(a)}, torch {len(b)}); first at node {i}: "
+            f"ours {a[i]} / torch {b[i]}")
+
+
 def fmt_counts(c):
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def file_mib(path):
+    """Size of a model file with its external data (the dynamo exporter writes <name>.data)."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.exists()) / 2**20
+
+
+def loadavg():
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def ms(x):
@@ -311,6 +372,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="bench_onnx_"))
         self.rows = []  # (model, metric, ours, theirs, eager)
         self.provider_used = None
+        self.eager_device = "cpu"
         self.out = []
 
     def say(self, line=""):
@@ -340,7 +402,9 @@ class Bench:
             kw = dict(opset_version=OPSET, input_names=["input"], output_names=["output"],
                       dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
             if self.args.torch_exporter == "dynamo":
-                torch.onnx.export(module, (x,), str(path), dynamo=True, **kw)
+                # the dynamo exporter prints its progress (and opset down-conversion notes): keep them out of the report
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    torch.onnx.export(module, (x,), str(path), dynamo=True, **kw)
             else:
                 torch.onnx.export(module, (x,), str(path), dynamo=False, **kw)
         return time.perf_counter() - t0
@@ -352,9 +416,10 @@ class Bench:
             for s, f in zip(sessions, feeds):
                 s.run(None, f)
         times = [[] for _ in sessions]
-        order = list(range(len(sessions)))
+        n = len(sessions)
         for i in range(runs):
-            for j in (order if i % 2 == 0 else order[::-1]):
+            # rotate which session goes first, so that each takes each place equally often
+            for j in [(i + k) % n for k in range(n)]:
                 t = time.perf_counter()
                 sessions[j].run(None, feeds[j])
                 times[j].append(time.perf_counter() - t)
@@ -384,7 +449,9 @@ class Bench:
         src, network, origin = net_source(name)
         self.say(f"== {name}: {network} from {origin}")
         torch.manual_seed(0)
+        t = time.perf_counter()
         module = torch_models()[name]().eval()
+        t_build = time.perf_counter() - t
         n_torch = sum(p.numel() for p in module.parameters())
 
         ours_path, theirs_path = self.tmp / f"{name}.cnndsl.onnx", self.tmp / f"{name}.torch.onnx"
@@ -405,12 +472,13 @@ class Bench:
         n_ours = m.totals.trainable_params
         assert n_ours == n_torch, f"{name}: cnndsl has {n_ours:,} trainable parameters, torch {n_torch:,}"
         self.say(f"   parameters: cnndsl trainable {n_ours:,} = torch {n_torch:,}; "
-                 f"files: ours {ours_path.stat().st_size / 2**20:,.1f} MiB, torch {theirs_path.stat().st_size / 2**20:,.1f} MiB")
+                 f"files: ours {file_mib(ours_path):,.1f} MiB, torch {file_mib(theirs_path):,.1f} MiB")
         eo, et = statistics.median(ours_t), statistics.median(theirs_t)
         lp, tp, sp = (statistics.median(p[i] for p in parts) for i in range(3))
         self.say(f"   export (median of {reps}): cnndsl {eo:.3f} s (load {lp:.3f} + to_onnx {tp:.3f} + serialise/write {sp:.3f}); "
-                 f"torch.onnx.export ({args.torch_exporter}) {et:.3f} s")
-        self.rows.append((name, "export time (s)", eo, et, None, "s"))
+                 f"torch.onnx.export ({args.torch_exporter}) {et:.3f} s "
+                 f"(building the torch module and its random weights, {t_build:.3f} s once, not counted)")
+        self.rows.append((name, "export time (s)", eo, et, None, "s", None))
 
         # graphs as exported
         co, io = op_counts(proto)
@@ -429,14 +497,18 @@ class Bench:
         self.provider_used = self.provider_used or used
         self.say(f"   onnxruntime session creation: ours {init_o:.2f} s, torch {init_t:.2f} s ({used})")
         if args.optimized_graphs:
+            sigs = {}
             for who in ("cnndsl", "torch"):
                 p = self.tmp / f"{name}.{who}.opt.onnx"
                 if p.exists():
                     c, _ = op_counts(p)
+                    sigs[who] = node_signatures(p)
                     self.say(f"   optimised {who:6s}: {sum(c.values())} nodes: {fmt_counts(c)}")
                     p.unlink()
                     for extra in p.parent.glob(p.name + "*"):
                         extra.unlink()
+            if len(sigs) == 2:
+                self.say("   optimised graphs: " + compare_signatures(sigs["cnndsl"], sigs["torch"]))
 
         # shapes, then numerics with the same weights
         rng = np.random.default_rng(0)
@@ -450,7 +522,8 @@ class Bench:
         del proto
         gc.collect()
 
-        # latency
+        # latency; A/A: a second session of our own model, run in the same rotation, shows the noise
+        s_aa = None if args.no_aa else make_session(ours_path, self.threads, self.providers)[0]
         self.eager_device = "cuda" if used == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
         module = module.to(self.eager_device)
         (r1, r32), (q1, q32) = RUNS[name]
@@ -463,20 +536,24 @@ class Bench:
             warm = 2 if batch == 1 else 1
             x = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
             t0 = time.perf_counter()
-            to, tt = self.ort_latency([s_ours, s_theirs], x, runs, warm)
+            sessions = [s_ours, s_theirs] + ([s_aa] if s_aa is not None else [])
+            to, tt, *taa = self.ort_latency(sessions, x, runs, warm)
+            taa = taa[0] if taa else None
             te, shape_e = self.eager_latency(module, x, runs, warm)
             assert shape_e == yo.shape[:0] + (batch,) + yo.shape[1:], f"{name}: eager output {shape_e}"
             self.say(f"   batch {batch:2d}, {runs} runs after {warm} warm-up ({time.perf_counter() - t0:.0f} s): "
                      f"ours median {ms(statistics.median(to))} ms p90 {ms(percentile(to, .9))}; "
                      f"torch-onnx median {ms(statistics.median(tt))} ms p90 {ms(percentile(tt, .9))}; "
-                     f"eager median {ms(statistics.median(te))} ms p90 {ms(percentile(te, .9))}")
+                     f"eager median {ms(statistics.median(te))} ms p90 {ms(percentile(te, .9))}"
+                     + ("" if taa is None else
+                        f"; ours again (A/A) median {ms(statistics.median(taa))} ms p90 {ms(percentile(taa, .9))}"))
             self.rows.append((name, f"ORT batch {batch} median (ms)", statistics.median(to), statistics.median(tt),
-                              statistics.median(te), "ms"))
+                              statistics.median(te), "ms", None if taa is None else statistics.median(taa)))
             self.rows.append((name, f"ORT batch {batch} p90 (ms)", percentile(to, .9), percentile(tt, .9),
-                              percentile(te, .9), "ms"))
-        del s_ours, s_theirs, module
-        for p in (ours_path, theirs_path):
-            p.unlink(missing_ok=True)
+                              percentile(te, .9), "ms", None if taa is None else percentile(taa, .9)))
+        del s_ours, s_theirs, s_aa, module
+        for p in self.tmp.glob(f"{name}.*"):
+            p.unlink()
         gc.collect()
         self.say()
 
@@ -511,15 +588,16 @@ class Bench:
 
     # -- table ----------------------------------------------------------------
     def table(self):
-        head = ("model", "metric", "ours", "torch-onnx", "ratio", "eager", "ours/eager")
+        head = ("model", "metric", "ours", "torch-onnx", "ratio", "eager", "ours/eager", "A/A")
         lines = []
-        for model, metric, o, t, e, unit in self.rows:
+        for model, metric, o, t, e, unit, aa in self.rows:
             f = (lambda v: f"{v:.3f}") if unit == "s" else (lambda v: f"{v * 1e3:,.1f}")
             ratio = o / t
-            lines.append((model, metric, f(o), f(t), f"{ratio:.2f}" + (" *" if ratio > 1.0 else ""),
-                          "" if e is None else f(e), "" if e is None else f"{o / e:.2f}"))
+            lines.append((model, metric, f(o), f(t), f"{ratio:.2f}" + (" *" if round(ratio, 2) > 1.0 else ""),
+                          "" if e is None else f(e), "" if e is None else f"{o / e:.2f}",
+                          "" if aa is None else f"{o / aa:.2f}"))
         widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
-        right = {2, 3, 4, 5, 6}
+        right = {2, 3, 4, 5, 6, 7}
 
         def row(cells):
             return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
@@ -541,6 +619,8 @@ def main(argv=None):
                     help="torch.onnx.export(dynamo=False) (TorchScript, default) or dynamo=True (needs onnxscript)")
     ap.add_argument("--no-optimized-graphs", dest="optimized_graphs", action="store_false",
                     help="skip saving and counting onnxruntime's optimised graphs")
+    ap.add_argument("--no-aa", action="store_true",
+                    help="skip the A/A control (a second session of our model timed alongside, to show the noise)")
     ap.add_argument("--no-numeric-check", action="store_true", help="skip the same-weights comparison")
     args = ap.parse_args(argv)
     if args.threads is None:
@@ -565,9 +645,11 @@ def main(argv=None):
 
     bench = Bench(args)
     t0 = time.perf_counter()
+    load0 = loadavg()
     print(f"bench_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"opset {OPSET}, input Nx3x224x224 float32, torch exporter: {args.torch_exporter}"
-          f"{', quick' if args.quick else ''}; ratio = ours / torch-onnx (target <= 1.00; * marks > 1.00)")
+          f"{', quick' if args.quick else ''}; ratio = ours / torch-onnx (target <= 1.00; * marks > 1.00);")
+    print("A/A = ours / a second session of the same model file timed in the same rotation: the noise floor")
     print()
     try:
         for m in models:
@@ -576,8 +658,9 @@ def main(argv=None):
         for p in bench.tmp.glob("*"):
             p.unlink()
         bench.tmp.rmdir()
-    for line in machine_lines(bench.provider_used or bench.providers[0], args.threads):
+    for line in machine_lines(bench.provider_used or bench.providers[0], args.threads, bench.eager_device):
         print(line)
+    print(f"load avg  : {load0} at start, {loadavg()} at end (1/5/15 min; other processes may share the cores)")
     print()
     for line in bench.table():
         print(line)

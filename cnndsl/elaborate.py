@@ -38,24 +38,29 @@ class Scope:
     calls: tuple
     definition: ast.BlockDef
     parent: "Scope | None" = None
+    everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
     labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
-    taken: set = field(default_factory=set)
     counters: dict = field(default_factory=dict)
 
     def unique(self, base: str) -> str:
-        """A name not used yet in this scope: base, base_1, base_2 ..."""
-        if base not in self.taken:
-            self.taken.add(base)
+        """A full name not used yet in the network: base, base_1, base_2 ...
+
+        Checked against every full name, not only this scope's: ``x: b() -> conv``
+        names the block's layers ``x.conv ...`` and must not give the chain's
+        conv the same name."""
+        taken = self.everywhere
+        if self.prefix + base not in taken:
+            taken.add(self.prefix + base)
             return self.prefix + base
         n = self.counters.get(base, 0)
         while True:
             n += 1
-            candidate = f"{base}_{n}"
-            if candidate not in self.taken:
+            candidate = f"{self.prefix}{base}_{n}"
+            if candidate not in taken:
                 break
         self.counters[base] = n
-        self.taken.add(candidate)
-        return self.prefix + candidate
+        taken.add(candidate)
+        return candidate
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +122,7 @@ class Elaborator:
         self._check_size(shape, inp.span)
         spatial = len(shape) - 1
         self._add(Node(0, "input", "input", MappingProxyType({}), (), shape, 0, 0, 0, 0, (1,) * spatial, (1,) * spatial, inp.span, ()))
-        scope.taken.add("input")
+        scope.everywhere.add("input")
         env = Env(scope, shape, env.defaults, 0)
         last = self.body(body, env, 0, network=True)
         if self.outputs:
@@ -383,7 +388,8 @@ class Elaborator:
                 raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
             bound[arg.name] = True if arg.value is None else self._eval(arg.value, env)
         prefix_name = env.scope.unique(hint or block.name)
-        scope = Scope(d.module, {}, prefix_name + ".", env.scope.calls + ((block.name, c.span),), block, env.scope)
+        scope = Scope(d.module, {}, prefix_name + ".", env.scope.calls + ((block.name, c.span),), block, env.scope,
+                      env.scope.everywhere)
         inner = Env(scope, x, d.defaults, env.depth + 1)
         for p in block.params:
             if p.name in bound:

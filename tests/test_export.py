@@ -22,7 +22,8 @@ def _cases():
 
 # Large networks run at a reduced input size so that the suite stays fast; the
 # export path is the same.
-SMALL_INPUT = {"vgg16": "3x64x64", "vgg16_bn": "3x64x64", "alexnet": None, "alexnet_tv": None}
+SMALL_INPUT = {"vgg16": "3x64x64", "vgg16_bn": "3x64x64", "vnet": "1x32x32x16", "unet": "1x188x188",
+               "segnet": "3x64x64", "fcn32s": "3x64x64"}
 
 
 @pytest.mark.parametrize("path, name", list(_cases()))

@@ -252,3 +252,16 @@ def test_stride_that_drops_input_is_a_warning():
     m = cnndsl.load("network t {\n input 1x7x7\n conv 1/3/3\n}")
     assert m.layers[0].output == (1, 2, 2)
     assert len(m.warnings) == 1 and "dropped" in m.warnings[0].message
+
+
+def test_names_are_unique_across_block_scopes():
+    # a labelled chain starting with a block call: the block's conv is x.conv, the chain's must differ
+    m = cnndsl.load("block b() {\n conv 8/1\n}\nnetwork n {\n input 3x8x8\n x: b() -> conv 8/1\n}")
+    names = [r.name for r in m.layers]
+    assert names == ["x.conv", "x.conv_1"]
+
+
+@pytest.mark.parametrize("call", ["crop 4x5", "crop 4/5", "crop(4, 5)"])
+def test_crop_size_forms(call):
+    m = cnndsl.load(f"network n {{\n input 3x8x8\n {call}\n}}")
+    assert m.outputs[0][1] == (3, 4, 5)

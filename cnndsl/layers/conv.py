@@ -170,6 +170,7 @@ class Deconv(Kind):
         "groups": Spec("int", 1, min=1),
         "dilation": Spec("spatial", 1),
         "bias": Spec("bool", True),
+        "trainable": Spec("bool", True),  # false: fixed weights (FCN's bilinear upsampling)
     }
 
     def check(self, a, x):
@@ -200,7 +201,8 @@ class Deconv(Kind):
         return x[0] * (a["filters"] // a["groups"]) * prod(a["size"])
 
     def params(self, a, x, y):
-        return self._weights(a, x) + (a["filters"] if a["bias"] else 0), 0
+        n = self._weights(a, x) + (a["filters"] if a["bias"] else 0)
+        return (n, 0) if a["trainable"] else (0, n)
 
     def macs(self, a, x, y):
         # Counted over input positions: every input unit scatters into K/groups·F^n outputs.

@@ -10,10 +10,19 @@ class Crop(Kind):
     name = "crop"
     doc = "crop to HxW (or to the spatial size of @label); from the top-left, or centred with `center`"
     spatial = True
-    positional = (("size", Spec("spatial", None)),)
+    # ``crop 388x388``, ``crop 388`` or one field per axis: ``crop 388/388``
+    positional = (("size", Spec("spatial", None)), ("size_2", Spec("int", None, min=1)), ("size_3", Spec("int", None, min=1)))
     keywords = {"to": Spec("ref", None), "center": Spec("bool", False)}
 
     def check(self, a, x):
+        more = tuple(v for v in (a["size_2"], a["size_3"]) if v is not None)
+        if more:
+            if len(more) + 1 != len(x) - 1:
+                raise LayerError(
+                    f"crop takes one size per spatial axis; received {len(more) + 1} for the input {fmt_shape(x)}",
+                    "size",
+                )
+            a["size"] = (a["size"][0],) + more
         if (a["size"] is None) == (a["to"] is None):
             raise LayerError("crop needs either a size (crop 388x388) or to=@label, not both", "size")
         if a["to"] is not None:

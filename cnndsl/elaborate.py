@@ -427,7 +427,7 @@ class Elaborator:
                 if not isinstance(st, ast.Statement):
                     raise CnnError(f"{'input' if isinstance(st, ast.Input) else 'output'} cannot be a branch", st.span, code="E055")
                 outs.append(self.statement(st, inner, cur))
-                labels.append(source_text(st.span, 40) or "_")
+                labels.append(st.span)
             if not outs:
                 raise CnnError(f"{c.kind} needs at least one branch", c.span, code="E012")
         shapes = [self.nodes[o].shape for o in outs]
@@ -441,7 +441,7 @@ class Elaborator:
                         outs[i] = self.layer(crop, ca, (o,), c.span, inner, "crop")
                 shapes = [self.nodes[o].shape for o in outs]
         try:
-            y = kind.combine(a, shapes, labels)
+            y = kind.combine(a, shapes, _Texts(labels))
         except LayerError as err:
             raise self._layer_error(err, c.span, {}, env) from None
         return self._add_node(kind.name, name, a, tuple(outs), y, 0, 0, 0, 0, None, c.span, env)
@@ -584,3 +584,14 @@ def _find_label(body, name: str):
                     elif isinstance(step, ast.Call) and step.body:
                         stack.append(step.body)
     return None
+
+
+class _Texts:
+    """Branch descriptions for combinator messages, read from the source only when needed."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        for item in self.items:
+            yield item if isinstance(item, str) else (source_text(item, 40) or "_")

@@ -21,8 +21,20 @@ from dataclasses import dataclass, field
 _SOURCES: dict[str, str] = {}
 
 
+_LINES: dict[str, list[str]] = {}
+
+
 def remember_source(filename: str, text: str) -> None:
     _SOURCES[filename] = text
+    _LINES.pop(filename, None)
+
+
+def _lines(filename: str) -> list[str]:
+    """The file's lines, split once (messages quote lines many times)."""
+    lines = _LINES.get(filename)
+    if lines is None:
+        lines = _LINES[filename] = _SOURCES.get(filename, "").splitlines()
+    return lines
 
 
 @dataclass(frozen=True)
@@ -80,10 +92,9 @@ class Diagnostic:
 
 
 def _quote(span: Span) -> list[str]:
-    text = _SOURCES.get(span.file)
-    if text is None:
+    if span.file not in _SOURCES:
         return []
-    lines = text.splitlines()
+    lines = _lines(span.file)
     if not 1 <= span.line <= len(lines):
         return []
     src = lines[span.line - 1].rstrip()
@@ -123,10 +134,7 @@ def did_you_mean(word: str, choices) -> str:
 
 def source_text(span: Span, limit: int = 60) -> str:
     """The source text a span covers (first line only), for messages like ``conv 256/5``."""
-    text = _SOURCES.get(span.file)
-    if text is None:
-        return ""
-    lines = text.splitlines()
+    lines = _lines(span.file)
     if not 1 <= span.line <= len(lines):
         return ""
     line = lines[span.line - 1]

@@ -209,7 +209,12 @@ class Deconv(Kind):
         return prod(x[1:]) * self._weights(a, x)
 
     def connections(self, a, x, y):
-        return self.macs(a, x, y) + (prod(y) if a["bias"] else 0)
+        # Only products that land inside the output are some output unit's fan-in: with
+        # padding, the ones scattered into the cropped border reach no unit.
+        landed = 1
+        for w, f, s, p, d, out in zip(x[1:], a["size"], a["stride"], a["pad"], a["dilation"], y[1:]):
+            landed *= sum(1 for i in range(w) for k in range(f) if 0 <= i * s - p + k * d < out)
+        return x[0] * (a["filters"] // a["groups"]) * landed + (prod(y) if a["bias"] else 0)
 
     def window(self, a, x, y):
         # Each output sees ceil(F_eff / S) input positions; the jump shrinks by S.

@@ -22,6 +22,8 @@ class Crop(Kind):
                     f"crop takes one size per spatial axis; received {len(more) + 1} for the input {fmt_shape(x)}",
                     "size",
                 )
+            if len(set(a["size"])) > 1:
+                raise LayerError("crop takes either dimensions (4x5) or one field per axis (4/5), not both", "size")
             a["size"] = (a["size"][0],) + more
         if (a["size"] is None) == (a["to"] is None):
             raise LayerError("crop needs either a size (crop 388x388) or to=@label, not both", "size")

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark: the front end (parse + elaborate + report) as a user meets it.
+
+Every figure is the wall time of a whole process (``cnndsl info FILE``, stdout
+to /dev/null), interpreter start-up and imports included, median of several runs:
+
+1. ``cnndsl info networks/resnet.net --network resnet152``; target < 0.25 s;
+2. generated networks of 1,000 / 5,000 / 10,000 lines, one statement a line
+   (``conv 16/3/1/1 -> relu``, ``bn``, ``add { _ ; conv 16/3/1/1 }``, ``relu``:
+   6 layers per 4 lines), whole-process time and time per line above the start-up
+   of a one-layer file, to show linear growth; target: 10,000 lines < 2 s;
+3. a 200-deep nesting of blocks (b0 calls b1 ... calls b199) and of groups
+   ``{ { ... } }``: both must compile (times printed);
+4. ``info`` and ``check`` import neither onnx nor onnxruntime
+   (``python -X importtime -m cnndsl ...``).
+
+    python benchmarks/bench_frontend.py            # ~1 min
+    python benchmarks/bench_frontend.py --quick    # fewer runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESNET = ROOT / "networks" / "resnet.net"
+
+TARGET_RESNET152_S = 0.25
+TARGET_10K_S = 2.0
+SIZES = (1_000, 5_000, 10_000)
+DEPTH = 200
+PATTERN = ("conv 16/3/1/1 -> relu", "bn", "add { _ ; conv 16/3/1/1 }", "relu")
+LAYERS_PER_PATTERN = 6  # conv, relu, bn, conv, add, relu
+
+
+def cnndsl_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m cnndsl``."""
+    script = Path(sys.executable).parent / "cnndsl"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("cnndsl")
+    return [found] if found else [sys.executable, "-m", "cnndsl"]
+
+
+def run_once(args: list[str]) -> float:
+    env = dict(os.environ, NO_COLOR="1")
+    start = time.perf_counter()
+    r = subprocess.run(
+        [*cnndsl_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=False
+    )
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise SystemExit(f"cnndsl {' '.join(args)} failed ({r.returncode}):\n{r.stderr.decode()}")
+    return elapsed
+
+
+def median_time(args: list[str], runs: int) -> float:
+    run_once(args)  # warm the file-system cache and .pyc files
+    return statistics.median(run_once(args) for _ in range(runs))
+
+
+# ---------------------------------------------------------------- generated files
+def long_network(lines: int) -> str:
+    body = "\n".join("    " + PATTERN[i % len(PATTERN)] for i in range(lines))
+    return f"network long {{\n    input 16x32x32\n{body}\n}}\n"
+
+
+def nested_blocks(depth: int) -> str:
+    blocks = [f"block b{i}() {{\n    b{i + 1}()\n}}" for i in range(depth - 1)]
+    blocks.append(f"block b{depth - 1}() {{\n    conv 8/3/1/1\n}}")
+    return "\n".join(blocks) + "\nnetwork deep {\n    input 4x8x8\n    b0()\n}\n"
+
+
+def nested_groups(depth: int) -> str:
+    return "network deep {\n    input 4x8x8\n    " + "{ " * depth + "conv 8/3/1/1" + " }" * depth + "\n}\n"
+
+
+def heavy_imports(args: list[str]) -> list[str]:
+    """Modules of onnx / onnxruntime the command imports, from ``-X importtime``."""
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cnndsl", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1"),
+        check=False,
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"cnndsl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    names = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    return [n for n in names if n.split(".")[0] in ("onnx", "onnxruntime")]
+
+
+def row(name: str, value: str, target: str = "", ratio: float | None = None) -> str:
+    verdict = "" if ratio is None else f"{ratio:5.2f}  {'ok' if ratio < 1 else 'OVER'}"
+    return f"{name:<38} {value:>12} {target:>10}   {verdict}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=10, help="runs per small measurement (median), default 10")
+    p.add_argument("--big-runs", type=int, default=3, help="runs per generated large network, default 3")
+    p.add_argument("--quick", action="store_true", help="3 and 1 runs")
+    args = p.parse_args()
+    runs, big_runs = (3, 1) if args.quick else (args.runs, args.big_runs)
+
+    print(
+        f"cnndsl front-end benchmark: Python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"command: {' '.join(cnndsl_command())}; whole-process wall time, median of {runs} "
+        f"(large files: {big_runs}) runs\n"
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cnndsl-bench-") as tmp:
+        tmp = Path(tmp)
+        tiny = tmp / "tiny.net"
+        tiny.write_text("network tiny {\n    input 3x8x8\n    relu\n}\n")
+        startup = median_time(["info", str(tiny)], runs)
+        results.append(row("start-up (one-layer file)", f"{startup:.3f} s"))
+
+        # 1. ResNet-152
+        t = median_time(["info", str(RESNET), "--network", "resnet152"], runs)
+        results.append(row("info resnet152", f"{t:.3f} s", f"< {TARGET_RESNET152_S} s", t / TARGET_RESNET152_S))
+
+        # 2. long generated files
+        per_line = {}
+        for n in SIZES:
+            path = tmp / f"long{n}.net"
+            path.write_text(long_network(n))
+            t = median_time(["info", str(path)], big_runs)
+            per_line[n] = (t - startup) / n
+            layers = n // len(PATTERN) * LAYERS_PER_PATTERN
+            target, ratio = (f"< {TARGET_10K_S} s", t / TARGET_10K_S) if n == 10_000 else ("", None)
+            results.append(row(f"info {n:,} lines ({layers:,} layers)", f"{t:.3f} s", target, ratio))
+            results.append(row("   per line above start-up", f"{per_line[n] * 1e6:.0f} us"))
+        growth = per_line[SIZES[-1]] / per_line[SIZES[0]]
+        results.append(row(f"   per-line time {SIZES[-1]:,} / {SIZES[0]:,}", f"{growth:.2f}x", "~1 linear"))
+
+        # 3. deep nesting
+        for name, text in (("blocks", nested_blocks(DEPTH)), ("groups", nested_groups(DEPTH))):
+            path = tmp / f"nested_{name}.net"
+            path.write_text(text)
+            t = median_time(["info", str(path)], runs)
+            results.append(row(f"info {DEPTH}-deep nested {name}", f"{t:.3f} s", "compiles", None))
+
+        # 4. no onnx in info / check
+        for cmd in (["info", str(RESNET), "--network", "resnet152"], ["check", str(RESNET)]):
+            heavy = heavy_imports(cmd)
+            status = "none" if not heavy else f"{len(heavy)} modules"
+            results.append(row(f"{cmd[0]}: onnx/onnxruntime imports", status, "none", None))
+            if heavy:
+                results.append(f"   imported: {', '.join(heavy[:8])}")
+
+    print(f"{'measurement':<38} {'result':>12} {'target':>10}   ratio")
+    print("-" * 76)
+    for line in results:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

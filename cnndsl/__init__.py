@@ -89,10 +89,14 @@ def load(source, network: str | None = None, defines: dict | None = None, input=
 
 
 def _load(source, network, defines, input_shape, max_layers):
+    return compile_network(load_module(source), network, defines, input_shape, max_layers)
+
+
+def compile_network(module, network, defines, input_shape=None, max_layers=None) -> Model:
+    """Elaborate one network of an already loaded module (see :func:`load`)."""
     from .elaborate import MAX_LAYERS, Elaborator
     from .values import parse_literal
 
-    module = load_module(source)
     definition = pick_network(module, network)
     values = {}
     for name, value in defines.items():

@@ -171,31 +171,30 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from . import compile_network
+
     diags: list[Diagnostic] = []
-    summary = []
+    given = dict(args.defines)
     for path in args.files:
         try:
             module = run_deep(lambda: load_module(path))
         except CnnError as err:
             diags.append(err.diagnostic)
-            summary.append((path, "error"))
             continue
-        nets = [args.network] if args.network else list(module.networks)
-        failed = False
-        for name in nets:
+        for name in [args.network] if args.network else list(module.networks):
             definition = module.networks.get(name)
-            needs = [p.name for p in definition.node.params if p.default is None and p.name not in dict(args.defines)] if definition else []
+            params = [p.name for p in definition.node.params] if definition else []
+            needs = [p.name for p in definition.node.params if p.default is None and p.name not in given] if definition else []
             if needs:
                 diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...", definition.node.span))
                 continue
+            # -D applies to the networks that have that parameter
+            defines = {k: v for k, v in given.items() if definition is None or k in params}
             try:
-                defines = {k: v for k, v in args.defines if definition is None or k in [p.name for p in definition.node.params]}
-                model = load(path, network=name, defines=defines, input=args.input, max_layers=args.max_layers)
+                model = run_deep(lambda: compile_network(module, name, defines, args.input, args.max_layers))
                 diags.extend(model.warnings)
             except CnnError as err:
                 diags.append(err.diagnostic)
-                failed = True
-        summary.append((path, "error" if failed else "ok"))
     errors = sum(d.severity == "error" for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
     if args.format == "json":

@@ -14,18 +14,19 @@ this file, layer for layer; the trainable parameter counts must agree. Then:
    and both models must give the same outputs on the same input;
 3. onnxruntime latency at batch 1 and 32 of both models, same SessionOptions
    (ORT_ENABLE_ALL, same intra-op threads, no spinning), runs interleaved
-   (alternating which goes first), median and p90 after warm-up;
-   An A/A control, a second session of our own model timed in the same
-   rotation, shows how far a ratio moves by noise alone;
+   (rotating which goes first), median and p90 after warm-up. An A/A
+   control, a second session of our own model timed in the same rotation,
+   shows how far a ratio moves by noise alone;
 4. PyTorch eager latency on the same input (inference_mode, eval), after the
    onnxruntime runs (not interleaved: its OpenMP pool would disturb them);
 5. the op counts of both graphs, as exported and after onnxruntime's
-   optimisations, to explain a ratio above 1.
+   optimisations, to explain a ratio above 1; and how much CPU other
+   processes took meanwhile (they disturb the timings).
 
 Ratios are ours/theirs ("theirs" = the torch-exported model on onnxruntime);
 the target is <= 1.00.
 
-    python benchmarks/bench_onnx.py                      # all three, ~10 min on 2 cores
+    python benchmarks/bench_onnx.py                      # all three, ~6 min on 2 cores
     python benchmarks/bench_onnx.py --quick              # smoke run
     python benchmarks/bench_onnx.py --models mobilenet --provider auto
 
@@ -379,6 +380,29 @@ def loadavg():
         return "n/a"
 
 
+def cpu_seconds():
+    """(CPU seconds busy on the whole machine, CPU seconds of this process, wall time), or None off Linux."""
+    try:
+        f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(f) - f[3] - (f[4] if len(f) > 4 else 0)  # all but idle and iowait
+    t = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.perf_counter()
+
+
+def others_line(start):
+    """How much CPU other processes took since ``start``: they disturb the timings."""
+    end = cpu_seconds()
+    if start is None or end is None:
+        return "CPU used by other processes: unknown"
+    busy, own, wall = (e - s for e, s in zip(end, start))
+    other = max(0.0, busy - own)
+    cores = os.cpu_count() or 1
+    return (f"CPU used by other processes meanwhile: {other:.1f} CPU-s over {wall:.0f} s "
+            f"({100 * other / (wall * cores):.0f}% of {cores} cores)")
+
+
 def ms(x):
     return f"{x * 1e3:,.1f}"
 
@@ -472,6 +496,7 @@ class Bench:
         args = self.args
         src, network, origin = net_source(name)
         self.say(f"== {name}: {network} from {origin}")
+        cpu0 = cpu_seconds()
         torch.manual_seed(0)
         t = time.perf_counter()
         module = torch_models()[name]().eval()
@@ -575,6 +600,7 @@ class Bench:
                               statistics.median(te), "ms", None if taa is None else statistics.median(taa)))
             self.rows.append((name, f"ORT batch {batch} p90 (ms)", percentile(to, .9), percentile(tt, .9),
                               percentile(te, .9), "ms", None if taa is None else percentile(taa, .9)))
+        self.say("   " + others_line(cpu0))
         del s_ours, s_theirs, s_aa, module
         for p in self.tmp.glob(f"{name}.*"):
             p.unlink()
@@ -670,6 +696,7 @@ def main(argv=None):
     bench = Bench(args)
     t0 = time.perf_counter()
     load0 = loadavg()
+    cpu0 = cpu_seconds()
     print(f"bench_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"opset {OPSET}, input Nx3x224x224 float32, torch exporter: {args.torch_exporter}"
           f"{', quick' if args.quick else ''}; ratio = ours / torch-onnx (target <= 1.00; * marks > 1.00);")
@@ -684,7 +711,7 @@ def main(argv=None):
         bench.tmp.rmdir()
     for line in machine_lines(bench.provider_used or bench.providers[0], args.threads, bench.eager_device):
         print(line)
-    print(f"load avg  : {load0} at start, {loadavg()} at end (1/5/15 min; other processes may share the cores)")
+    print(f"load avg  : {load0} at start, {loadavg()} at end (1/5/15 min); {others_line(cpu0)}")
     print()
     for line in bench.table():
         print(line)

@@ -101,17 +101,21 @@ class Builder:
             raise AssertionError(name)
         else:
             arr = self._initial(name, shape, init, fan_in, fan_out, value)
-        self._add_init(name, arr.astype(self.dtype))
+        self._add_init(name, arr.astype(self.dtype, copy=False))
         return name
 
     def _initial(self, name, shape, init, fan_in, fan_out, value):
         # One stream per tensor, keyed by its name: a layer's weights do not depend on the others.
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         if init == "he":
-            return rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+            w = rng.standard_normal(shape, dtype=np.float32)
+            w *= np.float32(np.sqrt(2.0 / fan_in))
+            return w
         if init == "xavier":
-            limit = np.float32(np.sqrt(6.0 / (fan_in + fan_out)))
-            return (rng.random(shape, dtype=np.float32) * 2 - 1) * limit
+            w = rng.random(shape, dtype=np.float32)
+            w *= np.float32(2 * np.sqrt(6.0 / (fan_in + fan_out)))
+            w -= np.float32(np.sqrt(6.0 / (fan_in + fan_out)))
+            return w
         if init == "sign":  # ±1 (LeNet's RBF centres are ±1 bitmaps)
             return np.where(rng.random(shape, dtype=np.float32) < 0.5, -1.0, 1.0).astype(np.float32)
         return np.full(shape, value, dtype=np.float32)  # "fill"

@@ -44,6 +44,11 @@ class Residual(Add):
     doc = "add { shortcut ; body }; shortcut auto, identity, pad (option A) or conv"
     keywords = {"shortcut": Spec("enum", "auto", choices=("auto", "identity", "pad", "conv"))}
 
+    def lower(self, b, node, xs, y):
+        # Add(body, shortcut), the order frameworks export: onnxruntime then fuses the
+        # same conv with the Add + ReLU, and the optimised graph equals torch's.
+        _fold(b, "Add", xs[::-1], y)
+
 
 class Mul(Kind):
     name = "mul"

@@ -254,7 +254,7 @@ class Elaborator:
     def arguments(self, c: ast.Call, kind, env: Env, x: tuple):
         """Positional fields and keywords of a call, checked and canonical."""
         allowed = kind.all_args()
-        for value, span in c.stray:
+        for _, span in c.stray:
             raise CnnError(
                 f"unexpected field '{source_text(span)}'; fields are separated by '/' (conv 64/3/1/1) "
                 "and keywords are written name=value",
@@ -357,7 +357,7 @@ class Elaborator:
         block = d.node
         if c.body is not None:
             raise CnnError(f"block {block.name} does not take a {{ body }}", c.span, code="E012")
-        for value, span in c.stray:
+        for _, span in c.stray:
             raise CnnError(f"unexpected field '{source_text(span)}'; block arguments go in parentheses", span, code="E013")
         if len(env.scope.calls) >= MAX_DEPTH:
             raise CnnError(f"blocks nested deeper than {MAX_DEPTH} calls", c.span, code="E060")

@@ -86,7 +86,10 @@ class Loader:
 
     def load_path(self, path: Path, shown: str | None = None, span: Span | None = None) -> Module:
         shown = shown or str(path)
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (ValueError, OSError) as err:  # a NUL byte, a loop of links ...
+            raise CnnError(f"cannot read {shown!r}: not a usable path ({err})", span, code="E040") from None
         if real in self.stack:
             chain = " -> ".join(p.name for p in self.stack[self.stack.index(real) :] + [real])
             raise CnnError(f"import cycle: {chain}", span, code="E043")

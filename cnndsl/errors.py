@@ -50,15 +50,6 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
-    @staticmethod
-    def of(file: str, meta_or_token) -> "Span":
-        """The span of a Lark token or a tree's ``meta``."""
-        line = getattr(meta_or_token, "line", None) or 1
-        col = getattr(meta_or_token, "column", None) or 1
-        end_line = getattr(meta_or_token, "end_line", None) or line
-        end_col = getattr(meta_or_token, "end_column", None) or col + 1
-        return Span(file, line, col, end_line, end_col)
-
 
 @dataclass
 class Diagnostic:

@@ -220,7 +220,8 @@ def table_rows(model: Model) -> list[tuple[str, ...]]:
 
 
 def _fit_name(name: str, width: int) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
+    """Keep the most specific end of a long hierarchical name (ASCII: piped output)."""
+    return name if len(name) <= width else "..." + name[-(width - 3) :]
 
 
 def header_lines(model: Model) -> list[str]:

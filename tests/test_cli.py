@@ -115,3 +115,12 @@ def test_check_reports_errors_and_json(cli, netfile):
 def test_version(cli):
     r = cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("cnndsl ")
+
+
+def test_long_names_fit_80_columns(cli):
+    r = cli("info", NETWORKS / "resnet.net", "--network", "resnet152")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    assert all(ln.isascii() for ln in lines)
+    assert any(ln.startswith("...") for ln in lines)  # the most specific end of a long name is kept

@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from netgen import LAYERS_PER_PATTERN, PATTERN, long_network, nested_blocks, nested_groups  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "networks" / "resnet.net"
 
@@ -38,8 +41,6 @@ TARGET_RESNET152_S = 0.25
 TARGET_10K_S = 2.0
 SIZES = (1_000, 5_000, 10_000)
 DEPTH = 200
-PATTERN = ("conv 16/3/1/1 -> relu", "bn", "add { _ ; conv 16/3/1/1 }", "relu")
-LAYERS_PER_PATTERN = 6  # conv, relu, bn, conv, add, relu
 
 
 def cnndsl_command() -> list[str]:
@@ -66,22 +67,6 @@ def run_once(args: list[str]) -> float:
 def median_time(args: list[str], runs: int) -> float:
     run_once(args)  # warm the file-system cache and .pyc files
     return statistics.median(run_once(args) for _ in range(runs))
-
-
-# ---------------------------------------------------------------- generated files
-def long_network(lines: int) -> str:
-    body = "\n".join("    " + PATTERN[i % len(PATTERN)] for i in range(lines))
-    return f"network long {{\n    input 16x32x32\n{body}\n}}\n"
-
-
-def nested_blocks(depth: int) -> str:
-    blocks = [f"block b{i}() {{\n    b{i + 1}()\n}}" for i in range(depth - 1)]
-    blocks.append(f"block b{depth - 1}() {{\n    conv 8/3/1/1\n}}")
-    return "\n".join(blocks) + "\nnetwork deep {\n    input 4x8x8\n    b0()\n}\n"
-
-
-def nested_groups(depth: int) -> str:
-    return "network deep {\n    input 4x8x8\n    " + "{ " * depth + "conv 8/3/1/1" + " }" * depth + "\n}\n"
 
 
 def heavy_imports(args: list[str]) -> list[str]:

@@ -33,24 +33,31 @@ RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "har
 class Builder:
     """Collects nodes and initializers for one graph."""
 
-    def __init__(self, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None):
-        from onnx import helper, numpy_helper
+    def __init__(self, graph, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None):
+        from onnx import helper
 
         self.helper = helper
-        self.numpy_helper = numpy_helper
         self.np = np  # for the lowering rules, so that the catalogue never imports numpy itself
+        self.graph = graph
         self.opset = opset
         self.dtype = np.dtype(dtype)
+        self.elem = helper.np_dtype_to_tensor_dtype(self.dtype)
         self.seed = seed
         self.weights = weights  # name -> array given by the user (--weights)
         self.used_weights: set[str] = set()
+        self.missing: list[str] = []
+        self.misshaped: list[str] = []
         self.nodes = []
-        self.initializers = []
-        self.init_names: dict[str, np.ndarray] = {}
+        self.initializers = []  # (name, array)
         self._counter = 0
         self.layer = ""  # name of the layer being lowered (prefix of helper tensors)
         self.node = None
-        self.graph = None
+        self._consumers: dict[int, list[int]] = {}
+        for node in graph.nodes:
+            for i in node.inputs:
+                self._consumers.setdefault(i, []).append(node.id)
+        # maxpools whose indices an unpool reuses
+        self.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
 
     # ---- operators
     def op(self, op_type: str, inputs, out=None, outputs: int = 1, **attrs):
@@ -97,8 +104,6 @@ class Builder:
         shape = tuple(int(s) for s in shape)
         if self.weights is not None:
             arr = self._given(name, shape)
-        elif init is None:
-            raise AssertionError(name)
         else:
             arr = self._initial(name, shape, init, fan_in, fan_out, value)
         self._add_init(name, arr.astype(self.dtype, copy=False))
@@ -135,7 +140,6 @@ class Builder:
         return arr
 
     def _add_init(self, name, arr):
-        self.init_names[name] = arr
         self.initializers.append((name, arr))
 
     # ---- helpers for lowering rules
@@ -172,17 +176,8 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
-    b = Builder(opset, dtype, seed, weights)
-    b.graph = graph
-    b.missing, b.misshaped = [], []
-    consumers: dict[int, list[int]] = {}
-    for node in graph.nodes:
-        for i in node.inputs:
-            consumers.setdefault(i, []).append(node.id)
-    b._consumers = consumers
-    b.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    b.elem = elem
+    b = Builder(graph, opset, dtype, seed, weights)
+    elem = b.elem
     n = batch if batch is not None else "N"
 
     def vi(name, shape):

@@ -33,7 +33,8 @@ RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "har
 class Builder:
     """Collects nodes and initializers for one graph."""
 
-    def __init__(self, graph, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None):
+    def __init__(self, graph, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None,
+                 training: bool = False):
         from onnx import helper
 
         self.helper = helper
@@ -49,6 +50,10 @@ class Builder:
         self.misshaped: list[str] = []
         self.nodes = []
         self.initializers = []  # (name, array)
+        # Training form (cnndsl.train): batch statistics, dropout masks; the kinds' rules ask.
+        self.training = training
+        self.params: dict[str, bool] = {}  # every weight and buffer: name -> trainable
+        self.updates: list[tuple[str, str]] = []  # (buffer, tensor holding its next value), training only
         self._counter = 0
         self.layer = ""  # name of the layer being lowered (prefix of helper tensors)
         self.node = None
@@ -97,10 +102,17 @@ class Builder:
     def scalar(self, value: float) -> str:
         return self.const(np.array(value, dtype=self.dtype))
 
+    def update(self, buffer: str, value: str) -> None:
+        """In the training form: ``value`` is the next value of the buffer (BN running statistics)."""
+        self.updates.append((buffer, value))
+
     # ---- weights
-    def weight(self, suffix: str, shape, init: str, fan_in: int = 1, fan_out: int = 1, value: float = 0.0) -> str:
-        """A parameter or buffer named ``<layer>.<suffix>``, from --weights or the seed."""
+    def weight(self, suffix: str, shape, init: str, fan_in: int = 1, fan_out: int = 1, value: float = 0.0,
+               trainable: bool = True) -> str:
+        """A parameter or buffer named ``<layer>.<suffix>``, from --weights or the seed;
+        ``trainable=False`` for buffers (running statistics, fixed centres)."""
         name = f"{self.layer}.{suffix}"
+        self.params[name] = trainable
         shape = tuple(int(s) for s in shape)
         if self.weights is not None:
             arr = self._given(name, shape)
@@ -171,12 +183,9 @@ class Builder:
 def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype=np.float32,
                 batch: int | None = None, metadata: dict | None = None):
     """Build the ONNX ModelProto of an elaborated network (see module doc)."""
-    import onnx
     from onnx import helper
 
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
-    b = Builder(graph, opset, dtype, seed, weights)
+    b = lower_nodes(graph, opset, seed, weights, dtype)
     elem = b.elem
     n = batch if batch is not None else "N"
 
@@ -184,14 +193,28 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
         return helper.make_tensor_value_info(name, elem, [n, *shape])
 
     inputs = [vi("input", graph.input_shape)]
-    value_info = []
+    value_info = [vi(node.name, node.shape) for node in graph.nodes[1:]]
+    outputs = []
+    for name, nid in graph.outputs:
+        src = b.tensor(nid)
+        if src != name:
+            b.layer = name
+            b.op("Identity", [src], out=name)
+        outputs.append(vi(name, graph.nodes[nid].shape))
+    value_info = [v for v in value_info if v.name not in {o.name for o in outputs}]
+    return assemble(b, inputs, outputs, value_info, metadata)
+
+
+def lower_nodes(graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32,
+                training: bool = False) -> Builder:
+    """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
+    b = Builder(graph, opset, dtype, seed, weights, training)
     for node in graph.nodes[1:]:
-        kind = CATALOGUE[node.kind]
         b.layer = node.name
         b.node = node
-        xs = [b.tensor(i) for i in node.inputs]
-        kind.lower(b, node, xs, node.name)
-        value_info.append(vi(node.name, node.shape))
+        CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], node.name)
     problems = []
     if weights is not None:
         extra = sorted(set(weights) - b.used_weights)
@@ -203,36 +226,36 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
             problems.append("wrong shape: " + "; ".join(b.misshaped))
         if problems:
             raise CnnError("the weights file does not fit the network: " + " | ".join(problems), code="E081")
-    outputs = []
-    for name, nid in graph.outputs:
-        src = b.tensor(nid)
-        if src != name:
-            b.layer = name
-            b.op("Identity", [src], out=name)
-        outputs.append(vi(name, graph.nodes[nid].shape))
-    value_info = [v for v in value_info if v.name not in {o.name for o in outputs}]
-    # Built in place: make_graph/make_model would copy every weight twice.
+    return b
+
+
+def assemble(b: Builder, inputs, outputs, value_info=(), metadata: dict | None = None, initializers=None):
+    """The ModelProto of the builder's nodes and initializers, built in place:
+    make_graph/make_model would copy every weight twice."""
+    import onnx
+    from onnx import helper
+
+    from . import __version__
+
     model = onnx.ModelProto()
-    model.ir_version = ONNX_IR_VERSION[opset]
+    model.ir_version = ONNX_IR_VERSION[b.opset]
     model.producer_name = PRODUCER
-    model.opset_import.append(helper.make_opsetid("", opset))
+    model.producer_version = __version__
+    model.opset_import.append(helper.make_opsetid("", b.opset))
     g = model.graph
-    g.name = graph.network
+    g.name = b.graph.network
     g.node.extend(b.nodes)
     g.input.extend(inputs)
     g.output.extend(outputs)
     g.value_info.extend(value_info)
-    for name, arr in b.initializers:
-        arr = np.ascontiguousarray(arr)
+    for name, arr in b.initializers if initializers is None else initializers:
+        arr = np.asarray(arr, order="C")  # (ascontiguousarray would make scalars 1-D)
         t = g.initializer.add()
         t.name = name
         t.data_type = helper.np_dtype_to_tensor_dtype(arr.dtype)
         t.dims.extend(arr.shape)
         t.raw_data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    from . import __version__
-
-    model.producer_version = __version__
-    props = {"cnndsl.version": __version__, "cnndsl.network": graph.network, "cnndsl.source": graph.file}
+    props = {"cnndsl.version": __version__, "cnndsl.network": b.graph.network, "cnndsl.source": b.graph.file}
     props.update(metadata or {})
     helper.set_model_props(model, props)
     return model

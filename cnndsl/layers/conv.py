@@ -224,8 +224,9 @@ class Deconv(Kind):
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
-        w = b.weight("weight", (c, k // g, *f), b.init_for(node), c // g * prod(f), k // g * prod(f))
-        args = [xs[0], w] + ([b.weight("bias", (k,), "fill")] if a["bias"] else [])
+        w = b.weight("weight", (c, k // g, *f), b.init_for(node), c // g * prod(f), k // g * prod(f),
+                     trainable=a["trainable"])
+        args = [xs[0], w] + ([b.weight("bias", (k,), "fill", trainable=a["trainable"])] if a["bias"] else [])
         b.op("ConvTranspose", args, out=y, kernel_shape=list(f), strides=list(a["stride"]),
              pads=list(a["pad"]) * 2, dilations=list(a["dilation"]), output_padding=list(a["outpad"]), group=g)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from .arith import prod
 from .base import Kind, LayerError, Spec, full_window
 
@@ -62,7 +64,7 @@ class RBF(Kind):
         # y_i = Σ_j (x_j − w_ij)² = Σx² − 2·x·w_i + Σw_i²
         a, x = node.attrs, b.shape(node.inputs[0])
         flat = b.op("Flatten", xs, axis=1) if len(x) > 1 else xs[0]
-        w = b.weight("weight", (a["units"], prod(x)), "sign")
+        w = b.weight("weight", (a["units"], prod(x)), "sign", trainable=a["trainable"])
         xx = b.reduce("ReduceSumSquare", flat, [1], keepdims=1)
         xw = b.op("Gemm", [flat, w], transB=1)
         ww = b.reduce("ReduceSumSquare", w, [1], keepdims=0)
@@ -104,5 +106,12 @@ class Dropout(Kind):
             raise LayerError(f"p must be in [0, 1); received p={a['p']}", "p")
 
     def lower(self, b, node, xs, y):
-        b.op("Identity", xs, out=y)  # inference: dropout is the identity
+        if not b.training or node.attrs["p"] == 0:
+            b.op("Identity", xs, out=y)  # inference: dropout is the identity
+            return
+        # A fresh mask every step, scaled by 1/(1 − p); the seed makes a run reproducible.
+        np = b.np
+        seed = zlib.crc32(f"{b.seed}:{node.name}".encode()) % 2**31
+        b.op("Dropout", [xs[0], b.scalar(node.attrs["p"]), b.const(np.array(True))], out=[y, y + ".mask"],
+             outputs=2, seed=seed)
 

@@ -15,10 +15,35 @@ class BatchNorm(Kind):
         return 2 * x[0], 2 * x[0]
 
     def lower(self, b, node, xs, y):
-        a, c = node.attrs, b.shape(node.inputs[0])[0]
-        args = [xs[0], b.weight("weight", (c,), "fill", value=1.0), b.weight("bias", (c,), "fill"),
-                b.weight("running_mean", (c,), "fill"), b.weight("running_var", (c,), "fill", value=1.0)]
-        b.op("BatchNormalization", args, out=y, epsilon=a["eps"], momentum=1.0 - a["momentum"])
+        a, x = node.attrs, b.shape(node.inputs[0])
+        c = x[0]
+        gamma, beta = b.weight("weight", (c,), "fill", value=1.0), b.weight("bias", (c,), "fill")
+        mean = b.weight("running_mean", (c,), "fill", trainable=False)
+        var = b.weight("running_var", (c,), "fill", value=1.0, trainable=False)
+        if not b.training:
+            b.op("BatchNormalization", [xs[0], gamma, beta, mean, var], out=y, epsilon=a["eps"],
+                 momentum=1.0 - a["momentum"])
+            return
+        # Training: normalise with the batch's statistics (biased variance) and update the
+        # running ones with the unbiased variance, as PyTorch does. Written as elementary
+        # operators so that the gradient comes from their adjoints.
+        np = b.np
+        axes = [0, *range(2, len(x) + 1)]
+        per_channel = b.const(np.array([c] + [1] * (len(x) - 1), np.int64))
+        flat = b.const(np.array([c], np.int64))
+        mu = b.reduce("ReduceMean", xs[0], axes)
+        xc = b.op("Sub", [xs[0], mu])
+        biased = b.reduce("ReduceMean", b.op("Mul", [xc, xc]), axes)
+        rstd = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [biased, b.scalar(a["eps"])])])])
+        scaled = b.op("Mul", [b.op("Mul", [xc, rstd]), b.op("Reshape", [gamma, per_channel])])
+        b.op("Add", [scaled, b.op("Reshape", [beta, per_channel])], out=y)
+        m = a["momentum"]
+        count = b.op("Div", [b.op("Cast", [b.op("Size", xs)], to=b.elem), b.scalar(float(c))])
+        unbiased = b.op("Div", [b.op("Mul", [b.op("Reshape", [biased, flat]), count]),
+                                b.op("Sub", [count, b.scalar(1.0)])])
+        for buf, batch in ((mean, b.op("Reshape", [mu, flat])), (var, unbiased)):
+            keep = b.op("Mul", [buf, b.scalar(1.0 - m)])
+            b.update(buf, b.op("Add", [keep, b.op("Mul", [batch, b.scalar(m)])]))
 
 
 
@@ -34,7 +59,9 @@ class LRN(Kind):
 
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
-        if len(x) == 3 and a["size"] % 2:  # onnxruntime's LRN: 4-D inputs and odd sizes only
+        # onnxruntime's LRN: 4-D inputs and odd sizes only; training uses the elementary form,
+        # whose gradient comes from its operators' adjoints.
+        if len(x) == 3 and a["size"] % 2 and not b.training:
             b.op("LRN", xs, out=y, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
             return
         # Σ over channels c − ⌊(size−1)/2⌋ … c + ⌈(size−1)/2⌉ of x², as a ones-convolution

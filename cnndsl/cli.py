@@ -59,7 +59,33 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fold-bn", action="store_true", help="fold batch norm into the conv/fc before it")
     export.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
                         help="precision of inputs, outputs and weights (float16: for CUDA)")
+    train_opts = export.add_argument_group("training graph (--train)")
+    train_opts.add_argument("--train", action="store_true",
+                            help="write the training-step graph: forward, loss, gradients, SGD update")
+    train_opts.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
+    train_opts.add_argument("--optimizer", choices=("sgd",), default="sgd")
+    train_opts.add_argument("--lr", type=float, default=0.01, help="default of the lr input (default 0.01)")
+    train_opts.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train_opts.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
     export.set_defaults(run=cmd_export)
+
+    trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
+    trainp.add_argument("file", metavar="FILE")
+    network_options(trainp)
+    trainp.add_argument("--data", required=True, metavar="SOURCE",
+                        help="digits (built in), DATA.npz (x, y), IMAGES.idx[,LABELS.idx] or a folder of class folders")
+    trainp.add_argument("--epochs", type=int, default=10, help="passes over the training split (default 10)")
+    trainp.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    trainp.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
+    trainp.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    trainp.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    trainp.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION",
+                        help="fraction kept for evaluation, stratified (default 0.2)")
+    trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
+    trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
+    trainp.add_argument("--resume", metavar="WEIGHTS.npz", help="start from these weights")
+    trainp.add_argument("--seed", type=int, default=0, help="initial weights, shuffling, split, dropout (default 0)")
+    trainp.set_defaults(run=cmd_train)
 
     runp = sub.add_parser("run", help="run a model on onnxruntime: latency, throughput, outputs")
     runp.add_argument("file", metavar="FILE.onnx|FILE.net")
@@ -118,11 +144,70 @@ def cmd_export(args) -> int:
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
     weights = load_weights(args.weights) if args.weights else None
+    if args.train:
+        from .train import train_model
+
+        if args.fold_bn or args.batch is not None:
+            raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
+        proto = train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
+                            weight_decay=args.weight_decay, seed=args.seed, weights=weights, dtype=args.dtype,
+                            opset=args.opset or DEFAULT_OPSET)
+        size = write_atomic(proto, out)
+        news = sum(o.name.endswith(".new") for o in proto.graph.output)
+        print(f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
+              f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {args.loss}, "
+              f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
+              f"opset {proto.opset_import[0].version}")
+        return 0
     proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch,
                     dtype=args.dtype, fold=args.fold_bn)
     size = write_atomic(proto, out)
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
           f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from .data import load_data, split
+    from .export import load_weights
+    from .trainer import progress_bar, train
+
+    if args.epochs < 1 or args.batch < 2:
+        raise CnnError("--epochs must be at least 1 and --batch at least 2", code="E084")
+    if not 0 <= args.held_out < 1:
+        raise CnnError(f"--held-out must be in [0, 1); received {args.held_out}", code="E084")
+    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
+                 max_layers=args.max_layers)
+    _print_diagnostics(model.warnings)
+    out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
+    data = load_data(args.data, model.graph.input_shape, out_shape[0])
+    train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
+    out = Path(args.out or f"{model.name}.npz")
+    resume = load_weights(args.resume) if args.resume else None
+    print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters")
+    print(f"data {data.description}; {len(train_part.x):,} training, {len(held.x) if held else 0:,} held out")
+
+    def report(e):
+        acc = f"  train acc {e.train_accuracy:6.2%}" if e.train_accuracy is not None else ""
+        held_text = ""
+        if e.held_out_accuracy is not None:
+            held_text = f"  held-out loss {e.held_out_loss:.4f} acc {e.held_out_accuracy:6.2%}"
+        elif e.held_out_loss is not None:
+            held_text = f"  held-out loss {e.held_out_loss:.4f}"
+        print(f"epoch {e.number:>3}/{args.epochs}  loss {e.loss:.4f}{acc}{held_text}  "
+              f"{e.samples_per_second:,.0f} samples/s  {e.seconds:.1f} s", flush=True)
+
+    bar, stop = progress_bar()
+    try:
+        result = train(model, train_part, held, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, provider=args.provider,
+                       seed=args.seed, out=out, resume=resume, report=report, progress=bar)
+    finally:
+        stop()
+    total = sum(e.seconds for e in result.epochs)
+    print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
     return 0
 
 

@@ -228,3 +228,22 @@ def test_bn_running_statistics_update():
     var = x.var(axis=(0, 2, 3), ddof=1)
     np.testing.assert_allclose(out["bn.running_mean.new"], 0.75 * 0 + 0.25 * mean, rtol=1e-12)
     np.testing.assert_allclose(out["bn.running_var.new"], 0.75 * 1 + 0.25 * var, rtol=1e-12)
+
+
+@pytest.mark.parametrize("body", [b for i, b in KINDS if i != "dropout"], ids=[i for i, _ in KINDS if i != "dropout"])
+def test_onnxruntime_computes_the_same_gradients_in_float32(body):
+    """The float32 train graph runs on onnxruntime (default-domain operators only) and its
+    gradients agree with the float64 ones of onnx.reference. (Dropout draws other masks.)"""
+    import onnxruntime as ort
+
+    check = Check(_source(body))
+    proto = train_model(load(_source(body)), gradients=True, wrt_input=True)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in check.feeds().items()}
+    names = [o.name for o in sess.get_outputs() if o.name.endswith(".grad")]
+    ours = dict(zip(names, sess.run(names, feeds)))
+    for name, ref in check.gradients().items():
+        scale = max(np.abs(ref).max(), 1e-3)
+        assert np.abs(ours[name] - ref).max() / scale < 1e-3, name

@@ -18,7 +18,7 @@ the forward graph; a rule only ever reads non-batch sizes and whether a size is
     >>> from cnndsl.train import train_model
     >>> m = train_model(load("network n { input 1x4x4\\n conv 2/3 -> fc 3 }"))
     >>> [o.name for o in m.graph.output][:3]
-    ['loss', 'logits', 'conv_1.weight.new']
+    ['loss', 'logits', 'conv.weight.new']
 """
 
 from __future__ import annotations

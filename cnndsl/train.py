@@ -3,7 +3,7 @@
     >>> from cnndsl import load
     >>> m = train_model(load("network n { input 1x8x8\\n conv 4/3 -> bn -> relu -> fc 3 }"), momentum=0.9)
     >>> [i.name for i in m.graph.input][:5]
-    ['x', 'y', 'lr', 'conv_1.weight', 'conv_1.bias']
+    ['x', 'y', 'lr', 'conv.weight', 'conv.weight.momentum']
 
 Inputs: ``x`` (a batch), ``y`` (class labels, int64; or targets for ``mse``),
 ``lr`` (a scalar, default the ``lr`` given), every trainable parameter under its
@@ -37,6 +37,13 @@ def train_model(model, loss: str = "cross_entropy", lr: float = 0.01, momentum: 
                 weight_decay: float = 0.0, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
                 opset: int = DEFAULT_OPSET, gradients: bool = False, wrt_input: bool = False, check: bool = True):
     """The ModelProto of one SGD step of a compiled network (see module doc)."""
+    return train_graph(model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input,
+                       check)[0]
+
+
+def train_graph(model, loss="cross_entropy", lr=0.01, momentum=0.0, weight_decay=0.0, seed=0, weights=None,
+                dtype="float32", opset=DEFAULT_OPSET, gradients=False, wrt_input=False, check=True):
+    """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
     from onnx import helper
 
     if loss not in LOSSES:
@@ -128,7 +135,7 @@ def train_model(model, loss: str = "cross_entropy", lr: float = 0.01, momentum: 
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
     if check:
         _check(proto)
-    return proto
+    return proto, dict(b.params)
 
 
 def _static_shapes(b, graph) -> dict[str, tuple]:

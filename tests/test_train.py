@@ -117,3 +117,13 @@ def test_export_train_rejects_bad_options(tmp_path):
     assert r.returncode == 1 and "training graphs are float32 or float64" in r.stderr
     r = run_cli("export", LENET, "--train", "-o", tmp_path / "a.onnx", "--lr", "-1")
     assert r.returncode == 1 and "must not be negative" in r.stderr
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import cnndsl.grad
+    import cnndsl.train
+
+    for module in (cnndsl.grad, cnndsl.train):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -24,9 +24,10 @@ the forward graph; a rule only ever reads non-batch sizes and whether a size is
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from .errors import CnnError
+from .layers.arith import transpose_out, window_out
 
 # Operators whose outputs never carry a gradient (shapes, comparisons, indices).
 NON_DIFFERENTIABLE = {"Shape", "Size", "ConstantOfShape", "Equal", "Greater", "Less", "GreaterOrEqual",
@@ -179,7 +180,7 @@ def _mul(t, n, dy):
 
 
 def _div(t, n, dy):
-    a, c, sa, sb, sy = _binary(t, n)
+    _, c, sa, sb, sy = _binary(t, n)
     da = t.op("Div", [dy, c])
     db = t.op("Neg", [t.op("Div", [t.op("Mul", [dy, n.output[0]]), c])])  # −dy·a/c² = −dy·y/c
     return [t.unbroadcast(da, sa, sy), t.unbroadcast(db, sb, sy)]
@@ -319,7 +320,7 @@ def _slice(t, n, dy):
     x = n.input[0]
     sx, sy = t.shape(x), t.shape(n.output[0])
     rank = len(sx)
-    starts, ends = t.const(n.input[1]).tolist(), t.const(n.input[2]).tolist()
+    starts = t.const(n.input[1]).tolist()  # the output's shape says where each slice ends
     axes = t.const(n.input[3]).tolist() if len(n.input) > 3 and n.input[3] else list(range(len(starts)))
     steps = t.const(n.input[4]).tolist() if len(n.input) > 4 and n.input[4] else [1] * len(starts)
     g, cur = dy, list(sy)
@@ -370,7 +371,7 @@ def _pad(t, n, dy):
             continue
         parts = [core]
 
-        def spread(piece, before, after):
+        def spread(piece, before, after, axis=axis):
             full = [0] * (2 * rank)
             full[axis], full[rank + axis] = before, after
             return t.op("Pad", [piece, t.ints(full)], mode="constant")
@@ -522,7 +523,8 @@ def correlation_weight_grad(t, inp, grad, inp_shape, grad_shape, group, strides,
         ends.append(max(0, p1 - max(unused, 0)))
     raw = t.op("Conv", [xt, gt], strides=list(dilations), dilations=list(strides), pads=list(begin) + ends,
                group=group, kernel_shape=list(have_out))
-    got = [(w + p0 + p1 - (o - 1) * s - 1) // d + 1 for w, o, s, d, p0, p1 in
+    # the kernel here spans (o − 1)·s + 1 input positions and slides with step d
+    got = [window_out(w, (o - 1) * s + 1, d, p0, p1) for w, o, s, d, p0, p1 in
            zip(have_in, have_out, strides, dilations, begin, ends)]
     raw = t.fit(raw, [0] * r, kernel, got)
     return t.op("Transpose", [raw], perm=[1, 0, *sp])
@@ -532,15 +534,18 @@ def _conv(t, n, dy):
     x, w = n.input[0], n.input[1]
     kernel, strides, dilations, begin, end, group = _window(t, n)
     sx, sy = t.shape(x), t.shape(n.output[0])
-    r = len(kernel)
     full = t.op("ConvTranspose", [dy, w], strides=strides, dilations=dilations, group=group, kernel_shape=kernel)
-    have = [(o - 1) * s + d * (f - 1) + 1 for o, s, d, f in zip(sy[2:], strides, dilations, kernel)]
+    have = [transpose_out(o, f, s, 0, d, 0) for o, s, d, f in zip(sy[2:], strides, dilations, kernel)]
     dx = t.fit(full, begin, sx[2:], have)
-    dw = correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin, end, kernel)
-    out = [dx, dw]
+    return _with_bias(t, n, dy, dx, correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin, end,
+                                                            kernel))
+
+
+def _with_bias(t, n, dy, dx, dw):
+    """[dx, dw] and, when the node has a bias, its gradient: dy summed over batch and space."""
     if len(n.input) > 2 and n.input[2]:
-        out.append(t.reduce_sum(dy, [0, *range(2, 2 + r)], keepdims=0))
-    return out
+        return [dx, dw, t.reduce_sum(dy, [0, *range(2, len(t.shape(n.output[0])))], keepdims=0)]
+    return [dx, dw]
 
 
 def _conv_transpose(t, n, dy):
@@ -550,14 +555,11 @@ def _conv_transpose(t, n, dy):
     r = len(kernel)
     raw = t.op("Conv", [dy, w], strides=strides, dilations=dilations, pads=begin + end, group=group,
                kernel_shape=kernel)
-    got = [(o + p0 + p1 - d * (f - 1) - 1) // s + 1 for o, p0, p1, d, f, s in
+    got = [window_out(o, d * (f - 1) + 1, s, p0, p1) for o, p0, p1, d, f, s in
            zip(sy[2:], begin, end, dilations, kernel, strides)]
     dx = t.fit(raw, [0] * r, sx[2:], got)
-    dw = correlation_weight_grad(t, dy, x, sy, sx, group, strides, dilations, begin, end, kernel)
-    out = [dx, dw]
-    if len(n.input) > 2 and n.input[2]:
-        out.append(t.reduce_sum(dy, [0, *range(2, 2 + r)], keepdims=0))
-    return out
+    return _with_bias(t, n, dy, dx, correlation_weight_grad(t, dy, x, sy, sx, group, strides, dilations, begin, end,
+                                                            kernel))
 
 
 # ---------------------------------------------------------------- pooling and resampling
@@ -594,7 +596,7 @@ def _average_pool(t, n, dy):
     share = t.op("Div", [dy, t.b.const(divisor)])
     ones = t.b.const(np.ones([sx[1], 1] + kernel))
     full = t.op("ConvTranspose", [share, ones], strides=strides, group=sx[1], kernel_shape=kernel)
-    have = [(o - 1) * s + f for o, s, f in zip(sy[2:], strides, kernel)]
+    have = [transpose_out(o, f, s, 0, 1, 0) for o, s, f in zip(sy[2:], strides, kernel)]
     return [t.fit(full, begin, sx[2:], have)]
 
 
@@ -646,4 +648,4 @@ ADJOINTS = {
     "MaxPool": _max_pool, "AveragePool": _average_pool, "Resize": _resize,
 }
 
-__all__ = ["ADJOINTS", "Tape", "correlation_weight_grad", "differentiate", "numpy_helper"]
+__all__ = ["ADJOINTS", "Tape", "correlation_weight_grad", "differentiate"]

@@ -173,7 +173,7 @@ class TorchSide:
 def op_counts(model) -> str:
     from cnndsl.train import train_graph
 
-    proto, _ = train_graph(model, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    proto, _ = train_graph(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     ops = collections.Counter(n.op_type for n in proto.graph.node)
     return f"{sum(ops.values())} nodes: " + ", ".join(f"{k} {v}" for k, v in ops.most_common())
 
@@ -262,7 +262,8 @@ def main(argv=None) -> int:
         model = load(str(ROOT / path), defines=defines)
         before = thread_count()
         t0 = time.perf_counter()
-        ours = Trainer(model, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, provider=args.provider)
+        ours = Trainer(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+                       provider=args.provider)
         build = time.perf_counter() - t0
         rng = np.random.default_rng(0)
         batches = [(rng.standard_normal((batch, *shape)).astype(np.float32),

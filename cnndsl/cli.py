@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_opts = export.add_argument_group("training graph (--train)")
     train_opts.add_argument("--train", action="store_true",
                             help="write the training-step graph: forward, loss, gradients, SGD update")
-    train_opts.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
+    train_opts.add_argument("--loss", choices=("cross_entropy", "mse", "map"),
+                            help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy")
     train_opts.add_argument("--optimizer", choices=("sgd",), default="sgd")
     train_opts.add_argument("--lr", type=float, default=0.01, help="default of the lr input (default 0.01)")
     train_opts.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
     trainp.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     trainp.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    trainp.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
+                        help="learning rate per epoch: constant (default), cosine decay, or step (÷10 at 1/2 and 3/4)")
+    trainp.add_argument("--loss", choices=("cross_entropy", "map"),
+                        help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy")
     trainp.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION",
                         help="fraction kept for evaluation, stratified (default 0.2)")
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
@@ -153,9 +158,10 @@ def cmd_export(args) -> int:
                             weight_decay=args.weight_decay, seed=args.seed, weights=weights, dtype=args.dtype,
                             opset=args.opset or DEFAULT_OPSET)
         size = write_atomic(proto, out)
+        loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
         print(f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
-              f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {args.loss}, "
+              f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
               f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
               f"opset {proto.opset_import[0].version}")
         return 0
@@ -186,7 +192,10 @@ def cmd_train(args) -> int:
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
     out = Path(args.out or f"{model.name}.npz")
     resume = load_weights(args.resume) if args.resume else None
-    print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters")
+    from .train import default_loss
+
+    loss = args.loss or default_loss(model)
+    print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters, loss {loss}")
     print(f"data {data.description}; {len(train_part.x):,} training, {len(held.x) if held else 0:,} held out")
 
     def report(e):
@@ -203,7 +212,8 @@ def cmd_train(args) -> int:
     try:
         result = train(model, train_part, held, epochs=args.epochs, batch=args.batch, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, provider=args.provider,
-                       seed=args.seed, out=out, resume=resume, report=report, progress=bar)
+                       seed=args.seed, out=out, resume=resume, report=report, progress=bar, loss=loss,
+                       schedule=args.schedule)
     finally:
         stop()
     total = sum(e.seconds for e in result.epochs)

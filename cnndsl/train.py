@@ -14,6 +14,12 @@ current values, so the file runs as it is. Outputs: ``loss``, ``logits``, then
 ``<name>.new`` for every parameter, momentum buffer and running statistic, and
 with ``gradients=True`` ``<param>.grad`` (and ``input.grad`` with ``wrt_input``).
 
+Losses: ``cross_entropy`` (softmax over the class scores; an rbf output's scores
+are its negated distances), ``mse``, and ``map``, LeCun et al. 1998's criterion for
+rbf outputs (eq. 9): ``y_D + log(e^−j + Σ_i e^−y_i)`` with ``y_i`` the distances
+and ``D`` the label — cross-entropy over the scores ``−y_i`` and one more, constant
+score ``−j`` (``MAP_J``); the default for networks ending in ``rbf``.
+
 Conventions (PyTorch's): cross-entropy averaged over the batch and every spatial
 position, MSE averaged over every element; SGD with weight decay added to the
 gradient of every trainable parameter (biases and BN scales included), momentum
@@ -29,11 +35,12 @@ from .errors import CnnError
 from .grad import differentiate
 from .onnx_lower import DEFAULT_OPSET, assemble, lower_nodes
 
-LOSSES = ("cross_entropy", "mse")
+LOSSES = ("cross_entropy", "mse", "map")
+MAP_J = 1.0  # the constant j of LeCun et al. 1998's MAP criterion (eq. 9); the paper leaves its value open
 SHAPE_BATCH = 2  # the batch size shape inference sees; rules only read non-batch sizes
 
 
-def train_model(model, loss: str = "cross_entropy", lr: float = 0.01, momentum: float = 0.0,
+def train_model(model, loss: str | None = None, lr: float = 0.01, momentum: float = 0.0,
                 weight_decay: float = 0.0, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
                 opset: int = DEFAULT_OPSET, gradients: bool = False, wrt_input: bool = False, check: bool = True):
     """The ModelProto of one SGD step of a compiled network (see module doc)."""
@@ -41,11 +48,18 @@ def train_model(model, loss: str = "cross_entropy", lr: float = 0.01, momentum: 
                        check)[0]
 
 
-def train_graph(model, loss="cross_entropy", lr=0.01, momentum=0.0, weight_decay=0.0, seed=0, weights=None,
+def default_loss(model) -> str:
+    """``map`` for a network ending in rbf units (LeNet-5's own criterion), ``cross_entropy`` otherwise."""
+    graph = model.graph
+    return "map" if graph.nodes[graph.outputs[0][1]].kind == "rbf" else "cross_entropy"
+
+
+def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=0, weights=None,
                 dtype="float32", opset=DEFAULT_OPSET, gradients=False, wrt_input=False, check=True):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
+    loss = default_loss(model) if loss is None else loss
     if loss not in LOSSES:
         raise CnnError(f"--loss {loss}: choose {' or '.join(LOSSES)}", code="E085")
     if dtype not in ("float32", "float64"):
@@ -59,7 +73,10 @@ def train_graph(model, loss="cross_entropy", lr=0.01, momentum=0.0, weight_decay
     out_node = graph.nodes[out_id]
     b.layer = "loss"
     prediction = b.tensor(out_id)
-    if loss == "cross_entropy":
+    if loss == "map" and out_node.kind != "rbf":
+        raise CnnError(f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
+                       f"{out_node.kind} (use cross_entropy)", code="E085")
+    if loss in ("cross_entropy", "map"):
         if out_node.kind == "softmax":  # the loss takes the scores before the softmax
             prediction = b.tensor(out_node.inputs[0])
         elif out_node.kind == "rbf":  # distances: the nearest centre is the most likely class
@@ -69,15 +86,25 @@ def train_graph(model, loss="cross_entropy", lr=0.01, momentum=0.0, weight_decay
     shapes = _static_shapes(b, graph)
 
     # ---- the loss and its gradient with respect to the prediction
-    if loss == "cross_entropy":
+    if loss in ("cross_entropy", "map"):
         labels = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)),
                                                ["N", *logit_shape[1:]])
-        logp = b.op("LogSoftmax", [prediction], axis=1)
-        onehot = b.op("OneHot", ["y", b.const(np.array(logit_shape[0], np.int64)), b.const(np.array([0.0, 1.0]))],
-                      axis=1)
+        classes = logit_shape[0]
+        scores = prediction
+        if loss == "map":  # one more score, the constant −j, that no label names
+            rows = b.op("Shape", [prediction], end=1)
+            column = b.op("ConstantOfShape", [b.op("Concat", [rows, b.const(np.array([1], np.int64))], axis=0)],
+                          value=numpy_helper.from_array(np.array([-MAP_J], b.dtype)))
+            scores = b.op("Concat", [prediction, column], axis=1)
+        logp = b.op("LogSoftmax", [scores], axis=1)
+        onehot = b.op("OneHot", ["y", b.const(np.array(classes + (loss == "map"), np.int64)),
+                                 b.const(np.array([0.0, 1.0]))], axis=1)
         count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
         b.op("Div", [b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [logp, onehot])], keepdims=0)]), count], out="loss")
-        seed_grad = b.op("Div", [b.op("Sub", [b.op("Exp", [logp]), onehot]), count])
+        residual = b.op("Sub", [b.op("Exp", [logp]), onehot])
+        if loss == "map":
+            residual = b.op("Slice", [residual] + [b.const(np.array([v], np.int64)) for v in (0, classes, 1)])
+        seed_grad = b.op("Div", [residual, count])
     else:
         labels = helper.make_tensor_value_info("y", elem, ["N", *logit_shape])
         diff = b.op("Sub", [prediction, "y"])

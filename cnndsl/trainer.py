@@ -10,6 +10,7 @@ weights, and the weights are written atomically to ``--out`` (a ``.npz`` that
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -69,18 +70,18 @@ def save_weights(weights: dict, path: Path) -> None:
 class Trainer:
     """One network's training session on onnxruntime."""
 
-    def __init__(self, model, loss="cross_entropy", lr=0.01, momentum=0.9, weight_decay=0.0, seed=0,
+    def __init__(self, model, loss=None, lr=0.01, momentum=0.9, weight_decay=0.0, seed=0,
                  weights=None, provider="auto"):
         from onnx import numpy_helper
 
         from .runner import make_session
-        from .train import train_graph
+        from .train import default_loss, train_graph
 
         self.model = model
-        self.loss = loss
+        self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
         self.out_node = model.graph.nodes[model.graph.outputs[0][1]]
-        proto, params = train_graph(model, loss=loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
+        proto, params = train_graph(model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
                                     weights=weights)
         self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
@@ -95,8 +96,15 @@ class Trainer:
                       for t in proto.graph.initializer if t.name in self.state_names}
         self.outputs = [o.name for o in proto.graph.output]
         self.binding = self.session.io_binding()
-        self.lr_value = ort.OrtValue.ortvalue_from_numpy(np.array(lr, np.float32))
+        self.set_lr(lr)
         self.dtype = np.float32
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the following steps (the graph's ``lr`` input)."""
+        import onnxruntime as ort
+
+        self.lr = lr
+        self.lr_value = ort.OrtValue.ortvalue_from_numpy(np.array(lr, np.float32))
 
     def step(self, x: np.ndarray, y: np.ndarray):
         """One SGD step; returns (loss, logits) on the host."""
@@ -126,6 +134,7 @@ class Trainer:
         """Held-out (loss, accuracy, predictions) through the inference export."""
         from .export import to_onnx
         from .runner import make_session
+        from .train import MAP_J
 
         sess, _ = make_session(to_onnx(self.model, weights=self.weights()).SerializeToString(),
                                "cuda" if self.device == "cuda" else "cpu")
@@ -136,6 +145,8 @@ class Trainer:
             return float(((outs - y) ** 2).mean()), None, outs
         pred = predicted_classes(self.out_node.kind, outs)
         scores = -outs if self.out_node.kind == "rbf" else outs
+        if self.loss == "map":  # the criterion's constant score −j (cnndsl.train.MAP_J)
+            scores = np.concatenate([scores, np.full((len(scores), 1), -MAP_J, scores.dtype)], axis=1)
         if self.out_node.kind == "softmax":
             logp = np.log(np.clip(outs, 1e-30, None))
         else:
@@ -143,6 +154,26 @@ class Trainer:
             logp = z - np.log(np.exp(z).sum(1, keepdims=True))
         loss = float(-np.take_along_axis(logp, y[:, None], 1).mean())
         return loss, float((pred == y).mean()), pred
+
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def learning_rate(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (1-based) of ``epochs``: ``constant``; ``cosine``
+    from ``lr`` down towards 0 (SGDR without restarts, Loshchilov & Hutter 2017, per epoch);
+    ``step``: ÷10 after half and again after three quarters of the epochs.
+
+    >>> [round(learning_rate(0.1, "cosine", e, 4), 4) for e in range(1, 5)]
+    [0.1, 0.0854, 0.05, 0.0146]
+    >>> [learning_rate(1.0, "step", e, 8) for e in range(1, 9)]
+    [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    """
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+    if schedule == "step":
+        return lr / 10 ** ((epoch - 1 >= epochs // 2) + (epoch - 1 >= epochs * 3 // 4))
+    return lr
 
 
 def labels_for(model, y: np.ndarray) -> np.ndarray:
@@ -160,14 +191,16 @@ def labels_for(model, y: np.ndarray) -> np.ndarray:
 
 
 def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0.9, weight_decay=0.0,
-          provider="auto", seed=0, out=None, resume=None, report=None, progress=None) -> Result:
+          provider="auto", seed=0, out=None, resume=None, report=None, progress=None, loss=None,
+          schedule="constant") -> Result:
     """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step."""
-    trainer = Trainer(model, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=resume,
+    trainer = Trainer(model, loss=loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=resume,
                       provider=provider)
     result = Result(provider=trainer.provider)
     x, y = train_data.x, labels_for(model, train_data.y)
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
+        trainer.set_lr(learning_rate(lr, schedule, epoch, epochs))
         order = rng.permutation(len(x))
         start = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
@@ -178,7 +211,7 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
             if not np.isfinite(loss):
                 raise CnnError(f"epoch {epoch}: the loss became {loss}; try a smaller --lr (now {lr})", code="E087")
             total += loss * len(idx)
-            if trainer.loss == "cross_entropy":  # the logits' largest score (rbf: −distance)
+            if trainer.loss != "mse":  # the logits' largest score (rbf: −distance)
                 correct += int((logits.argmax(1) == y[idx]).sum())
             seen += len(idx)
             if progress:
@@ -186,7 +219,7 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
         seconds = time.perf_counter() - start
         h_loss, h_acc, pred = (trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
                                if held_out is not None and len(held_out.x) else (None, None, None))
-        accuracy = correct / max(seen, 1) if trainer.loss == "cross_entropy" else None
+        accuracy = correct / max(seen, 1) if trainer.loss != "mse" else None
         record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / seconds, seconds)
         result.epochs.append(record)
         result.predictions = pred

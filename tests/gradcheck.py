@@ -135,7 +135,7 @@ class Check:
         shape = model.graph.input_shape
         self.x = rng.standard_normal((batch, *shape))
         out = model.graph.nodes[model.graph.outputs[0][1]].shape
-        if loss == "cross_entropy":
+        if loss in ("cross_entropy", "map"):
             self.y = rng.integers(0, out[0], (batch, *out[1:])).astype(np.int64)
         else:
             self.y = rng.standard_normal((batch, *out))

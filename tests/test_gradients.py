@@ -14,6 +14,7 @@ from gradcheck import Check
 from onnx.reference import ReferenceEvaluator
 
 from cnndsl import load
+from cnndsl.errors import CnnError
 from cnndsl.layers import CATALOGUE
 from cnndsl.train import train_model
 
@@ -118,6 +119,33 @@ def test_mse_loss_gradients():
     assert max(errors.values()) <= TOLERANCE, errors
 
 
+def test_map_criterion_gradients():
+    # LeNet-5's MAP criterion on rbf distances, with trainable centres so they are checked too
+    errors = Check("network n { input 6\n fc 5 -> scaled_tanh\n out: rbf 3 trainable=true }", loss="map").errors()
+    assert "out.weight" in errors
+    assert max(errors.values()) <= TOLERANCE, errors
+
+
+def test_map_criterion_value_by_hand():
+    """E = y_D + log(e^−j + Σ_i e^−y_i) (LeCun et al. 1998, eq. 9), y_i = Σ_k (x_k − w_ik)², here in NumPy."""
+    from cnndsl.train import MAP_J
+
+    proto = train_model(load("network n { input 4\n out: rbf 3 }"), dtype="float64")  # default loss: map
+    assert {p.key: p.value for p in proto.metadata_props}["cnndsl.loss"] == "map"
+    rng = np.random.default_rng(5)
+    x, y, w = rng.standard_normal((4, 4)) * 0.3, np.array([2, 0, 1, 2]), rng.standard_normal((3, 4)) * 0.3
+    loss = ReferenceEvaluator(proto).run(["loss"], {"x": x, "y": y, "out.weight": w})[0]
+    d = ((x[:, None, :] - w[None]) ** 2).sum(-1)
+    expected = (d[np.arange(4), y] + np.log(np.exp(-MAP_J) + np.exp(-d).sum(1))).mean()
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+
+
+def test_map_criterion_needs_an_rbf_output():
+    with pytest.raises(CnnError, match="rbf") as err:
+        train_model(load("network n { input 4\n fc 3 }"), loss="map")
+    assert err.value.diagnostic.code == "E085"
+
+
 def test_segmentation_cross_entropy_per_pixel():
     # labels per output position (N, H, W): the loss averages over batch and positions
     c = Check("network n { input 2x6x6\n conv 3/3/1/1 -> relu -> conv 4/1 }")
@@ -136,7 +164,7 @@ def test_softmax_output_takes_the_loss_on_its_scores():
 
 # ---------------------------------------------------------------- whole networks
 NETWORKS = {
-    "lenet5": ("networks/lenet5.net", None, {}),
+    "lenet5": ("networks/lenet5.net", None, {}),  # its default loss: the MAP criterion (checked below too)
     # ResNet-8 (He et al. §4.2 with n = 1) on 8x8 input: every rule of ResNet-20, a quarter of the work
     "cifar_resnet8": ("networks/cifar_resnet.net", None, {"depth": 8}),
     "small_unet": (None, """
@@ -183,7 +211,13 @@ def _network(key):
 
 @pytest.mark.parametrize("key", list(NETWORKS))
 def test_network_gradients_match_finite_differences(key):
-    errors = Check(_network(key)).errors(samples=4)
+    errors = Check(_network(key)).errors(samples=4)  # cross-entropy (on −distances for LeNet-5)
+    bad = {k: v for k, v in errors.items() if v > TOLERANCE}
+    assert not bad, f"relative errors above {TOLERANCE}: {bad}"
+
+
+def test_lenet5_map_criterion_gradients():
+    errors = Check(_network("lenet5"), loss="map").errors(samples=4)
     bad = {k: v for k, v in errors.items() if v > TOLERANCE}
     assert not bad, f"relative errors above {TOLERANCE}: {bad}"
 

@@ -28,7 +28,7 @@ def test_lenet5_learns_the_digits(trained):
     r, out = trained
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "network lenet5: 60,000 trainable parameters"
+    assert lines[0] == "network lenet5: 60,000 trainable parameters, loss map"  # LeNet-5's criterion for rbf
     assert lines[1].startswith("data digits: 1,797 images") and lines[1].endswith("1,438 training, 359 held out")
     epochs = [l for l in lines if l.startswith("epoch")]
     assert len(epochs) == 3
@@ -93,7 +93,7 @@ def test_export_train_graph(tmp_path):
     r = run_cli("export", LENET, "--train", "-o", out, "--momentum", "0.9", "--weight-decay", "5e-4")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"wrote {out} (")
-    assert "training step of network lenet5" in r.stdout
+    assert "training step of network lenet5" in r.stdout and "loss map" in r.stdout
     m = onnx.load(str(out))
     onnx.checker.check_model(m, full_check=True)
     assert {o.domain for o in m.opset_import} == {""}  # default domain only
@@ -117,6 +117,17 @@ def test_export_train_rejects_bad_options(tmp_path):
     assert r.returncode == 1 and "training graphs are float32 or float64" in r.stderr
     r = run_cli("export", LENET, "--train", "-o", tmp_path / "a.onnx", "--lr", "-1")
     assert r.returncode == 1 and "must not be negative" in r.stderr
+    r = run_cli("export", NETWORKS / "cifar_resnet.net", "--train", "-o", tmp_path / "a.onnx", "--loss", "map")
+    assert r.returncode == 1 and "--loss map is LeNet-5's criterion for an rbf output" in r.stderr
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_train_with_a_schedule_and_cross_entropy(tmp_path):
+    r = run_cli("train", LENET, "--data", "digits", "--epochs", "2", "--schedule", "cosine", "--loss",
+                "cross_entropy", "--out", tmp_path / "w.npz")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("network lenet5: 60,000 trainable parameters, loss cross_entropy")
+    assert len(re.findall(r"^epoch ", r.stdout, re.M)) == 2
 
 
 def test_docstring_examples_hold():
@@ -124,6 +135,8 @@ def test_docstring_examples_hold():
 
     import cnndsl.grad
     import cnndsl.train
+    import cnndsl.trainer
 
-    for module in (cnndsl.grad, cnndsl.train):
-        assert doctest.testmod(module).failed == 0, module.__name__
+    for module in (cnndsl.grad, cnndsl.train, cnndsl.trainer):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__

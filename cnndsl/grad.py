@@ -23,6 +23,8 @@ the forward graph; a rule only ever reads non-batch sizes and whether a size is
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 from onnx import helper
 
@@ -507,6 +509,8 @@ def correlation_weight_grad(t, inp, grad, inp_shape, grad_shape, group, strides,
     stride and dilation trade places. Returns (grad channels, inp channels / group, *kernel)."""
     r = len(kernel)
     sp = list(range(2, 2 + r))
+    if group == 1 and prod(kernel) <= IM2COL_MAX:
+        return _im2col_weight_grad(t, inp, grad, inp_shape, grad_shape, strides, dilations, begin, end, kernel)
     if group == 1:
         xt = t.op("Transpose", [inp], perm=[1, 0, *sp])
     else:  # (N, g·c, *S) -> (c, g·N, *S): group j's batch as channels j·N … j·N + N − 1
@@ -528,6 +532,32 @@ def correlation_weight_grad(t, inp, grad, inp_shape, grad_shape, group, strides,
            zip(have_in, have_out, strides, dilations, begin, ends)]
     raw = t.fit(raw, [0] * r, kernel, got)
     return t.op("Transpose", [raw], perm=[1, 0, *sp])
+
+
+IM2COL_MAX = 49  # kernels up to 7x7 take the im2col form
+
+
+def _im2col_weight_grad(t, inp, grad, inp_shape, grad_shape, strides, dilations, begin, end, kernel):
+    """The same gradient as one matrix product: the input's windows laid out as columns
+    (one strided Slice per kernel offset, batch and positions flattened), times the output
+    gradient — onnxruntime runs this GEMM several times faster than the large-kernel Conv."""
+    r = len(kernel)
+    sp = list(range(2, 2 + r))
+    c, k, out = inp_shape[1], grad_shape[1], list(grad_shape[2:])
+    xt = t.op("Transpose", [inp], perm=[1, 0, *sp])  # (C, N, *S)
+    if any(begin) or any(end):
+        xt = t.op("Pad", [xt, t.ints([0, 0, *begin, 0, 0, *end])])
+    cols = []
+    for offset in np.ndindex(*kernel):
+        starts = [o * d for o, d in zip(offset, dilations)]
+        ends = [a + (m - 1) * s + 1 for a, m, s in zip(starts, out, strides)]
+        cols.append(t.op("Slice", [xt, t.ints(starts), t.ints(ends), t.ints(sp), t.ints(list(strides))]))
+    col = cols[0] if len(cols) == 1 else t.op("Concat", cols, axis=0)  # (P·C, N, *O), offset-major
+    col = t.op("Reshape", [col, t.ints([len(cols) * c, -1])])
+    gt = t.op("Reshape", [t.op("Transpose", [grad], perm=[1, 0, *sp]), t.ints([k, -1])])  # (K, N·O)
+    dw = t.op("Gemm", [gt, col], transB=1)  # (K, P·C)
+    dw = t.op("Reshape", [dw, t.ints([k, *kernel, c])])
+    return t.op("Transpose", [dw], perm=[0, r + 1, *range(1, r + 1)])
 
 
 def _conv(t, n, dy):

@@ -159,10 +159,25 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
     meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in graph.defines.items()), "cnndsl.seed": str(seed),
             "cnndsl.dtype": dtype, "cnndsl.graph": "train", "cnndsl.loss": loss, "cnndsl.output": out_name,
             "cnndsl.momentum": repr(momentum), "cnndsl.weight_decay": repr(weight_decay)}
+    _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
     if check:
         _check(proto)
     return proto, dict(b.params)
+
+
+def _prune(b, outputs, inputs) -> None:
+    """Drop the nodes no output depends on, and the constants only they read: adjoint
+    rules give every input's gradient, and some are not needed (the image's, the
+    fixed RBF centres'); onnxruntime would compute them at every step."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(b.nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    b.nodes[:] = kept[::-1]
+    b.initializers[:] = [(n, a) for n, a in b.initializers if n in needed or n in inputs]
 
 
 def _static_shapes(b, graph) -> dict[str, tuple]:

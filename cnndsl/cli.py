@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     network_options(check)
     check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON")
     check.set_defaults(run=cmd_check)
+
+    fmt = sub.add_parser("fmt", help="rewrite .net files in the canonical layout (comments kept)")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help=".net files or folders of them; - for stdin to stdout")
+    fmt.add_argument("--check", action="store_true",
+                     help="write nothing; list the files that would change, exit 1 if any would")
+    fmt.set_defaults(run=cmd_fmt)
     return p
 
 
@@ -299,6 +305,12 @@ def cmd_check(args) -> int:
         print(f"checked {len(args.files)} file{'s' if len(args.files) != 1 else ''}: "
               f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
     return 1 if errors else 0
+
+
+def cmd_fmt(args) -> int:
+    from .fmt import run
+
+    return run(args.files, args.check, lambda d: _print_diagnostics([d]))
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,7 @@ produced by the formatter; the meaning is checked against the compiler's own
 figures for the unformatted file (shapes, parameters, MACs per layer).
 """
 
+import json
 import os
 import random
 import re
@@ -153,3 +154,88 @@ def test_language_examples():
             break
     # §1 alexnet, §5 combinators (in a network), §8 lenet5, resnet50, inception
     assert tested == 5
+
+
+# ---- the command as a user sees it ----------------------------------------------
+def test_fmt_check_agrees_with_fmt(cli, tmp_path):
+    for path in NET_FILES:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    would = {p.name for p in NET_FILES if format_text(p.read_text(encoding="utf-8")) != p.read_text(encoding="utf-8")}
+    r = cli("fmt", "--check", tmp_path)
+    listed = {Path(ln.split(" ", 2)[2]).name for ln in r.stdout.splitlines()}
+    assert listed == would
+    assert r.returncode == (1 if would else 0)
+    assert all((tmp_path / p.name).read_bytes() == p.read_bytes() for p in NET_FILES)  # --check writes nothing
+    inodes = {p.name: os.stat(tmp_path / p.name).st_ino for p in NET_FILES}
+    r = cli("fmt", *sorted(tmp_path.glob("*.net")))
+    assert r.returncode == 0, r.stderr
+    assert {Path(ln.split(" ", 1)[1]).name for ln in r.stdout.splitlines()} == would
+    assert f"{len(would)} file" in r.stderr and f"{len(NET_FILES) - len(would)} file" in r.stderr
+    for p in NET_FILES:  # unchanged files are not rewritten; changed ones are replaced (a new file)
+        assert (os.stat(tmp_path / p.name).st_ino == inodes[p.name]) == (p.name not in would)
+    r = cli("fmt", "--check", tmp_path)
+    assert (r.returncode, r.stdout) == (0, "")
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_fmt_syntax_error_leaves_the_file_alone(cli, tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network n {\n  input 3x8x8\n  conv 8/3 ->\n}\n")
+    messy = tmp_path / "messy.net"
+    messy.write_text("network n{\ninput 3x8x8\n}\n")
+    r = cli("fmt", bad, messy)
+    assert r.returncode == 1
+    assert f"{bad}:4:1: error: unexpected '}}'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert bad.read_text() == "network n {\n  input 3x8x8\n  conv 8/3 ->\n}\n"
+    assert messy.read_text() == "network n {\n    input 3x8x8\n}\n"  # the other file is still formatted
+    assert r.stdout == f"reformatted {messy}\n"
+    assert "1 file with errors" in r.stderr
+
+
+def test_fmt_missing_file_and_stdin(cli, tmp_path):
+    r = cli("fmt", tmp_path / "nothere.net")
+    assert r.returncode == 1 and "nothere.net: no such file" in r.stderr and "Traceback" not in r.stderr
+    r = cli("fmt", "-", input="network n{input 3x8x8;relu}")
+    assert (r.returncode, r.stdout) == (0, "network n {\n    input 3x8x8\n    relu\n}\n")
+    r = cli("fmt", "--check", "-", input="network n {\n    input 3x8x8\n}\n")
+    assert (r.returncode, r.stdout) == (0, "")
+    r = cli("fmt", "--check", "-", input="network n {\ninput 3x8x8\n}\n")
+    assert (r.returncode, r.stdout) == (1, "")
+    r = cli("fmt", "-", input="network n {\n")
+    assert r.returncode == 1 and "<stdin>:1:" in r.stderr
+    r = cli("fmt")
+    assert r.returncode == 2
+
+
+# ---- cnndsl check --format json, for editors (docs/editors.md) ------------------
+def test_check_json_positions(cli, tmp_path):
+    files = {
+        "eof.net": "network n {\n input 3x8x8\n conv 8/3\n",  # end of file: E001 at 3:10
+        "kind.net": "network n {\n input 3x8x8\n conv 8/3 -> rleu\n}\n",  # 'rleu' at 3:14-18
+        "warn.net": "network n {\n input 3x7x7\n maxpool 3/3\n}\n",  # 7 = 3+3+1: one column dropped
+        "note.net": "network n(k) {\n input 3x7x7\n conv k/3\n}\n",  # k has no default
+        "chain.net": "block b(c) {\n conv c/5\n}\nnetwork n {\n input 3x4x4\n b(8)\n}\n",  # 5x5 on 4x4
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    r = cli("check", "--format", "json", *files, "missing.net", cwd=tmp_path)
+    assert r.returncode == 1
+    diags = json.loads(r.stdout)
+    keys = {"file", "line", "column", "end_line", "end_column", "severity", "code", "message", "notes"}
+    for d in diags:
+        assert set(d) == keys
+        assert d["code"] and d["severity"] in ("error", "warning", "note") and d["file"]
+        if d["line"] is not None:
+            assert (d["end_line"], d["end_column"]) > (d["line"], d["column"])
+    by_file = {d["file"]: d for d in diags}
+    assert set(by_file) == set(files) | {"missing.net"}
+    assert [by_file["eof.net"][k] for k in ("line", "column", "end_line", "end_column")] == [3, 10, 3, 11]
+    assert [by_file["kind.net"][k] for k in ("code", "line", "column", "end_line", "end_column")] == \
+        ["E010", 3, 14, 3, 18]
+    assert (by_file["warn.net"]["severity"], by_file["warn.net"]["code"]) == ("warning", "W001")
+    assert (by_file["note.net"]["severity"], by_file["note.net"]["code"]) == ("note", "N200")
+    assert by_file["missing.net"]["line"] is None and by_file["missing.net"]["code"] == "E040"
+    chain = by_file["chain.net"]
+    assert chain["line"] == 2
+    assert [(n["file"], n["line"]) for n in chain["notes"]] == [("chain.net", 6)]

@@ -21,7 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import ast
 from .errors import CnnError, Span
 
 INDENT = 4

@@ -55,13 +55,13 @@ CASES = [
      "network n {\n    input 3x8x8\n    c1: conv 8/3/1/1 -> relu\n    pool: maxpool 2/2 ceil\n}\n"),
     # '=' spaced in parameter lists and tables, tight in keywords and named arguments
     ("table t=[[0,1] ,[1 , 2]]\nblock b(c,s=1){conv c/3/s/1 bias = false}\nnetwork n(k=4){input 3x8x8\nb(k,s = 2)}\n",
-     "table t = [[0, 1], [1, 2]]\nblock b(c, s = 1) {\n    conv c/3/s/1 bias=false\n}\n"
-     "network n(k = 4) {\n    input 3x8x8\n    b(k, s=2)\n}\n"),
+     ("table t = [[0, 1], [1, 2]]\nblock b(c, s = 1) {\n    conv c/3/s/1 bias=false\n}\n"
+      "network n(k = 4) {\n    input 3x8x8\n    b(k, s=2)\n}\n")),
     # expressions: binary operators spaced, unary minus tight, a parenthesised field apart from its kind
-    ("network n {\n input 3x8x8\n conv (in.c//2)/1 -> conv(4*in.c)/3/1/1 -> leaky_relu -0.1\n"
-     " repeat (2-1) { relu }\n bn * (1+1)\n}\n",
-     "network n {\n    input 3x8x8\n    conv (in.c // 2)/1 -> conv (4 * in.c)/3/1/1 -> leaky_relu -0.1\n"
-     "    repeat (2 - 1) { relu }\n    bn * (1 + 1)\n}\n"),
+    (("network n {\n input 3x8x8\n conv (in.c//2)/1 -> conv(4*in.c)/3/1/1 -> leaky_relu -0.1\n"
+      " repeat (2-1) { relu }\n bn * (1+1)\n}\n"),
+     ("network n {\n    input 3x8x8\n    conv (in.c // 2)/1 -> conv (4 * in.c)/3/1/1 -> leaky_relu -0.1\n"
+      "    repeat (2 - 1) { relu }\n    bn * (1 + 1)\n}\n")),
     # ';' in a one-line body stays; between the statements of a network it becomes a line break
     ("network n{input 3x8x8;add{_;conv 3/3/1/1};concat{ _ ;@x}}\n",
      "network n {\n    input 3x8x8\n    add { _ ; conv 3/3/1/1 }\n    concat { _ ; @x }\n}\n"),
@@ -71,23 +71,23 @@ CASES = [
     # comments: comment lines indented like the statement after them; trailing comments
     # of consecutive lines share a column, at least 42, else two spaces after the longest code
     ("network n {   # top\n# about input\ninput 3x8x8 # a\nconv 8/3 -> relu # b\n    # last\n}\n",
-     "network n {                              # top\n    # about input\n"
-     "    input 3x8x8                          # a\n    conv 8/3 -> relu                     # b\n"
-     "    # last\n}\n"),
+     ("network n {                              # top\n    # about input\n"
+      "    input 3x8x8                          # a\n    conv 8/3 -> relu                     # b\n"
+      "    # last\n}\n")),
     ("network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu # x\n    relu # y\n}\n",
-     "network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu  # x\n"
-     "    relu                                             # y\n}\n"),
+     ("network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu  # x\n"
+      "    relu                                             # y\n}\n")),
     # chains broken after '->' continue one level deeper; multi-line bodies and groups
     ("network n {\ninput 3x8x8\nx: conv 8/3 ->\nrelu ->\n   bn\nconcat {\nconv 4/1\n{ conv 4/1 -> relu\nconv 4/3/1/1 }\n} -> relu\n}\n",
-     "network n {\n    input 3x8x8\n    x: conv 8/3 ->\n        relu ->\n        bn\n    concat {\n        conv 4/1\n"
-     "        { conv 4/1 -> relu\n          conv 4/3/1/1 }\n    } -> relu\n}\n"),
+     ("network n {\n    input 3x8x8\n    x: conv 8/3 ->\n        relu ->\n        bn\n    concat {\n        conv 4/1\n"
+      "        { conv 4/1 -> relu\n          conv 4/3/1/1 }\n    } -> relu\n}\n")),
     # a list continued on the next lines lines up after its bracket (as networks/lenet5.net does)
     ("table t = [[0,1],\n [1,2],\n        [2,3]]\n",
      "table t = [[0, 1],\n           [1, 2],\n           [2, 3]]\n"),
     # strings and imports, output lists, a ';' ending a line before a trailing comment
     ('import   "a b.net"  # lib\nnetwork n {\n input 3x8x8 ;   # in\n x: relu\n output x ,y\n}\n',
-     'import "a b.net"                         # lib\nnetwork n {\n    input 3x8x8                          # in\n'
-     "    x: relu\n    output x, y\n}\n"),
+     ('import "a b.net"                         # lib\nnetwork n {\n    input 3x8x8                          # in\n'
+      "    x: relu\n    output x, y\n}\n")),
 ]
 
 
@@ -135,7 +135,7 @@ def test_layout_does_not_depend_on_the_input_spacing(path):
 
 def _language_examples():
     text = LANGUAGE_MD.read_text(encoding="utf-8")
-    return re.findall(r"```\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```\n(.*?)```", text, flags=re.DOTALL)
 
 
 @pytest.mark.skipif(not LANGUAGE_MD.is_file(), reason="LANGUAGE.md is not beside this checkout")
@@ -239,3 +239,35 @@ def test_check_json_positions(cli, tmp_path):
     chain = by_file["chain.net"]
     assert chain["line"] == 2
     assert [(n["file"], n["line"]) for n in chain["notes"]] == [("chain.net", 6)]
+
+
+def test_docstring_examples():
+    import doctest
+
+    import cnndsl.fmt
+
+    result = doctest.testmod(cnndsl.fmt)
+    assert result.attempted >= 2 and result.failed == 0
+
+
+@pytest.mark.parametrize("path", NET_FILES[:4], ids=lambda p: p.name)
+def test_mangled_files_give_diagnostics_or_a_safe_layout(path):
+    """Random edits of a real file: a CnnError or a layout that re-parses the same (checked inside)."""
+    text = path.read_text(encoding="utf-8")
+    rng = random.Random(path.name)
+    alphabet = list("{}()[];,:=/*@-+.%#\n x_0123456789") + ["->", "//", "conv", "in.c", '"', "\r\n", "\t"]
+    for _ in range(150):
+        chars = list(text)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(chars))
+            if rng.random() < 0.5:
+                del chars[i]
+            else:
+                chars.insert(i, rng.choice(alphabet))
+        mangled = "".join(chars)
+        try:
+            once = format_text(mangled)
+        except CnnError as err:
+            assert err.diagnostic.code in ("E001", "E200")  # a syntax error, never E201 (a formatter bug)
+            continue
+        assert format_text(once) == once

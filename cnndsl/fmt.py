@@ -61,7 +61,7 @@ def tokenize(text: str) -> list[_Tok]:
         if m is None:  # unreachable for a file that parsed; the caller checks the result anyway
             raise CnnError(f"cnndsl fmt: cannot read the character {text[pos]!r}", code="E200")
         if m.lastgroup != "WS":
-            out.append(_Tok(m.lastgroup, m.group().rstrip("\r") if m.lastgroup == "COMMENT" else m.group()))
+            out.append(_Tok(m.lastgroup, m.group().rstrip() if m.lastgroup == "COMMENT" else m.group()))
         pos = m.end()
     return out
 

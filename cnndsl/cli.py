@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     network_options(check)
     check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON")
     check.set_defaults(run=cmd_check)
+
+    fmt = sub.add_parser("fmt", help="rewrite .net files in the canonical layout (comments kept)")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help=".net files or folders of them; - for stdin to stdout")
+    fmt.add_argument("--check", action="store_true",
+                     help="write nothing; list the files that would change, exit 1 if any would")
+    fmt.set_defaults(run=cmd_fmt)
     return p
 
 
@@ -269,8 +275,10 @@ def cmd_check(args) -> int:
     from . import compile_network
 
     diags: list[Diagnostic] = []
+    files: list[str] = []  # the file each diagnostic is about, for those without a position
     given = dict(args.defines)
-    for path in args.files:
+    for i, path in enumerate(args.files):
+        files.extend(args.files[i - 1:i] * (len(diags) - len(files)))  # the previous file's diagnostics
         try:
             module = run_deep(lambda: load_module(path))
         except CnnError as err:
@@ -281,7 +289,8 @@ def cmd_check(args) -> int:
             params = [p.name for p in definition.node.params] if definition else []
             needs = [p.name for p in definition.node.params if p.default is None and p.name not in given] if definition else []
             if needs:
-                diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...", definition.node.span))
+                diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...",
+                                        definition.node.span, code="N200"))
                 continue
             # -D applies to the networks that have that parameter
             defines = {k: v for k, v in given.items() if definition is None or k in params}
@@ -292,13 +301,23 @@ def cmd_check(args) -> int:
                 diags.append(err.diagnostic)
     errors = sum(d.severity == "error" for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
+    files.extend([args.files[-1]] * (len(diags) - len(files)))
     if args.format == "json":
-        print(json.dumps([d.to_json() for d in diags], indent=2))
+        out = [d.to_json() for d in diags]
+        for d, path in zip(out, files):
+            d["file"] = d["file"] or path  # a file that cannot be read: no position, but the file
+        print(json.dumps(out, indent=2))
     else:
         _print_diagnostics(diags)
         print(f"checked {len(args.files)} file{'s' if len(args.files) != 1 else ''}: "
               f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
     return 1 if errors else 0
+
+
+def cmd_fmt(args) -> int:
+    from .fmt import run
+
+    return run(args.files, args.check, lambda d: _print_diagnostics([d]))
 
 
 def main(argv=None) -> int:

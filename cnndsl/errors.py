@@ -69,17 +69,25 @@ class Diagnostic:
         return "\n".join(lines)
 
     def to_json(self) -> dict:
+        """The diagnostic for editors and CI (``cnndsl check --format json``, docs/editors.md).
+
+        Positions count from 1; the end is exclusive (the column after the culprit) and
+        never missing when the start is known: a span without an end covers one character."""
         s = self.span
         return {
             "severity": self.severity,
             "code": self.code,
             "message": self.message,
-            "file": s.file if s else None,
-            "line": s.line if s else None,
-            "column": s.column if s else None,
-            "end_line": s.end_line if s else None,
-            "end_column": s.end_column if s else None,
+            **_position(s),
+            "notes": [{"message": text, **_position(span)} for text, span in self.notes],
         }
+
+
+def _position(s: Span | None) -> dict:
+    if s is None:
+        return {"file": None, "line": None, "column": None, "end_line": None, "end_column": None}
+    end_line, end_column = (s.end_line, s.end_column) if s.end_line else (s.line, s.column + 1)
+    return {"file": s.file, "line": s.line, "column": s.column, "end_line": end_line, "end_column": end_column}
 
 
 def _quote(span: Span) -> list[str]:

@@ -271,3 +271,9 @@ def test_mangled_files_give_diagnostics_or_a_safe_layout(path):
             assert err.diagnostic.code in ("E001", "E200")  # a syntax error, never E201 (a formatter bug)
             continue
         assert format_text(once) == once
+
+
+def test_shipped_networks_are_in_the_canonical_layout(cli):
+    r = cli("fmt", "--check", NETWORKS)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would reformat" not in r.stdout

@@ -72,7 +72,7 @@ class Diagram:
         share = f"{biggest / self.total_params:.1%}" if self.total_params else "0%"
         return (f"network {self.network} ({self.file}): {self.total_params:,} parameters. "
                 f"Fill shade = share of the parameters (white: none; darkest: {biggest:,}, {share}); "
-                "thick dashed border = collapsed block.")
+                "thick border = a collapsed block instance.")
 
 
 def _short(n: int) -> str:

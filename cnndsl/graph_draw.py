@@ -137,7 +137,7 @@ def to_png(d, placed) -> bytes:
             f = bold if j == 1 else font
             draw.text((cx, ty), text, font=f, fill="#555555" if j == 0 else "black", anchor="ms")
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -197,6 +197,10 @@ def write_atomic(data: bytes, path: Path) -> int:
     except OSError as err:
         raise CnnError(f"cannot write {path}: {err.strerror}", code="E221") from None
     try:
+        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

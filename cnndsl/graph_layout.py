@@ -15,7 +15,7 @@
     >>> from cnndsl.graph import diagram
     >>> p = layout(diagram(load("network n { input 3x8x8\\n conv 4/3 -> relu }")))
     >>> [round(p.boxes[i][1]) for i in ("n0", "n1", "n2", "out:output")]
-    [16, 85, 154, 223]
+    [16, 90, 164, 238]
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ network files' headers), not from the code under test:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -171,6 +172,9 @@ def test_cli_writes_svg_png_dot(cli, tmp_path):
     assert r.stdout == f"wrote {tmp_path / 'l.svg'} ({(tmp_path / 'l.svg').stat().st_size:,} bytes): network lenet5, " \
                        "15 nodes, 14 edges, all blocks expanded\n"
     ET.parse(tmp_path / "l.svg")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "l.svg").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     r = cli("graph", net, "-o", tmp_path / "l.png")
     assert r.returncode == 0, r.stderr
     from PIL import Image
@@ -259,3 +263,15 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     box = next(b for b in d.boxes if b.id == "n1")
     assert all(abs(a - b) <= 3 for a, b in zip(inside, shade(box, max(b.params for b in d.boxes))))
     assert inside != (255, 255, 255) and outside == (255, 255, 255)
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import cnndsl.graph
+    import cnndsl.graph_draw
+    import cnndsl.graph_layout
+
+    for module in (cnndsl.graph, cnndsl.graph_layout, cnndsl.graph_draw):
+        result = doctest.testmod(module)
+        assert result.attempted and not result.failed, module.__name__

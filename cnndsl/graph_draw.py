@@ -34,7 +34,7 @@ def shade(box, biggest: int) -> tuple[int, int, int]:
 
 
 def _hex(rgb) -> str:
-    return "#%02x%02x%02x" % rgb
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _header(d, width: float) -> list[str]:
@@ -56,14 +56,14 @@ def to_svg(d, placed) -> str:
     biggest = max((b.params for b in d.boxes), default=0)
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(FONT_FAMILY)} font-size="{FONT_SIZE}">',
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(FONT_FAMILY)} font-size="{FONT_SIZE}">'),
         f"<title>{escape(f'network {d.network}')}</title>",
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-        f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE}"/></marker></defs>',
+        ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+         f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE}"/></marker></defs>'),
         '<rect x="0" y="0" width="100%" height="100%" fill="white"/>',
-        f'<text class="title" x="{MARGIN}" y="{MARGIN + 12}" font-size="14" font-weight="bold">'
-        f"{escape(d.network)}</text>",
+        (f'<text class="title" x="{MARGIN}" y="{MARGIN + 12}" font-size="14" font-weight="bold">'
+         f"{escape(d.network)}</text>"),
     ]
     for i, line in enumerate(caption):
         out.append(f'<text class="caption" x="{MARGIN}" y="{MARGIN + TITLE_H + 11 + i * LINE_H}" fill="#444">'

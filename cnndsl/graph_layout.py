@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 FONT_SIZE = 11
 CHAR_W = 6.63  # advance of DejaVu Sans Mono at 11 px (1233/2048 em)
@@ -72,7 +73,7 @@ def layout(d) -> Placed:
             down.append([])
             chain.append(k)
         chain.append(v)
-        for p, q in zip(chain, chain[1:]):
+        for p, q in pairwise(chain):
             down[p].append(q)
             up[q].append(p)
         chains.append((a, b, chain))
@@ -145,13 +146,12 @@ def _order(level, up, down, n) -> list[list[int]]:
         for lv in span:
             ref = layers[lv - 1] if going_down else layers[lv + 1]
             pos = {v: i for i, v in enumerate(ref)}
-            here = {v: i for i, v in enumerate(layers[lv])}
-
-            def key(v):
-                nb = [pos[u] for u in (up[v] if going_down else down[v]) if u in pos]
-                return sum(nb) / len(nb) if nb else here[v]
-
-            layers[lv].sort(key=key)
+            near = up if going_down else down
+            keys = {}
+            for i, v in enumerate(layers[lv]):
+                nb = [pos[u] for u in near[v] if u in pos]
+                keys[v] = sum(nb) / len(nb) if nb else i
+            layers[lv].sort(key=keys.__getitem__)
         cross = _crossings(layers, down)
         if cross < best_cross:
             best, best_cross = [list(layer) for layer in layers], cross
@@ -197,7 +197,7 @@ def _coordinates(layers, up, down, width, real) -> list[float]:
                 use = solid or nb
                 wish.append(sum(x[u] for u in use) / len(use) if use else x[v])
             offsets = [0.0]
-            for a, b in zip(layer, layer[1:]):
+            for a, b in pairwise(layer):
                 offsets.append(offsets[-1] + gap(a, b))
             weights = [4.0 if real[v] else 1.0 for v in layer]
             placed = _isotonic([w - o for w, o in zip(wish, offsets)], weights)
@@ -243,8 +243,8 @@ def _route(chains, boxes, index, x, shift, level, tops, heights, n):
                 ports[(side, j)] = bx + w / 2 - spread / 2 + t * spread
     edges = []
     for j, (a, b, chain) in enumerate(chains):
-        ax, ay, _, ah = boxes[a]
-        bx_, by, _, _ = boxes[b]
+        _, ay, _, ah = boxes[a]
+        by = boxes[b][1]
         points = [(ports[("out", j)], ay + ah)]
         for k in chain[1:-1]:
             lv = level[k]

@@ -28,14 +28,14 @@ import shutil
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
+from itertools import pairwise
 
 import pytest
+from conftest import NETWORKS
 
 from cnndsl import load
 from cnndsl.graph import diagram, layer_op, render
 from cnndsl.layers.arith import fmt_shape
-
-from conftest import NETWORKS
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -139,7 +139,7 @@ def test_layout_keeps_edges_downwards_and_boxes_apart():
     p = layout(d)
     for a, b, points in p.edges:
         assert points[0][1] == p.boxes[a][1] + p.boxes[a][3] and points[-1][1] == p.boxes[b][1]
-        assert all(q[1] >= r[1] for r, q in zip(points, points[1:]))
+        assert all(q[1] >= r[1] for r, q in pairwise(points))
     rects = sorted(p.boxes.values(), key=lambda r: r[1])
     for i, (x, y, w, h) in enumerate(rects):
         for x2, y2, w2, h2 in rects[i + 1 :]:
@@ -242,7 +242,7 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     svg = tmp_path / "r.svg"
     svg.write_bytes(render(d, ".svg"))
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run([*flags, "--dump-dom", svg.as_uri()], capture_output=True, text=True, timeout=90).stdout
+    dom = subprocess.run([*flags, "--dump-dom", svg.as_uri()], capture_output=True, text=True, timeout=90, check=True).stdout
     assert "parsererror" not in dom and dom.count('class="node"') == 70
     # the screenshot: the stem conv's box is filled with its shade where the SVG says it is
     from PIL import Image
@@ -253,8 +253,8 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     p = layout(d)
     width, _, top = _canvas(d, p)
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=%d,700" % width, svg.as_uri()],
-                   capture_output=True, timeout=90)
+    subprocess.run([*flags, f"--screenshot={shot}", f"--window-size={width:.0f},700", svg.as_uri()],
+                   capture_output=True, timeout=90, check=True)
     with Image.open(shot) as im:
         rgb = im.convert("RGB")
         x, y, w, h = p.boxes["n1"]

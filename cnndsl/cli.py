@@ -300,7 +300,8 @@ def cmd_graph(args) -> int:
     d = diagram(model, args.depth)
     size = write_atomic(render(d, out.suffix.lower() or ".svg"), out)
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
-    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} nodes, {len(d.edges)} edges, {depth}")
+    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
+          f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}")
     return 0
 
 

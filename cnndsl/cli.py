@@ -29,6 +29,22 @@ def _define(text: str):
     return name.strip(), value.strip()
 
 
+def _graph_output(text: str) -> str:
+    from pathlib import Path
+
+    suffix = Path(text).suffix.lower()
+    if suffix not in (".svg", ".png", ".dot"):
+        raise argparse.ArgumentTypeError(f"unknown format {suffix or '(no extension)'} of {text!r}; "
+                                         "choose .svg, .png or .dot")
+    return text
+
+
+def _depth(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a block depth of 0 or more, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnndsl", description="Compile .net descriptions of convolutional networks.")
     p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
@@ -102,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--output", metavar="OUT.npy", help="write the outputs (.npy, or .npz for several)")
     runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
     runp.set_defaults(run=cmd_run)
+
+    graph = sub.add_parser("graph", help="a diagram of a network: SVG, PNG or Graphviz DOT")
+    graph.add_argument("file", metavar="FILE")
+    network_options(graph)
+    graph.add_argument("-o", "--output", type=_graph_output, metavar="OUT.svg|OUT.png|OUT.dot",
+                       help="where to write it; the extension picks the format (default NETWORK.svg here)")
+    graph.add_argument("--depth", type=_depth, metavar="N",
+                       help="draw block instances nested deeper than N calls as one box (default: expand all)")
+    graph.set_defaults(run=cmd_graph)
 
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -268,6 +293,21 @@ def cmd_run(args) -> int:
     if args.output:
         save_outputs(outputs, Path(args.output))
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from .graph import diagram, output_path, render, write_atomic
+
+    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
+                 max_layers=args.max_layers)
+    _print_diagnostics(model.warnings)
+    out = output_path(args.output, model.name, args.file)
+    d = diagram(model, args.depth)
+    size = write_atomic(render(d, out.suffix.lower() or ".svg"), out)
+    depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
+    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
+          f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}")
     return 0
 
 

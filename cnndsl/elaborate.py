@@ -42,6 +42,7 @@ class Scope:
     everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
     labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
     counters: dict = field(default_factory=dict)
+    instances: tuple = ()  # full names of this and the enclosing block instances, outermost first
 
     def unique(self, base: str) -> str:
         """A full name not used yet in the network: base, base_1, base_2 ...
@@ -396,7 +397,7 @@ class Elaborator(CombinatorRules, LabelRules):
             bound[arg.name] = True if arg.value is None else self._eval(arg.value, env)
         prefix_name = env.scope.unique(hint or block.name)
         scope = Scope(d.module, {}, prefix_name + ".", env.scope.calls + ((block.name, c.span),), block, env.scope,
-                      env.scope.everywhere)
+                      env.scope.everywhere, instances=env.scope.instances + (prefix_name,))
         inner = Env(scope, x, d.defaults, env.depth + 1)
         for p in block.params:
             if p.name in bound:
@@ -446,7 +447,8 @@ class Elaborator(CombinatorRules, LabelRules):
             steps, strides = window
             rf = tuple(r + (s - 1) * j for r, s, j in zip(rf, steps, jump))
             jump = tuple(j * s for j, s in zip(jump, strides))
-        node = Node(len(self.nodes), name, kind, MappingProxyType(a), tuple(inputs), y, trainable, fixed, macs, conns, rf, jump, span, env.scope.calls)
+        node = Node(len(self.nodes), name, kind, MappingProxyType(a), tuple(inputs), y, trainable, fixed, macs, conns, rf, jump, span, env.scope.calls,
+                    env.scope.instances)
         return self._add(node)
 
     def _add(self, node: Node) -> int:

@@ -29,6 +29,9 @@ class Node:
     jump: tuple  # cumulative stride per axis (a Fraction after upsampling)
     span: Span | None
     calls: tuple[tuple[str, Span], ...]  # enclosing block calls, outermost first
+    # the enclosing block instances' full names, outermost first, one per call:
+    # ("layer1_1", "layer1_1.bottleneck"); tells apart the instances of a repeat
+    scopes: tuple[str, ...] = ()
 
     @property
     def params(self) -> int:

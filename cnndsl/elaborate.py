@@ -26,7 +26,7 @@ from .modules import Definition, Module, with_default
 from .values import INT_LIMIT, evaluate
 
 MAX_LAYERS = 1_000_000  # unrolled layers per network (overridable: load(max_layers=...))
-MAX_DEPTH = 1_000  # nested blocks, groups, branches and repeats
+MAX_DEPTH = 10_000  # nested blocks, groups, branches and repeats
 
 
 @dataclass(eq=False)
@@ -101,6 +101,7 @@ class Elaborator(CombinatorRules, LabelRules):
         self.warnings: list[Diagnostic] = []
         self.outputs: list[tuple[str, int, Span]] = []
         self.label_homes: dict[str, str] = {}  # label -> scope prefix where first defined
+        self.params_total = 0
 
     # ------------------------------------------------------------------ network
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
@@ -232,10 +233,15 @@ class Elaborator(CombinatorRules, LabelRules):
                 )
             inner = env.nested()
             for _ in range(n):
+                before = len(self.nodes)
                 if step.is_step:
                     cur = self.step(step.body[0], inner, cur, hint)
                 else:
                     cur = self.body(step.body, inner, cur)
+                if len(self.nodes) == before:
+                    # The body adds no layer (`_`, an empty group): every further round would
+                    # do exactly the same, so stop here rather than spin (repeat 10**6 { repeat 10**6 { _ } }).
+                    break
             return cur
         raise AssertionError(step)  # pragma: no cover
 
@@ -353,6 +359,7 @@ class Elaborator(CombinatorRules, LabelRules):
         except LayerError as err:
             raise self._layer_error(err, span, spans or {}, env) from None
         self._check_size(y, span, env)
+        self._check_params(trainable + fixed, span, env)
         for message, arg in warns:
             where = (spans or {}).get(arg, span) if arg else span
             text = message.replace("{call}", source_text(span))
@@ -430,6 +437,17 @@ class Elaborator(CombinatorRules, LabelRules):
         if prod(shape) > INT_LIMIT:
             raise CnnError(
                 f"tensor of shape {fmt_shape(shape)} has more elements than fit in 64 bits", span, code="E064"
+            )
+
+    def _check_params(self, count: int, span: Span, env: Env) -> None:
+        self.params_total += count
+        if self.params_total > INT_LIMIT:
+            what = f"this layer's {count:,} parameters" if count > INT_LIMIT else "the parameters up to this layer"
+            raise CnnError(
+                f"{what} bring the network to {self.params_total:,} parameters, more than fit in 64 bits",
+                span,
+                notes=self._call_notes(env),
+                code="E300",
             )
 
     def _call_notes(self, env: Env) -> list:

@@ -29,6 +29,29 @@ def _define(text: str):
     return name.strip(), value.strip()
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _refuse_overwrite(option: str, out, *inputs) -> None:
+    """An output path that is one of the command's inputs would destroy that input."""
+    from pathlib import Path
+
+    out = Path(out)
+    if not out.exists():
+        return
+    for given in inputs:
+        if given and Path(given).exists() and out.resolve() == Path(given).resolve():
+            raise CnnError(f"{option} {out} is an input of this command ({given}); choose another output path",
+                           code="E083")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnndsl", description="Compile .net descriptions of convolutional networks.")
     p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
@@ -40,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-D", dest="defines", metavar="NAME=VALUE", action="append", type=_define, default=[],
                        help="set a network parameter, e.g. -D classes=10 (repeatable)")
         q.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x512x512")
-        q.add_argument("--max-layers", type=int, metavar="N", help="limit on unrolled layers (default 1,000,000)")
+        q.add_argument("--max-layers", type=_at_least_one, metavar="N", help="limit on unrolled layers (default 1,000,000)")
 
     info = sub.add_parser("info", help="per-layer shapes, parameters, MACs and totals")
     info.add_argument("file", metavar="FILE")
@@ -114,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_diagnostics(diags, stream=None) -> None:
     stream = stream or sys.stderr
     for d in diags:
-        print(d.format(), file=stream)
+        print(d.format(show_code=True), file=stream)
 
 
 def cmd_info(args) -> int:
@@ -141,8 +164,7 @@ def cmd_export(args) -> int:
     from .onnx_lower import DEFAULT_OPSET
 
     out = Path(args.output)
-    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
-        raise CnnError(f"-o {args.output} is the input file; choose another output path", code="E083")
+    _refuse_overwrite("-o", out, args.file, args.weights)
     if args.batch is not None and args.batch < 1:
         raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
@@ -191,6 +213,7 @@ def cmd_train(args) -> int:
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
     out = Path(args.out or f"{model.name}.npz")
+    _refuse_overwrite("--out", out, args.file, *args.data.split(","))
     resume = load_weights(args.resume) if args.resume else None
     from .train import default_loss
 
@@ -229,6 +252,8 @@ def cmd_run(args) -> int:
     if args.iterations < 0 or args.batch < 1:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
     path = Path(args.file)
+    if args.output:
+        _refuse_overwrite("--output", args.output, args.file, args.data)
     if path.suffix == ".onnx":
         from .modules import read_binary
 
@@ -306,7 +331,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except CnnError as err:
-        print(err.diagnostic.format(), file=sys.stderr)
+        print(err.diagnostic.format(show_code=True), file=sys.stderr)
         return 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

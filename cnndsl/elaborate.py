@@ -102,6 +102,8 @@ class Elaborator(CombinatorRules, LabelRules):
         self.outputs: list[tuple[str, int, Span]] = []
         self.label_homes: dict[str, str] = {}  # label -> scope prefix where first defined
         self.params_total = 0
+        self.unnamed_labels: dict = {}  # (scope id, label) -> span: labels that name no layer
+        self.referenced: set = set()  # (scope id, label) read through @label
 
     # ------------------------------------------------------------------ network
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
@@ -133,6 +135,7 @@ class Elaborator(CombinatorRules, LabelRules):
         scope.everywhere.add("input")
         env = Env(scope, shape, env.defaults, 0)
         last = self.body(body, env, 0, network=True)
+        self._unused_labels()
         if self.outputs:
             outputs = tuple((n, v) for n, v, _ in self.outputs)
         else:
@@ -193,6 +196,7 @@ class Elaborator(CombinatorRules, LabelRules):
     def statement(self, st: ast.Statement, env: Env, cur: int) -> int:
         label = st.label
         named = False
+        names_layer = False
         for i, step in enumerate(st.steps):
             if type(step) is ast.Ref:
                 if i:
@@ -208,9 +212,10 @@ class Elaborator(CombinatorRules, LabelRules):
                 inner = step.body[0] if type(step) is ast.Repeat and step.is_step else step
                 hint = label if not named else f"{label}.{inner.kind}" if type(inner) is ast.Call else None
                 named = True
+                names_layer = names_layer or type(inner) is ast.Call
             cur = self.step(step, env, cur, hint)
         if label:
-            self._bind_label(label, cur, st.label_span, env)
+            self._bind_label(label, cur, st.label_span, env, names_layer)
         return cur
 
     def step(self, step, env: Env, cur: int, hint: str | None) -> int:

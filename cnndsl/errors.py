@@ -59,9 +59,12 @@ class Diagnostic:
     notes: list[tuple[str, Span | None]] = field(default_factory=list)
     code: str = ""
 
-    def format(self) -> str:
+    def format(self, show_code: bool = False) -> str:
+        """``file:line:col: error: message``, the quoted line and notes; with ``show_code``
+        (the command line) ``error[E019]: message``, the code to look up in docs/errors.md."""
         where = f"{self.span}: " if self.span else "cnndsl: "
-        lines = [f"{where}{self.severity}: {self.message}"]
+        severity = f"{self.severity}[{self.code}]" if show_code and self.code else self.severity
+        lines = [f"{where}{severity}: {self.message}"]
         if self.span:
             lines += _quote(self.span)
         for text, span in self.notes:

@@ -231,8 +231,9 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
     return result
 
 
-def progress_bar(stream=sys.stderr):
+def progress_bar(stream=None):
     """A rich progress bar per epoch on a terminal; nothing when piped."""
+    stream = sys.stderr if stream is None else stream  # the stream of the call, not of the import
     if not stream.isatty():
         return None, lambda: None
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

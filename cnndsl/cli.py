@@ -52,6 +52,18 @@ def _refuse_overwrite(option: str, out, *inputs) -> None:
                            code="E083")
 
 
+def _weights_fit(build, model):
+    """Run ``build()`` (which makes the model's weight arrays); running out of memory is a user error."""
+    try:
+        return build()
+    except MemoryError:
+        raise CnnError(
+            f"not enough memory for the weights of network {model.name}: {model.totals.params:,} parameters "
+            f"({model.totals.params * 4:,} bytes as float32)",
+            code="E301",
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnndsl", description="Compile .net descriptions of convolutional networks.")
     p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
@@ -176,9 +188,9 @@ def cmd_export(args) -> int:
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
-        proto = train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
-                            weight_decay=args.weight_decay, seed=args.seed, weights=weights, dtype=args.dtype,
-                            opset=args.opset or DEFAULT_OPSET)
+        proto = _weights_fit(lambda: train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
+                                                 weight_decay=args.weight_decay, seed=args.seed, weights=weights,
+                                                 dtype=args.dtype, opset=args.opset or DEFAULT_OPSET), model)
         size = write_atomic(proto, out)
         loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
@@ -187,8 +199,8 @@ def cmd_export(args) -> int:
               f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
               f"opset {proto.opset_import[0].version}")
         return 0
-    proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch,
-                    dtype=args.dtype, fold=args.fold_bn)
+    proto = _weights_fit(lambda: to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights,
+                                         batch=args.batch, dtype=args.dtype, fold=args.fold_bn), model)
     size = write_atomic(proto, out)
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
           f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
@@ -209,11 +221,11 @@ def cmd_train(args) -> int:
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
+    out = Path(args.out or f"{model.name}.npz")
+    _refuse_overwrite("--out", out, args.file, *args.data.split(","))
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
-    out = Path(args.out or f"{model.name}.npz")
-    _refuse_overwrite("--out", out, args.file, *args.data.split(","))
     resume = load_weights(args.resume) if args.resume else None
     from .train import default_loss
 
@@ -265,7 +277,7 @@ def cmd_run(args) -> int:
         model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                      max_layers=args.max_layers)
         _print_diagnostics(model.warnings)
-        model_bytes = to_onnx(model, seed=args.seed).SerializeToString()
+        model_bytes = _weights_fit(lambda: to_onnx(model, seed=args.seed).SerializeToString(), model)
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:

@@ -473,7 +473,7 @@ class Elaborator(CombinatorRules, LabelRules):
         return self._add(node)
 
     def _add(self, node: Node) -> int:
-        if len(self.nodes) >= self.max_layers:
+        if len(self.nodes) > self.max_layers:  # nodes[0] is the input, not a layer
             raise CnnError(
                 f"the network unrolls to more than {self.max_layers:,} layers (the limit; raise it with --max-layers)",
                 node.span,

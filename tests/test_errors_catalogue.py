@@ -78,8 +78,17 @@ def run_example(entry: Entry, folder: Path, capsys) -> tuple[int, list[dict], st
     ], out.out + out.err
 
 
+def _overcommit() -> str:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.code for e in ENTRIES])
 def test_example_emits_its_code(entry, tmp_path, monkeypatch, capsys):
+    if entry.code == "E301" and _overcommit() != "0":
+        pytest.skip("E301's example asks for 800 GB; only the kernel's heuristic overcommit refuses that at once")
     monkeypatch.chdir(tmp_path)
     rc, diags, output = run_example(entry, tmp_path, capsys)
     if entry.code == "E090" and rc == 0 and not diags:

@@ -307,15 +307,19 @@ def cmd_check(args) -> int:
 
     diags: list[Diagnostic] = []
     given = dict(args.defines)
+    known: set = set()  # parameters of the networks checked, to catch a misspelt -D
+    all_loaded = True
     for path in args.files:
         try:
             module = run_deep(lambda: load_module(path))
         except CnnError as err:
             diags.append(err.diagnostic)
+            all_loaded = False
             continue
         for name in [args.network] if args.network else list(module.networks):
             definition = module.networks.get(name)
             params = [p.name for p in definition.node.params] if definition else []
+            known.update(params)
             needs = [p.name for p in definition.node.params if p.default is None and p.name not in given] if definition else []
             if needs:
                 diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...", definition.node.span))
@@ -327,6 +331,13 @@ def cmd_check(args) -> int:
                 diags.extend(model.warnings)
             except CnnError as err:
                 diags.append(err.diagnostic)
+    if all_loaded:
+        from .errors import did_you_mean
+
+        for name in given:
+            if name not in known:
+                diags.append(Diagnostic("error", f"-D {name}: no network checked has a parameter '{name}'"
+                                        f"{did_you_mean(name, known)}", None, [], "E052"))
     errors = sum(d.severity == "error" for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
     if args.format == "json":

@@ -379,3 +379,14 @@ def test_unknown_define_through_the_cli(run, tmp_path):
     assert rc == 1
     assert ("t.net:1:1: error[E052]: -D clases: network n has no parameter 'clases'; did you mean 'classes'? "
             "(its parameters: classes)") in err
+
+
+def test_check_reports_a_define_no_network_has(run, tmp_path):
+    (tmp_path / "a.net").write_text("network a(classes = 10) {\n    input 3x8x8\n    fc classes\n}\n")
+    (tmp_path / "b.net").write_text("network b(width = 4) {\n    input 3x8x8\n    conv width/3\n}\n")
+    rc, out, err = run("check", "a.net", "b.net", "-D", "classes=3", "-D", "widht=2")
+    assert rc == 1
+    assert "cnndsl: error[E052]: -D widht: no network checked has a parameter 'widht'; did you mean 'width'?" in err
+    assert "checked 2 files: 1 error, 0 warnings" in out
+    rc, out, _ = run("check", "a.net", "b.net", "-D", "classes=3", "-D", "width=2")
+    assert rc == 0, out

@@ -21,8 +21,8 @@ from conftest import ROOT
 from cnndsl.cli import main
 
 CATALOGUE = ROOT / "docs" / "errors.md"
-_BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.M | re.S)
-_DIAG = re.compile(r"^(?:(?P<loc>\S+?:\d+:\d+)|cnndsl): (?P<sev>error|warning)\[(?P<code>[EW]\d{3})\]: (?P<msg>.*)$", re.M)
+_BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_DIAG = re.compile(r"^(?:(?P<loc>\S+?:\d+:\d+)|cnndsl): (?P<sev>error|warning)\[(?P<code>[EW]\d{3})\]: (?P<msg>.*)$", re.MULTILINE)
 
 
 @dataclass
@@ -35,10 +35,10 @@ class Entry:
 
 def parse_catalogue(text: str) -> list[Entry]:
     entries = []
-    parts = re.split(r"^## ([EW]\d{3})\n", text, flags=re.M)
+    parts = re.split(r"^## ([EW]\d{3})\n", text, flags=re.MULTILINE)
     for code, body in zip(parts[1::2], parts[2::2]):
         body = body.split("\n## ", 1)[0]  # up to the next heading
-        m = re.search(r"^- \*\*Message:\*\* `(.*)`$", body, re.M)
+        m = re.search(r"^- \*\*Message:\*\* `(.*)`$", body, re.MULTILINE)
         assert m, f"{code}: no **Message:** line"
         blocks = [(info.strip(), src) for info, src in _BLOCK.findall(body)]
         entries.append(Entry(code, m.group(1), "- **Location:** none" not in body, blocks))

@@ -331,8 +331,8 @@ def test_mul_broadcasts_axes_of_size_one():
 def test_add_of_mismatched_channels():
     assert error(net("add { conv 4/1 ; conv 5/1 }"))[:2] == (
         "E019",
-        "add { conv 4/1 ; conv 5/1 }: branches must have equal shapes: branch 1 (conv 4/1) gives 4x8x8; "
-        "branch 2 (conv 5/1) gives 5x8x8")
+        ("add { conv 4/1 ; conv 5/1 }: branches must have equal shapes: branch 1 (conv 4/1) gives 4x8x8; "
+         "branch 2 (conv 5/1) gives 5x8x8"))
 
 
 def test_label_inside_another_block_instance():

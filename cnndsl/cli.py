@@ -14,6 +14,7 @@ import sys
 
 from . import __version__, load, load_module, run_deep
 from .errors import CnnError, Diagnostic
+from .files import refuse_overwrite
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +46,28 @@ def _depth(text: str) -> int:
     return int(text)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _weights_fit(build, model):
+    """Run ``build()`` (which makes the model's weight arrays); running out of memory is a user error."""
+    try:
+        return build()
+    except MemoryError:
+        raise CnnError(
+            f"not enough memory for the weights of network {model.name}: {model.totals.params:,} parameters "
+            f"({model.totals.params * 4:,} bytes as float32)",
+            code="E301",
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnndsl", description="Compile .net descriptions of convolutional networks.")
     p.add_argument("--version", action="version", version=f"cnndsl {__version__}")
@@ -56,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-D", dest="defines", metavar="NAME=VALUE", action="append", type=_define, default=[],
                        help="set a network parameter, e.g. -D classes=10 (repeatable)")
         q.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x512x512")
-        q.add_argument("--max-layers", type=int, metavar="N", help="limit on unrolled layers (default 1,000,000)")
+        q.add_argument("--max-layers", type=_at_least_one, metavar="N", help="limit on unrolled layers (default 1,000,000)")
 
     info = sub.add_parser("info", help="per-layer shapes, parameters, MACs and totals")
     info.add_argument("file", metavar="FILE")
@@ -145,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_diagnostics(diags, stream=None) -> None:
     stream = stream or sys.stderr
     for d in diags:
-        print(d.format(), file=stream)
+        print(d.format(show_code=True), file=stream)
 
 
 def cmd_info(args) -> int:
@@ -172,8 +195,7 @@ def cmd_export(args) -> int:
     from .onnx_lower import DEFAULT_OPSET
 
     out = Path(args.output)
-    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
-        raise CnnError(f"-o {args.output} is the input file; choose another output path", code="E083")
+    refuse_overwrite("-o", out, args.file, args.weights)
     if args.batch is not None and args.batch < 1:
         raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
@@ -185,9 +207,9 @@ def cmd_export(args) -> int:
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
-        proto = train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
-                            weight_decay=args.weight_decay, seed=args.seed, weights=weights, dtype=args.dtype,
-                            opset=args.opset or DEFAULT_OPSET)
+        proto = _weights_fit(lambda: train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
+                                                 weight_decay=args.weight_decay, seed=args.seed, weights=weights,
+                                                 dtype=args.dtype, opset=args.opset or DEFAULT_OPSET), model)
         size = write_atomic(proto, out)
         loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
@@ -196,8 +218,8 @@ def cmd_export(args) -> int:
               f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
               f"opset {proto.opset_import[0].version}")
         return 0
-    proto = to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights, batch=args.batch,
-                    dtype=args.dtype, fold=args.fold_bn)
+    proto = _weights_fit(lambda: to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights,
+                                         batch=args.batch, dtype=args.dtype, fold=args.fold_bn), model)
     size = write_atomic(proto, out)
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
           f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
@@ -218,10 +240,11 @@ def cmd_train(args) -> int:
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
+    out = Path(args.out or f"{model.name}.npz")
+    refuse_overwrite("--out", out, args.file, *args.data.split(","))
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
-    out = Path(args.out or f"{model.name}.npz")
     resume = load_weights(args.resume) if args.resume else None
     from .train import default_loss
 
@@ -260,6 +283,8 @@ def cmd_run(args) -> int:
     if args.iterations < 0 or args.batch < 1:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
     path = Path(args.file)
+    if args.output:
+        refuse_overwrite("--output", args.output, args.file, args.data)
     if path.suffix == ".onnx":
         from .modules import read_binary
 
@@ -271,7 +296,7 @@ def cmd_run(args) -> int:
         model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                      max_layers=args.max_layers)
         _print_diagnostics(model.warnings)
-        model_bytes = to_onnx(model, seed=args.seed).SerializeToString()
+        model_bytes = _weights_fit(lambda: to_onnx(model, seed=args.seed).SerializeToString(), model)
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:
@@ -317,16 +342,20 @@ def cmd_check(args) -> int:
     diags: list[Diagnostic] = []
     files: list[str] = []  # the file each diagnostic is about, for those without a position
     given = dict(args.defines)
+    known: set = set()  # parameters of the networks checked, to catch a misspelt -D
+    all_loaded = True
     for i, path in enumerate(args.files):
         files.extend(args.files[i - 1:i] * (len(diags) - len(files)))  # the previous file's diagnostics
         try:
             module = run_deep(lambda: load_module(path))
         except CnnError as err:
             diags.append(err.diagnostic)
+            all_loaded = False
             continue
         for name in [args.network] if args.network else list(module.networks):
             definition = module.networks.get(name)
             params = [p.name for p in definition.node.params] if definition else []
+            known.update(params)
             needs = [p.name for p in definition.node.params if p.default is None and p.name not in given] if definition else []
             if needs:
                 diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...",
@@ -339,6 +368,13 @@ def cmd_check(args) -> int:
                 diags.extend(model.warnings)
             except CnnError as err:
                 diags.append(err.diagnostic)
+    if all_loaded:
+        from .errors import did_you_mean
+
+        for name in given:
+            if name not in known:
+                diags.append(Diagnostic("error", f"-D {name}: no network checked has a parameter '{name}'"
+                                        f"{did_you_mean(name, known)}", None, [], "E052"))
     errors = sum(d.severity == "error" for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
     files.extend([args.files[-1]] * (len(diags) - len(files)))
@@ -365,7 +401,7 @@ def main(argv=None) -> int:
     try:
         return args.run(args)
     except CnnError as err:
-        print(err.diagnostic.format(), file=sys.stderr)
+        print(err.diagnostic.format(show_code=True), file=sys.stderr)
         return 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

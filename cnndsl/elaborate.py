@@ -26,7 +26,7 @@ from .modules import Definition, Module, with_default
 from .values import INT_LIMIT, evaluate
 
 MAX_LAYERS = 1_000_000  # unrolled layers per network (overridable: load(max_layers=...))
-MAX_DEPTH = 1_000  # nested blocks, groups, branches and repeats
+MAX_DEPTH = 10_000  # nested blocks, groups, branches and repeats
 
 
 @dataclass(eq=False)
@@ -102,6 +102,9 @@ class Elaborator(CombinatorRules, LabelRules):
         self.warnings: list[Diagnostic] = []
         self.outputs: list[tuple[str, int, Span]] = []
         self.label_homes: dict[str, str] = {}  # label -> scope prefix where first defined
+        self.params_total = 0
+        self.unnamed_labels: dict = {}  # (scope id, label) -> span: labels that name no layer
+        self.referenced: set = set()  # (scope id, label) read through @label
 
     # ------------------------------------------------------------------ network
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
@@ -133,6 +136,7 @@ class Elaborator(CombinatorRules, LabelRules):
         scope.everywhere.add("input")
         env = Env(scope, shape, env.defaults, 0)
         last = self.body(body, env, 0, network=True)
+        self._unused_labels()
         if self.outputs:
             outputs = tuple((n, v) for n, v, _ in self.outputs)
         else:
@@ -193,6 +197,7 @@ class Elaborator(CombinatorRules, LabelRules):
     def statement(self, st: ast.Statement, env: Env, cur: int) -> int:
         label = st.label
         named = False
+        names_layer = False
         for i, step in enumerate(st.steps):
             if type(step) is ast.Ref:
                 if i:
@@ -208,9 +213,10 @@ class Elaborator(CombinatorRules, LabelRules):
                 inner = step.body[0] if type(step) is ast.Repeat and step.is_step else step
                 hint = label if not named else f"{label}.{inner.kind}" if type(inner) is ast.Call else None
                 named = True
+                names_layer = names_layer or type(inner) is ast.Call
             cur = self.step(step, env, cur, hint)
         if label:
-            self._bind_label(label, cur, st.label_span, env)
+            self._bind_label(label, cur, st.label_span, env, names_layer)
         return cur
 
     def step(self, step, env: Env, cur: int, hint: str | None) -> int:
@@ -233,10 +239,15 @@ class Elaborator(CombinatorRules, LabelRules):
                 )
             inner = env.nested()
             for _ in range(n):
+                before = len(self.nodes)
                 if step.is_step:
                     cur = self.step(step.body[0], inner, cur, hint)
                 else:
                     cur = self.body(step.body, inner, cur)
+                if len(self.nodes) == before:
+                    # The body adds no layer (`_`, an empty group): every further round would
+                    # do exactly the same, so stop here rather than spin (repeat 10**6 { repeat 10**6 { _ } }).
+                    break
             return cur
         raise AssertionError(step)  # pragma: no cover
 
@@ -354,6 +365,7 @@ class Elaborator(CombinatorRules, LabelRules):
         except LayerError as err:
             raise self._layer_error(err, span, spans or {}, env) from None
         self._check_size(y, span, env)
+        self._check_params(trainable + fixed, span, env)
         for message, arg in warns:
             where = (spans or {}).get(arg, span) if arg else span
             text = message.replace("{call}", source_text(span))
@@ -433,6 +445,17 @@ class Elaborator(CombinatorRules, LabelRules):
                 f"tensor of shape {fmt_shape(shape)} has more elements than fit in 64 bits", span, code="E064"
             )
 
+    def _check_params(self, count: int, span: Span, env: Env) -> None:
+        self.params_total += count
+        if self.params_total > INT_LIMIT:
+            what = f"this layer's {count:,} parameters" if count > INT_LIMIT else "the parameters up to this layer"
+            raise CnnError(
+                f"{what} bring the network to {self.params_total:,} parameters, more than fit in 64 bits",
+                span,
+                notes=self._call_notes(env),
+                code="E300",
+            )
+
     def _call_notes(self, env: Env) -> list:
         return [(f"in block {name} called", span) for name, span in reversed(env.scope.calls)]
 
@@ -452,7 +475,7 @@ class Elaborator(CombinatorRules, LabelRules):
         return self._add(node)
 
     def _add(self, node: Node) -> int:
-        if len(self.nodes) >= self.max_layers:
+        if len(self.nodes) > self.max_layers:  # nodes[0] is the input, not a layer
             raise CnnError(
                 f"the network unrolls to more than {self.max_layers:,} layers (the limit; raise it with --max-layers)",
                 node.span,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import ast
-from .errors import CnnError, Span, did_you_mean, source_text
+from .errors import CnnError, Diagnostic, Span, did_you_mean, source_text
 from .layers import CATALOGUE, LayerError
 from .layers.arith import fmt_shape, window_out
 
@@ -98,16 +98,19 @@ class CombinatorRules:
 
 
 class LabelRules:
-    def _bind_label(self, label: str, value: int, span: Span, env: Env) -> None:
+    def _bind_label(self, label: str, value: int, span: Span, env: Env, names_layer: bool = True) -> None:
         old = env.scope.labels.get(label)
         if old is not None and old[1] != span:
             raise CnnError(f"label '{label}' is defined twice", span, notes=[("first defined", old[1])], code="E022")
         env.scope.labels[label] = (value, span)
+        if not names_layer:
+            self.unnamed_labels[(id(env.scope), label)] = span
         self.label_homes.setdefault(label, env.scope.prefix)
 
     def label_value(self, name: str, span: Span, env: Env) -> int:
         hit = env.scope.labels.get(name)
         if hit is not None:
+            self.referenced.add((id(env.scope), name))
             return hit[0]
         notes = []
         later = _find_label(env.scope.definition.body, name)
@@ -122,6 +125,22 @@ class LabelRules:
         raise CnnError(
             f"unknown label @{name}{did_you_mean(name, env.scope.labels)}", span, notes=notes, code="E020"
         )
+
+    def _unused_labels(self) -> None:
+        """W300 for a label that nothing reads and that names no layer.
+
+        A label on a layer or block call names it (``conv1: conv 96/11/4`` is how AlexNet
+        names its layers), so it is never unused. A label on ``_``, ``@x``, a group or a
+        repeat body names nothing; if no ``@label`` reads it either, it is dead text."""
+        seen = set()
+        for key, span in self.unnamed_labels.items():
+            if key in self.referenced or span in seen:
+                continue
+            seen.add(span)  # once per source position, not once per block instance
+            name = key[1]
+            self.warnings.append(Diagnostic(
+                "warning", f"label '{name}' is never used: no @{name} reads it and it names no layer",
+                span, [], "W300"))
 
     def _outputs(self, st: ast.Output, env: Env) -> None:
         seen = {n for n, _, _ in self.outputs}

@@ -59,9 +59,13 @@ class Diagnostic:
     notes: list[tuple[str, Span | None]] = field(default_factory=list)
     code: str = ""
 
-    def format(self) -> str:
+    def format(self, show_code: bool = False) -> str:
+        """``file:line:col: error: message``, the quoted line and notes; with ``show_code``
+        (the command line) the message ends in ``[E019]``, the code to look up in docs/errors.md
+        (LANGUAGE.md §9's form, with the code where compilers put their warning flags)."""
         where = f"{self.span}: " if self.span else "cnndsl: "
-        lines = [f"{where}{self.severity}: {self.message}"]
+        code = f" [{self.code}]" if show_code and self.code else ""
+        lines = [f"{where}{self.severity}: {self.message}{code}"]
         if self.span:
             lines += _quote(self.span)
         for text, span in self.notes:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import CnnError
+from .files import write_atomic as write_atomic_file
 from .onnx_lower import DEFAULT_OPSET, lower_graph
 
 TWO_GB = 2**31 - 1
@@ -104,49 +105,43 @@ def _light_into(proto, light) -> None:
 
 
 def write_atomic(proto, out: Path) -> int:
-    """Write the model next to its destination, then rename: never a partial file.
+    """Write the model atomically (cnndsl.files): never a partial file.
 
     Models over 2 GB keep their weights in ``<name>.data`` beside the model."""
+    out = Path(out)
+    if proto.ByteSize() < TWO_GB:
+        write_atomic_file(out, lambda f: f.write(proto.SerializeToString()))
+        return out.stat().st_size
+    return _write_external(proto, out)
+
+
+def _write_external(proto, out: Path) -> int:
+    """The weights to ``<name>.data`` (renamed into place first), then the model that names it."""
     import onnx
 
-    out = Path(out)
     directory = out.parent if str(out.parent) else Path(".")
     if not directory.is_dir():
         raise CnnError(f"cannot write {out}: directory {directory} does not exist", code="E083")
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     tmp = Path(tmp)
-    data_tmp = None
+    data_tmp = tmp.with_suffix(".data.tmp")
     try:
-        if proto.ByteSize() >= TWO_GB:
-            data_tmp = tmp.with_suffix(".data.tmp")
-            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_tmp.name, size_threshold=1024)
-            # the model refers to its data by name: rewrite the reference to the final name
-            m = onnx.load_model(str(tmp), load_external_data=False)
-            for t in m.graph.initializer:
-                for e in t.external_data:
-                    if e.key == "location":
-                        e.value = out.name + ".data"
-            with open(tmp, "wb") as f:
-                f.write(m.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(data_tmp, out.with_name(out.name + ".data"))
-        else:
-            with open(tmp, "wb") as f:
-                f.write(proto.SerializeToString())
-                f.flush()
-                os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, out.stat().st_mode & 0o777 if out.exists() else 0o666 & ~umask)
-        os.replace(tmp, out)
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_tmp.name, size_threshold=1024)
+        # the model refers to its data by name: rewrite the reference to the final name
+        m = onnx.load_model(str(tmp), load_external_data=False)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = out.name + ".data"
+        os.replace(data_tmp, out.with_name(out.name + ".data"))
+        write_atomic_file(out, lambda f: f.write(m.SerializeToString()))
     except OSError as err:
         raise CnnError(f"cannot write {out}: {err.strerror or err}", code="E083") from None
     finally:
         for p in (tmp, data_tmp):
-            if p is not None and p.exists():
+            if p.exists():
                 p.unlink()
     return out.stat().st_size
 

@@ -15,13 +15,12 @@ The style is described in docs/fmt.md.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import CnnError, Span
+from .files import write_atomic
 
 INDENT = 4
 # Trailing comments start at this column (counting from 1) at the earliest, as in LANGUAGE.md's examples.
@@ -59,7 +58,7 @@ def tokenize(text: str) -> list[_Tok]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:  # unreachable for a file that parsed; the caller checks the result anyway
-            raise CnnError(f"cnndsl fmt: cannot read the character {text[pos]!r}", code="E200")
+            raise AssertionError(f"cnndsl fmt: cannot read the character {text[pos]!r}")  # a bug
         if m.lastgroup != "WS":
             out.append(_Tok(m.lastgroup, m.group().rstrip() if m.lastgroup == "COMMENT" else m.group()))
         pos = m.end()
@@ -361,8 +360,8 @@ def format_text(text: str, filename: str = "<string>") -> str:
 
         remember_source(filename, text)  # diagnostics quote the user's file, not the formatted text
     if not same:
-        raise CnnError(f"cnndsl fmt: formatting {filename} would change its meaning; it is left as it is "
-                       "(a bug in cnndsl fmt: please report it with the file)", code="E201")
+        # a bug in the formatter: the CLI reports an internal error (exit 3) and writes nothing
+        raise AssertionError(f"cnndsl fmt: formatting {filename} would change its meaning; it is left as it is")
     return result
 
 
@@ -382,24 +381,8 @@ def _files(paths: list[str]) -> list[Path]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` through a temporary file beside it: never a partial file."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        mode = path.stat().st_mode & 0o7777
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise CnnError(f"cannot write {path}: {err.strerror or err}", code="E203") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise CnnError(f"cannot write {path}: {err.strerror or err}", code="E203") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace ``path`` by ``text`` (UTF-8, LF line ends) atomically, keeping its mode (cnndsl.files)."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def run(paths: list[str], check: bool, print_diagnostic) -> int:

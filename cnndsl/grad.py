@@ -28,7 +28,6 @@ from math import prod
 import numpy as np
 from onnx import helper
 
-from .errors import CnnError
 from .layers.arith import transpose_out, window_out
 
 # Operators whose outputs never carry a gradient (shapes, comparisons, indices).
@@ -50,7 +49,7 @@ class Tape:
         try:
             return self.shapes[name]
         except KeyError:  # pragma: no cover - shape inference failing is a bug
-            raise CnnError(f"internal: no static shape for tensor {name} in the training graph", code="E099") from None
+            raise AssertionError(f"internal: no static shape for tensor {name} in the training graph") from None
 
     def const(self, name: str) -> np.ndarray:
         return self.consts[name]
@@ -138,7 +137,7 @@ def differentiate(b, shapes: dict, seeds: dict[str, str], wrt: list[str], forwar
             continue
         rule = ADJOINTS.get(node.op_type)
         if rule is None:  # pragma: no cover - a lowering using an operator without a rule is a bug
-            raise CnnError(f"internal: no gradient rule for the ONNX operator {node.op_type} ({node.name})", code="E099")
+            raise AssertionError(f"internal: no gradient rule for the ONNX operator {node.op_type} ({node.name})")
         b.layer = "grad:" + node.name
         dy = _total(b, grads.pop(node.output[0]))
         for name, dx in zip(node.input, rule(tape, node, dy)):
@@ -329,7 +328,7 @@ def _slice(t, n, dy):
     for start, axis, step in zip(starts, axes, steps):
         axis %= rank
         if axis == 0 or step < 1:  # pragma: no cover - no lowering slices the batch or backwards
-            raise CnnError("internal: unsupported Slice in the training graph", code="E099")
+            raise AssertionError("internal: unsupported Slice in the training graph")
         size, count = sx[axis], sy[axis]
         first = min(max(start + size if start < 0 else start, 0), size)
         span = count
@@ -480,7 +479,7 @@ def _instance_norm(t, n, dy):
 def _gemm(t, n, dy):
     at = t.attrs(n)
     if at.get("transA", 0) or at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0:  # pragma: no cover
-        raise CnnError("internal: unsupported Gemm form in the training graph", code="E099")
+        raise AssertionError("internal: unsupported Gemm form in the training graph")
     a, w = n.input[0], n.input[1]
     if at.get("transB", 0):  # y = a·wᵀ
         da = t.op("Gemm", [dy, w])

@@ -19,12 +19,11 @@ Layout and drawing live in :mod:`cnndsl.graph_layout` and :mod:`cnndsl.graph_dra
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CnnError, source_text
+from .files import refuse_overwrite
 from .layers import CATALOGUE
 from .layers.arith import fmt_shape
 
@@ -167,11 +166,10 @@ def output_path(out: str | None, network: str, source: str) -> Path:
     """The destination: ``-o`` or ``NETWORK.svg`` here; refuses the input file itself."""
     path = Path(out) if out else Path(f"{network}.svg")
     src = Path(source)
-    if path.exists() and src.exists() and path.resolve() == src.resolve():
-        raise CnnError(f"-o {path} is the input file; choose another output path", code="E220")
+    refuse_overwrite("-o", path, src)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise CnnError(f"cannot write {path}: directory {directory} does not exist", code="E221")
+        raise CnnError(f"cannot write {path}: directory {directory} does not exist", code="E083")
     return path
 
 
@@ -190,26 +188,8 @@ def render(d: Diagram, fmt: str) -> bytes:
 
 
 def write_atomic(data: bytes, path: Path) -> int:
-    """Write next to the destination, then rename: an old file survives any failure."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise CnnError(f"cannot write {path}: {err.strerror}", code="E221") from None
-    try:
-        # mkstemp makes the file private (0600); give it the mode an ordinary new file would get
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise CnnError(f"cannot write {path}: {err.strerror}", code="E221") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (cnndsl.files): an old file survives any failure."""
+    from .files import write_atomic as write
+
+    write(path, lambda f: f.write(data))
     return len(data)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -89,24 +88,18 @@ def run(model_bytes: bytes, provider="auto", batch=1, iterations=20, data=None, 
 
 
 def save_outputs(outputs: dict, path: Path) -> None:
-    """One output to .npy, several to .npz; written atomically."""
+    """One output to .npy, several to .npz; written atomically (cnndsl.files)."""
     import numpy as np
 
+    from .files import write_atomic
+
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".npz":
-                np.savez(f, **outputs)
-            else:
-                if len(outputs) != 1:
-                    raise CnnError(f"--output {path}: the model has {len(outputs)} outputs; use a .npz file", code="E093")
-                np.save(f, next(iter(outputs.values())))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if path.suffix == ".npz":
+        write_atomic(path, lambda f: np.savez(f, **outputs))
+    elif len(outputs) != 1:
+        raise CnnError(f"--output {path}: the model has {len(outputs)} outputs; use a .npz file", code="E093")
+    else:
+        write_atomic(path, lambda f: np.save(f, next(iter(outputs.values()))))
 
 
 def bar(stream=sys.stderr):

@@ -15,6 +15,7 @@ from . import ast
 from .errors import CnnError, Span, remember_source
 
 _HERE = Path(__file__).resolve().parent
+_INT_LIMIT = 2**63 - 1  # values.INT_LIMIT: every integer fits int64 (ONNX, NumPy)
 # Installed: the grammar ships inside the package; in the source tree it is ../grammars.
 GRAMMAR_PATHS = (_HERE / "grammars" / "net.lark", _HERE.parent / "grammars" / "net.lark")
 
@@ -245,6 +246,14 @@ class _ToAst:
         (result,) = values
         return result
 
+    def _int(self, text, where) -> int:
+        """An integer literal; one beyond 64 bits is an error (and 10,000 digits never reach int())."""
+        digits = str(text).lstrip("+-").lstrip("0")
+        if len(digits) > 19 or (digits and int(digits) > _INT_LIMIT):
+            span = where if isinstance(where, Span) else self._span(where)
+            raise CnnError("integer too large: the value does not fit in 64 bits", span, code="E031")
+        return int(text)
+
     def _span(self, meta) -> Span:
         if getattr(meta, "empty", True):
             return Span(self.file, 1, 1)
@@ -265,7 +274,7 @@ class _ToAst:
 
     def number(self, meta, c):
         tok = c[0]
-        return int(tok) if tok.type == "INT" else float(tok)
+        return self._int(tok, meta) if tok.type == "INT" else float(tok)
 
     def default_stmt(self, meta, c):
         items = tuple(x[1] if isinstance(x, tuple) else x for x in c[1:])
@@ -288,7 +297,7 @@ class _ToAst:
 
     def input_stmt(self, meta, c):
         tok = c[0]
-        shape = tuple(int(v) for v in str(tok).split("x"))
+        shape = tuple(self._int(v, meta) for v in str(tok).split("x"))
         return ast.Input(shape, self._span(meta))
 
     def output_stmt(self, meta, c):
@@ -324,7 +333,7 @@ class _ToAst:
         tok = c[0]
         if isinstance(tok, Token):
             span = _tok_span(self.file, tok)
-            return ast.Num(int(tok), span) if tok.type == "INT" else ast.Name(str(tok), span)
+            return ast.Num(self._int(tok, span), span) if tok.type == "INT" else ast.Name(str(tok), span)
         return tok
 
     def call(self, meta, c):
@@ -391,13 +400,13 @@ class _ToAst:
 
     # -- expressions
     def int(self, meta, c):
-        return ast.Num(int(c[0]), self._span(meta))
+        return ast.Num(self._int(c[0], meta), self._span(meta))
 
     def float(self, meta, c):
         return ast.Num(float(c[0]), self._span(meta))
 
     def neg_int(self, meta, c):
-        return ast.Num(-int(c[0]), self._span(meta))
+        return ast.Num(-self._int(c[0], meta), self._span(meta))
 
     def neg_float(self, meta, c):
         return ast.Num(-float(c[0]), self._span(meta))
@@ -406,7 +415,7 @@ class _ToAst:
         return ast.Name(str(c[0]), self._span(meta))
 
     def dims(self, meta, c):
-        return ast.Dims(tuple(int(v) for v in str(c[0]).split("x")), self._span(meta))
+        return ast.Dims(tuple(self._int(v, meta) for v in str(c[0]).split("x")), self._span(meta))
 
     def inref(self, meta, c):
         return ast.InRef(str(c[0]), self._span(meta))

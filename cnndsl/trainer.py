@@ -11,9 +11,7 @@ weights, and the weights are written atomically to ``--out`` (a ``.npz`` that
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CnnError
+from .files import write_atomic
 
 
 @dataclass
@@ -48,23 +47,8 @@ def predicted_classes(kind: str, outputs: np.ndarray) -> np.ndarray:
 
 
 def save_weights(weights: dict, path: Path) -> None:
-    """An .npz written next to its destination, then renamed: never a partial file."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise CnnError(f"--out {path}: directory {directory} does not exist", code="E083")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **weights)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise CnnError(f"cannot write {path}: {err.strerror or err}", code="E083") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """The weights as an .npz, written atomically (cnndsl.files)."""
+    write_atomic(path, lambda f: np.savez(f, **weights))
 
 
 class Trainer:
@@ -231,8 +215,9 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
     return result
 
 
-def progress_bar(stream=sys.stderr):
+def progress_bar(stream=None):
     """A rich progress bar per epoch on a terminal; nothing when piped."""
+    stream = sys.stderr if stream is None else stream  # the stream of the call, not of the import
     if not stream.isatty():
         return None, lambda: None
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

@@ -57,7 +57,7 @@ def test_user_error_exit_1_with_diagnostic(cli, netfile):
     r = cli("info", path)
     assert r.returncode == 1
     assert r.stdout == ""
-    assert r.stderr.startswith(f"{path}:3:5: error: unknown layer kind or block 'conb'; did you mean 'conv'?")
+    assert r.stderr.startswith(f"{path}:3:5: error: unknown layer kind or block 'conb'; did you mean 'conv'? [E010]")
     assert "Traceback" not in r.stderr
 
 
@@ -81,7 +81,7 @@ def test_warning_keeps_exit_0(cli, netfile):
     path = netfile("network n {\n    input 1x7x7\n    conv 1/3/3\n}\n")
     r = cli("info", path)
     assert r.returncode == 0
-    assert f"{path}:3:14: warning:" in r.stderr
+    assert f"{path}:3:14: warning:" in r.stderr and "[W001]" in r.stderr
 
 
 def test_several_networks_without_choice(cli):

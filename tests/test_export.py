@@ -82,7 +82,7 @@ def test_export_refuses_to_overwrite_its_input(cli, netfile):
     src = netfile("network n {\n    input 3x4x4\n    relu\n}\n")
     before = src.read_text()
     r = cli("export", src, "-o", src)
-    assert r.returncode == 1 and "is the input file" in r.stderr
+    assert r.returncode == 1 and "is an input of this command" in r.stderr
     assert src.read_text() == before
 
 

@@ -1,0 +1,67 @@
+"""The files cnndsl writes: atomically, and never over one of the command's inputs.
+
+Every command that writes (export, train, run, graph, fmt) goes through
+:func:`write_atomic`: the bytes go to a temporary file beside the destination,
+which is flushed to disk and renamed over it, so a reader sees the old file or
+the new one, never a partial one, and a failure leaves the old file as it was.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> write_atomic(p, lambda f: f.write(b"new"))
+    >>> p.read_bytes()
+    b'new'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import CnnError
+
+WRITE_ERROR = "E083"
+
+
+def refuse_overwrite(option: str, out, *inputs) -> None:
+    """An output path that is one of the command's inputs would destroy that input."""
+    out = Path(out)
+    if not out.exists():
+        return
+    for given in inputs:
+        if given and Path(given).exists() and out.resolve() == Path(given).resolve():
+            raise CnnError(f"{option} {out} is an input of this command ({given}); choose another output path",
+                           code=WRITE_ERROR)
+
+
+def write_atomic(path, write) -> None:
+    """Call ``write(f)`` on a binary file beside ``path``, then rename it to ``path``.
+
+    The new file keeps the mode of the file it replaces (an ordinary new file's mode,
+    0666 less the umask, otherwise). Any failure removes the temporary file."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise CnnError(f"cannot write {path}: directory {directory} does not exist", code=WRITE_ERROR)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise CnnError(f"cannot write {path}: {err.strerror or err}", code=WRITE_ERROR) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise CnnError(f"cannot write {path}: {err.strerror or err}", code=WRITE_ERROR) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
     runp.set_defaults(run=cmd_run)
 
+    imp = sub.add_parser("import", help="convert a Caffe .prototxt, Darknet .cfg or ONNX model to a .net file")
+    imp.add_argument("file", metavar="FILE.prototxt|FILE.cfg|FILE.onnx")
+    imp.add_argument("-o", "--output", required=True, metavar="OUT.net", help="where to write the .net file")
+    imp.add_argument("--name", metavar="NETWORK", help="name of the network (default: the source's)")
+    imp.set_defaults(run=cmd_import)
+
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
     check.add_argument("files", nargs="+", metavar="FILE")
     network_options(check)
@@ -262,6 +268,22 @@ def cmd_run(args) -> int:
     if args.output:
         save_outputs(outputs, Path(args.output))
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from .importer import import_file, write_text_atomic
+
+    out = Path(args.output)
+    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
+        raise CnnError(f"-o {args.output} is the input file; choose another output path", code="E241")
+    text = import_file(args.file, args.name)
+    model = load(text)  # the written file compiles: checked before anything is written
+    write_text_atomic(text, out)
+    print(f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
+          f"{model.totals.macs:,} MACs")
     return 0
 
 

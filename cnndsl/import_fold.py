@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .importer import MERGES, MINOR, identifier
 
 # Parameter names of a block, after the field of the layer they fill.
-FIELD_NAMES = {"conv": "cfsp", "deconv": "cfsp", "maxpool": "fsp", "avgpool": "fsp", "fc": "n"}
+WORDS = {"c": "filters", "f": "size", "s": "stride", "p": "pad", "n": "units"}
 COMMENT_COLUMN = 40
 
 
@@ -133,23 +133,24 @@ def _fold_blocks(units: list) -> list[str]:
         if len(members) < 2:
             continue
         kind = members[0].lines[0].split()[0]
-        name = identifier({"residual": "residual_unit", "concat": "concat_unit"}.get(kind, kind + "_unit"), used_names)
+        name = identifier(kind + "_unit", used_names)
         columns = list(zip(*(u.values for u in members)))
-        params, counts, args_of = [], {}, {id(u): [] for u in members}
+        varying = [i for i, col in enumerate(columns) if len(set(col)) > 1]
+        hints = [members[0].kinds[i] for i in varying]
+        names = {}
+        for i, h in zip(varying, hints):
+            if hints.count(h) == 1:
+                names[i] = WORDS.get(h, h)
+            else:
+                names[i] = f"{h}{sum(1 for j in names if members[0].kinds[j] == h) + 1}"
+        params = [names[i] for i in varying]
         pieces = template.split("\x00")
         text = pieces[0]
         for i, col in enumerate(columns):
-            if len(set(col)) == 1:
-                text += str(col[0])
-            else:
-                hint = "p"
-                counts[hint] = counts.get(hint, 0) + 1
-                pname = f"{hint}{counts[hint]}"
-                params.append(pname)
-                text += pname if text.endswith((" ", "/")) and pieces[i + 1][:1] in ("", "/", " ", "\n") else f"({pname})"
-                for u, v in zip(members, col):
-                    args_of[id(u)].append(str(v))
+            text += names[i] if i in names else str(col[0])
             text += pieces[i + 1]
+        text = _trim_fields(text)
+        args_of = {id(u): [str(u.values[i]) for i in varying] for u in members}
         header = f"block {name}({', '.join(params)}) {{" if params else f"block {name} {{"
         texts.append("\n".join([header, *("    " + line for line in text.split("\n")), "}"]))
         for u in members:
@@ -157,6 +158,14 @@ def _fold_blocks(units: list) -> list[str]:
             u.lines = [call]
             u.template = "call:" + call
     return texts
+
+
+def _trim_fields(text: str) -> str:
+    """Leave out trailing default fields of the constant parts of a block body (conv 64/1/1/0 -> conv 64/1)."""
+    import re
+
+    text = re.sub(r"\b(conv|deconv) ([A-Za-z0-9_]+/[A-Za-z0-9_x]+)/1/0\b(?!/)", r"\1 \2", text)
+    return re.sub(r"\b(conv|deconv) ([A-Za-z0-9_]+/[A-Za-z0-9_x]+/[A-Za-z0-9_]+)/0\b(?!/)", r"\1 \2", text)
 
 
 def _fold_repeats(units: list) -> list[str]:

@@ -37,6 +37,8 @@ MINOR = {"bn", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "scaled_tanh", 
 # Trailing positional values that equal the kind's default are left out ("S" = same as F).
 TRAILING_DEFAULTS = {"conv": (None, None, 1, 0), "deconv": (None, None, 1, 0), "maxpool": (None, "F", 0),
                      "avgpool": (None, "F", 0), "dropout": (0.5,), "leaky_relu": (0.01,), "upsample": (2,)}
+# Block parameter names after the field they fill: K/F/S/P of conv, F/S/P of pooling.
+FIELD_HINTS = {"conv": "cfsp", "deconv": "cfsp", "maxpool": "fsp", "avgpool": "fsp", "fc": "n"}
 RESERVED = {"network", "block", "import", "table", "default", "input", "output", "repeat", "in", "true", "false"}
 
 
@@ -177,14 +179,17 @@ def fmt_call(layer: Layer, slot=None) -> str:
     """``conv 64/3/1/1 groups=2``; ``slot(value)`` may stand in for an integer field (block templates)."""
     args = list(layer.args)
     defaults = TRAILING_DEFAULTS.get(layer.kind, ())
-    while args and len(args) <= len(defaults):
+    # templates keep every field, so that units differing in a stride share one block
+    while slot is None and args and len(args) <= len(defaults):
         d = defaults[len(args) - 1]
         if d == "F":
             d = args[0]
         if d is None or fmt_value(args[-1]) != fmt_value(d):
             break
         args.pop()
-    fields = [slot(a) if slot and isinstance(a, int) and not isinstance(a, bool) else fmt_value(a) for a in args]
+    hints = FIELD_HINTS.get(layer.kind, "n" * len(args))
+    fields = [slot(a, hints[i] if i < len(hints) else "n") if slot and isinstance(a, int) and not isinstance(a, bool)
+              else fmt_value(a) for i, a in enumerate(args)]
     text = layer.kind + (" " + "/".join(fields) if fields else "")
     for k, v in layer.kw.items():
         if v is True:

@@ -42,6 +42,10 @@ def render(w) -> str:
             starts[layer.name] = layer.inputs[0]
             w.label(layer.inputs[0])
         current = layer.name
+    for layer in net.layers:
+        for v in layer.kw.values():
+            if hasattr(v, "name") and type(v).__name__ == "Ref":
+                w.label(v.name)
     outputs = g.outputs
     if outputs != [current]:
         for o in outputs:
@@ -85,6 +89,9 @@ def render(w) -> str:
     out = [f"# Imported by cnndsl import from {w.source}" if w.source else "# Imported by cnndsl import"]
     out += [f"# {n}" for n in net.notes]
     out.append("")
+    for t in net.tables:
+        rows = ", ".join("[" + ", ".join(map(str, row)) + "]" for row in t.rows)
+        out += [f"table {t.name} = [{rows}]", ""]
     if w.no_bias:
         out += ["default conv bias=false", ""]
     for text in blocks:
@@ -151,7 +158,7 @@ def _fold_blocks(units: list) -> list[str]:
             text += pieces[i + 1]
         text = _trim_fields(text)
         args_of = {id(u): [str(u.values[i]) for i in varying] for u in members}
-        header = f"block {name}({', '.join(params)}) {{" if params else f"block {name} {{"
+        header = f"block {name}({', '.join(params)}) {{"
         texts.append("\n".join([header, *("    " + line for line in text.split("\n")), "}"]))
         for u in members:
             call = f"{name}({', '.join(args_of[id(u)])})" if params else name

@@ -59,6 +59,21 @@ class Layer:
     span: Span | None = None
 
 
+@dataclass(frozen=True)
+class Ref:
+    """A keyword value naming another layer: written ``@label`` (``unpool of=@pool1``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A connection table (``table NAME = [[0,1,2], ...]``), used by ``conv ... table=NAME``."""
+
+    name: str
+    rows: list
+
+
 @dataclass
 class Net:
     name: str
@@ -66,6 +81,7 @@ class Net:
     layers: list
     outputs: list = field(default_factory=list)  # layer names; empty: the last layer
     notes: list = field(default_factory=list)  # comment lines for the file header
+    tables: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -226,9 +242,22 @@ class _Graph:
         # merge name -> [(fork, [chain of layer names])]; owned: layer -> merge that holds it
         self.branches: dict[str, list] = {}
         self.owned: dict[str, str] = {}
+        order = {layer.name: k for k, layer in enumerate(net.layers)}
+        order["input"] = -1
         for layer in net.layers:
             if layer.kind in MERGES:
-                self.branches[layer.name] = [self._chain_back(i) for i in layer.inputs]
+                branches = [self._chain_back(i) for i in layer.inputs]
+                flat = [n for _, chain in branches for n in chain]
+                if len({f for f, _ in branches}) > 1 or flat != sorted(flat, key=order.__getitem__):
+                    # Branches from different places (U-Net's skip, YOLO's route), or written in another
+                    # order than the combinator reads them: no nesting, and the branch computed last
+                    # stays in the main flow, entering the combinator as `_` (the layer order is kept).
+                    branches = [self._chain_back(i, nest=False) for i in layer.inputs]
+                    started = [k for k, (_, chain) in enumerate(branches) if chain]
+                    if started:
+                        main = min(started, key=lambda k: order[branches[k][1][0]])
+                        branches[main] = (layer.inputs[main], [])
+                self.branches[layer.name] = branches
                 for _, chain in self.branches[layer.name]:
                     for n in chain:
                         self.owned[n] = layer.name
@@ -237,13 +266,15 @@ class _Graph:
         forks = {f for f, _ in self.branches[merge]}
         return forks.pop() if len(forks) == 1 else None
 
-    def _chain_back(self, v: str):
+    def _chain_back(self, v: str, nest: bool = True):
         chain = []
         while v != "input":
             if len(self.consumers[v]) != 1 or v in self.outputs or v in self.owned:
                 break
             layer = self.layers[v]
             if layer.kind in MERGES:
+                if not nest:
+                    break
                 fork = self.fork_of(v)
                 if fork is None:
                     break
@@ -269,12 +300,13 @@ class Writer:
 
     # ---- one layer / branch / merge as text
     def call(self, layer: Layer, slot=None) -> str:
-        if layer.kind == "conv" and self.no_bias and layer.kw.get("bias") is False:
-            layer = Layer(layer.name, layer.kind, layer.args, {k: v for k, v in layer.kw.items() if k != "bias"})
-        return fmt_call(layer, slot)
+        kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()}
+        if layer.kind == "conv" and self.no_bias and kw.get("bias") is False:
+            del kw["bias"]
+        return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)
 
     def _residual_body(self, merge: Layer):
-        """The body chain when ``merge`` is what ``residual { body }`` makes, else None."""
+        """(body chain, shortcut) when ``merge`` is what ``residual { body }`` makes, else None."""
         if merge.kind != "add" or len(merge.inputs) != 2:
             return None
         (f1, c1), (f2, c2) = self.g.branches[merge.name]
@@ -284,22 +316,26 @@ class Writer:
             if not body or any(self.g.layers[n].kind in MERGES for n in short):
                 continue
             if not short:
-                return body
+                return body, "auto"
+            if len(short) == 1 and self.g.layers[short[0]].kind == "shortcut_pad":
+                return body, "pad"
             if len(short) == 2:
                 conv, bn = (self.g.layers[n] for n in short)
                 bias = conv.kw.get("bias", True)
                 if (conv.kind == "conv" and bn.kind == "bn" and not bn.kw and bn.args == []
                         and _int(conv.args[1]) == 1 and _int(conv.args[3] if len(conv.args) > 3 else 0) == 0
                         and set(conv.kw) <= {"bias"} and bias == (not self.no_bias)):
-                    return body
+                    return body, "auto"
         return None
 
     def merge_text(self, merge: Layer, current: str | None, slot=None, indent: str = "    ") -> list[str]:
         """The combinator's lines (``current``: the value entering it)."""
-        body = self._residual_body(merge)
-        if body is not None:
+        found = self._residual_body(merge)
+        if found is not None:
+            body, shortcut = found
             lines = self.chain_lines(body, slot)
-            return ["residual {", *(indent + x for x in lines), "}"]
+            head = "residual {" if shortcut == "auto" else f"residual(shortcut={shortcut}) {{"
+            return [head, *(indent + x for x in lines), "}"]
         lines = [f"{merge.kind} {{"]
         for fork, chain in self.g.branches[merge.name]:
             start = "" if fork == current else f"@{self.label(fork)}"

@@ -201,7 +201,7 @@ class _Reader:
                 self.tables.append(table)
                 kw["table"] = table.name
                 k = mask.shape[0]
-            return Layer(name, "conv", [k, f, tuple(a.get("strides", [1] * len(f))), pad], kw)
+            return Layer(name, "conv", _fields(k, f, a.get("strides", [1] * len(f)), pad), kw)
         if kinds == {"ConvTranspose"}:
             w = self.inits.get(main.input[1])
             if w is None:
@@ -220,7 +220,7 @@ class _Reader:
             if set(outpad) != {0}:
                 kw["outpad"] = outpad
             pad = self.pads(main, a, len(f), unsupported)
-            return Layer(name, "deconv", [w.shape[1] * g, f, tuple(a.get("strides", [1] * len(f))), pad], kw)
+            return Layer(name, "deconv", _fields(w.shape[1] * g, f, a.get("strides", [1] * len(f)), pad), kw)
         if kinds in ({"MaxPool"}, {"AveragePool"}):
             return self.pool(name, main, a, ext, out, unsupported)
         if kinds == {"AveragePool", "Mul", "Add"}:  # subsample: window sum × coefficient + bias
@@ -378,7 +378,18 @@ class _Reader:
             ceil = True
         if ceil:
             kw["ceil"] = True
-        return Layer(name, kind, [f, s, tuple(pads[:n])], kw)
+        return Layer(name, kind, _fields(f, s, pads[:n]), kw)
+
+
+def _fields(*values) -> list:
+    """Per-axis values as one integer when the axes agree (``3x3`` -> ``3``), so blocks can take them."""
+    out = []
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            v = tuple(int(x) for x in v)
+            v = v[0] if len(set(v)) == 1 else v
+        out.append(int(v) if not isinstance(v, (tuple, str)) else v)
+    return out
 
 
 def _ceil_out(w, f, s, p):

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def imported(tmp_path, name, text):
     src = tmp_path / name
-    src.write_text(text)
+    if text is not None:
+        src.write_text(text)
     out = tmp_path / (src.stem + ".net")
     assert main(["import", str(src), "-o", str(out)]) == 0
     assert main(["check", str(out)]) == 0
@@ -331,3 +332,96 @@ def test_unknown_extension_and_usage(tmp_path):
     r = run_cli("import", str(src), "-o", str(tmp_path / "a.net"))
     assert r.returncode == 1 and "expected a .prototxt" in r.stderr
     assert run_cli("import", str(src)).returncode == 2  # -o is required
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _networks():
+    from cnndsl import load_module
+
+    out = []
+    for f in sorted((ROOT / "networks").glob("*.net")):
+        for net in load_module(str(f)).networks:
+            big = load(str(f), network=net).totals.params > 40_000_000  # seconds of weights to write
+            out.append(pytest.param(f.name, net, marks=[pytest.mark.slow] if big else [], id=net))
+    return out
+
+
+def signature(model):
+    """What must survive a round trip: per layer in order, kind, output shape, parameters, MACs."""
+    return [(layer.kind, layer.output, layer.params, layer.trainable_params if layer.kind != "rbf" else None,
+             layer.macs) for layer in model.layers]
+
+
+@pytest.mark.parametrize("file, network", _networks())
+def test_round_trip_through_onnx(tmp_path, request, file, network):
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("a network over 40M parameters: run with -m slow")
+    src = ROOT / "networks" / file
+    onnx_path = tmp_path / f"{network}.onnx"
+    assert main(["export", str(src), "--network", network, "-o", str(onnx_path)]) == 0
+    out = tmp_path / f"{network}.net"
+    assert main(["import", str(onnx_path), "-o", str(out)]) == 0
+    before, after = load(str(src), network=network), load(str(out))
+    assert signature(after) == signature(before)
+    assert after.outputs == [(name if len(before.outputs) > 1 else "output", shape) for name, shape in before.outputs] \
+        or [s for _, s in after.outputs] == [s for _, s in before.outputs]
+    assert (after.totals.params, after.totals.macs) == (before.totals.params, before.totals.macs)
+
+
+def test_round_trip_text_is_folded(tmp_path):
+    onnx_path = tmp_path / "r.onnx"
+    assert main(["export", str(ROOT / "networks" / "resnet.net"), "-n", "resnet50", "-o", str(onnx_path)]) == 0
+    text = import_file(onnx_path)
+    assert "block residual_unit(c1, c2, stride, c3)" in text
+    assert "residual_unit(64, 64, 1, 256) * 3" in text and "residual_unit(256, 256, 1, 1024) * 5" in text
+    onnx_path = tmp_path / "l.onnx"
+    assert main(["export", str(ROOT / "networks" / "lenet5.net"), "-o", str(onnx_path)]) == 0
+    text = import_file(onnx_path)
+    # LeCun et al. 1998, table 1: the C3 connection table survives (rows of 3, 4 and 6 maps)
+    assert "table C3_table = [[0, 1, 2], [1, 2, 3]," in text and "table=C3_table" in text
+    assert "subsample 2 -> scaled_tanh" in text and "rbf 10" in text
+
+
+def _foreign_model(path, op="Relu"):
+    """A small model as torch.onnx.export writes them: Conv, op, MaxPool, Flatten, MatMul + Add."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w"),
+             numpy_helper.from_array(np.zeros(8, np.float32), "b"),
+             numpy_helper.from_array(np.zeros((8 * 4 * 4, 10), np.float32), "fc_w"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c"], ["r"], name="/act/Op"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"], name="/Flatten", axis=1),
+             helper.make_node("MatMul", ["f", "fc_w"], ["m"], name="/fc/MatMul"),
+             helper.make_node("Add", ["m", "fc_b"], ["y"], name="/fc/Add")]
+    graph = helper.make_graph(nodes, "torch_jit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, producer_name="pytorch", opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_foreign_onnx(tmp_path):
+    _foreign_model(tmp_path / "m.onnx")
+    m, text = imported(tmp_path, "m.onnx", None)
+    # by hand: conv 3·3·3·8 + 8 = 224, fc 128·10 + 10 = 1,290; MACs 8·8·8·27 + 128·10 = 15,104
+    assert m.totals.params == 224 + 1_290 and m.totals.macs == 8 * 8 * 8 * 27 + 1280
+    assert "fc 10" in text and "bias=false" not in text
+
+
+def test_unsupported_onnx_op(tmp_path):
+    _foreign_model(tmp_path / "m.onnx", op="Softsign")
+    r = run_cli("import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.net"))
+    assert r.returncode == 1 and "Softsign" in r.stderr and "no equivalent" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.net").exists()
+
+
+def test_malformed_onnx(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage that is not a model")
+    r = run_cli("import", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "bad.net"))
+    assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr

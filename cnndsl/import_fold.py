@@ -10,6 +10,8 @@ from .importer import MERGES, MINOR, identifier
 # Parameter names of a block, after the field of the layer they fill.
 WORDS = {"c": "filters", "f": "size", "s": "stride", "p": "pad", "n": "units"}
 COMMENT_COLUMN = 40
+# After a combinator only activations join its statement (DenseNet's transition starts a new line).
+AFTER_MERGE_NEW_LINE = {"bn", "lrn", "dropout", "softmax", "flatten"}
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Unit:
     values: list = field(default_factory=list)
     kinds: list = field(default_factory=list)  # parameter name hints for the template's slots
     label: str | None = None
+    prefix: str = ""  # "@value -> " when a combinator starts from an earlier value
 
 
 def render(w) -> str:
@@ -35,9 +38,10 @@ def render(w) -> str:
     starts = {}
     for layer in top:
         if layer.kind in MERGES:
-            for fork, _ in g.branches[layer.name]:
-                if fork != current:
-                    w.label(fork)
+            fork = g.fork_of(layer.name)
+            for branch_fork, _ in g.branches[layer.name]:
+                if branch_fork != current:
+                    w.label(branch_fork if fork is None or fork == "input" else fork)
         elif layer.inputs[0] != current:
             starts[layer.name] = layer.inputs[0]
             w.label(layer.inputs[0])
@@ -56,13 +60,19 @@ def render(w) -> str:
     for layer in top:
         last = units[-1] if units else None
         if layer.kind in MERGES:
-            lines = w.merge_text(layer, current)
+            # all branches from one earlier value: `@value -> concat { ... }` (GoogLeNet's 4b after aux1)
+            fork = g.fork_of(layer.name)
+            entry = fork if fork is not None and fork != "input" else current
+            prefix = f"@{w.label(entry)} -> " if entry != current else ""
+            lines = w.merge_text(layer, entry)
+            lines[0] = prefix + lines[0]
             names = [n for _, chain in g.branches[layer.name] for n in chain] + [layer.name]
-            unit = Unit(lines, names, layer.name, merge=True)
-            unit.template, unit.values, unit.kinds = _template(w, lambda s: w.merge_text(layer, current, s))
+            unit = Unit(lines, names, layer.name, merge=True, start=entry if prefix else None, prefix=prefix)
+            unit.template, unit.values, unit.kinds = _template(w, lambda s: w.merge_text(layer, entry, s))
             units.append(unit)
         elif (layer.kind in MINOR and last is not None and last.end == current and layer.inputs[0] == current
-              and current not in w.referenced and layer.name not in starts):
+              and current not in w.referenced and layer.name not in starts
+              and not (last.merge and layer.kind in AFTER_MERGE_NEW_LINE)):
             text = w.call(layer)
             last.lines[-1] += " -> " + text
             last.names.append(layer.name)
@@ -162,7 +172,7 @@ def _fold_blocks(units: list) -> list[str]:
         texts.append("\n".join([header, *("    " + line for line in text.split("\n")), "}"]))
         for u in members:
             call = f"{name}({', '.join(args_of[id(u)])})" if params else name
-            u.lines = [call]
+            u.lines = [u.prefix + call]
             u.template = "call:" + call
     return texts
 

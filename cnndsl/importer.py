@@ -300,7 +300,11 @@ class Writer:
 
     # ---- one layer / branch / merge as text
     def call(self, layer: Layer, slot=None) -> str:
-        kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()}
+        from .layers import CATALOGUE
+
+        specs = CATALOGUE[layer.kind].keywords if layer.kind in CATALOGUE else {}
+        kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()
+              if not (k in specs and k != "bias" and specs[k].default == v)}  # defaults go without saying
         if layer.kind == "conv" and self.no_bias and kw.get("bias") is False:
             del kw["bias"]
         return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)

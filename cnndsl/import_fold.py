@@ -68,7 +68,7 @@ def render(w) -> str:
             lines[0] = prefix + lines[0]
             names = [n for _, chain in g.branches[layer.name] for n in chain] + [layer.name]
             unit = Unit(lines, names, layer.name, merge=True, start=entry if prefix else None, prefix=prefix)
-            unit.template, unit.values, unit.kinds = _template(w, lambda s: w.merge_text(layer, entry, s))
+            unit.template, unit.values, unit.kinds = _template(w, lambda s, layer=layer, entry=entry: w.merge_text(layer, entry, s))
             units.append(unit)
         elif (layer.kind in MINOR and last is not None and last.end == current and layer.inputs[0] == current
               and current not in w.referenced and layer.name not in starts
@@ -78,7 +78,7 @@ def render(w) -> str:
             last.names.append(layer.name)
             last.end = layer.name
             if last.template is not None:
-                t, v, k = _template(w, lambda s: [w.call(layer, s)])
+                t, v, k = _template(w, lambda s, layer=layer: [w.call(layer, s)])
                 last.template += " -> " + t
                 last.values += v
                 last.kinds += k
@@ -89,7 +89,7 @@ def render(w) -> str:
                 text = f"@{w.label(start)} -> {text}"
             unit = Unit([text], [layer.name], layer.name, start=start)
             if not start:
-                unit.template, unit.values, unit.kinds = _template(w, lambda s: [w.call(layer, s)])
+                unit.template, unit.values, unit.kinds = _template(w, lambda s, layer=layer: [w.call(layer, s)])
             units.append(unit)
         current = layer.name
         if current in w.referenced:

@@ -41,14 +41,14 @@ def read_onnx(path: Path) -> Net:
         raise
     except FileNotFoundError:
         raise CnnError(f"cannot read {path}: no such file", code="E260") from None
-    except Exception as err:  # not a protobuf, truncated ...
+    except Exception as err:  # noqa: BLE001 - onnx raises many types for a file that is not a model
         raise CnnError(f"cannot read {path} as an ONNX model: {str(err).splitlines()[0][:200]}", code="E260") from None
     g = model.graph
     inits = {}
     for t in g.initializer:
         try:
             inits[t.name] = numpy_helper.to_array(t) if _size(t.dims) <= 1 << 16 else _Shape(tuple(t.dims))
-        except Exception:  # external data that is not there: the shape is enough for weights
+        except Exception:  # noqa: BLE001 - external data that is not there: the shape is enough
             inits[t.name] = _Shape(tuple(t.dims))
     for n in g.node:
         if n.op_type == "Constant":
@@ -67,7 +67,7 @@ def read_onnx(path: Path) -> Net:
         inferred = onnx.shape_inference.infer_shapes(model)
         shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)[1:]
                   for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
-    except Exception:
+    except Exception:  # noqa: BLE001 - shape inference is a help (pools, crops), not a requirement
         shapes = {}
     ours = model.producer_name == "cnndsl"
     r = _Reader(inits, shapes, inputs[0].name, ours)
@@ -309,14 +309,20 @@ class _Reader:
             return Layer(name, "crop", [size if len(set(size)) > 1 else size[0]], kw)
         if kinds == {"Pad"}:
             pads = self.const(main.input[1]) if len(main.input) > 1 else a.get("pads")
+            if pads is None:
+                unsupported("Pad needs constant pads")
             mode = a.get("mode", b"constant")
             mode = mode.decode() if isinstance(mode, bytes) else mode
-            n = len(pads) // 2 - 2
-            p = tuple(int(v) for v in pads[2: 2 + n])
-            if tuple(int(v) for v in pads[4 + n:] if True) != p and list(pads[n + 4:]) != list(pads[2:2 + n]):
-                unsupported("Pad with different padding before and after")
+            r = len(pads) // 2
+            begins, ends = [int(v) for v in pads[:r]], [int(v) for v in pads[r:]]
+            if begins != ends or any(begins[:2]):
+                unsupported(f"Pad {list(pads)}: only the same padding before and after each spatial axis")
             kw = {"mode": {"reflect": "reflect", "edge": "replicate"}[mode]} if mode != "constant" else {}
-            return Layer(name, "pad", [p], kw)
+            return Layer(name, "pad", _fields(begins[2:]), kw)
+        if kinds == {"Reshape"} and x is not None:
+            shape = self.const(main.input[1])
+            if shape is not None and len(shape) == 2 and int(shape[1]) in (-1, _size(x)):
+                return Layer(name, "flatten")  # x.view(N, -1)
         if kinds == {"Reshape", "Transpose"}:
             shape = self.const(group[0].input[1])
             return Layer(name, "shuffle", [int(shape[1])])

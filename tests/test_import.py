@@ -220,7 +220,7 @@ def test_resnet50_prototxt(tmp_path):
 # --------------------------------------------------------------------------- Darknet
 
 def _dconv(filters, size, stride=1, bn=True, act="leaky"):
-    return (f"[convolutional]\n" + ("batch_normalize=1\n" if bn else "")
+    return ("[convolutional]\n" + ("batch_normalize=1\n" if bn else "")
             + f"filters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={act}\n\n")
 
 
@@ -278,7 +278,8 @@ def test_yolov3_tiny_cfg(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=ROOT,
+                          check=False)
 
 
 def test_unknown_caffe_type_names_layer_and_line(tmp_path):
@@ -295,18 +296,23 @@ def test_unknown_caffe_type_names_layer_and_line(tmp_path):
 def test_unknown_darknet_section(tmp_path):
     src = tmp_path / "bad.cfg"
     src.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutinal]\nfilters=4\n")
+    # (a misspelt section: Darknet itself would stop at it too)
     with pytest.raises(CnnError) as err:
         import_file(src)
     d = err.value.diagnostic
     assert (d.span.line, d.span.column) == (6, 1) and "did you mean 'convolutional'" in d.message
 
 
+HEAD = 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
+
+
 @pytest.mark.parametrize("text, message", [
     ('layer { name: "x" type: "ReLU" bottom: "data" top: "data" ', "never closed"),
-    ('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "e" type: "Eltwise" '
-     'bottom: "data" bottom: "data" top: "e" eltwise_param { operation: MAX } }', "operation: MAX"),
-    ('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\nlayer { name: "c" type: "ReLU" '
-     'bottom: "nothing" top: "c" }', "reads blob 'nothing'"),
+    (HEAD + 'layer { name: "e" type: "Eltwise" bottom: "data" bottom: "data" top: "e" '
+     'eltwise_param { operation: MAX } }', "operation: MAX"),
+    (HEAD + 'layer { name: "c" type: "ReLU" bottom: "nothing" top: "c" }', "reads blob 'nothing'"),
+    (HEAD + 'layer { name: "c" type: "ReLU" bottom: "data" top: "data" } }', "without a matching '{'"),
+    (HEAD + 'layer { name: "s" type: "Scale" bottom: "data" top: "data" }', "does not follow a BatchNorm"),
 ])
 def test_malformed_prototxt(tmp_path, text, message):
     src = tmp_path / "m.prototxt"
@@ -426,3 +432,17 @@ def test_malformed_onnx(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage that is not a model")
     r = run_cli("import", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "bad.net"))
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("body, line, message", [
+    ("[convolutional]\nfilters=abc\nsize=3\n", 7, "filters must be an integer; received filters=abc"),
+    ("[convolutional]\nfilters=4\nsize=3\nactivation=mish\n", 9, "activation=mish has no equivalent"),
+    ("[convolutional]\nfilters=4\n[route]\nlayers=-1\ngroups=2\ngroup_id=1\n", 10, "channel slice"),
+    ("[shortcut]\nfrom=-3\n", 7, "refers to layer -3, which is not before layer 0"),
+])
+def test_darknet_errors(tmp_path, body, line, message):
+    src = tmp_path / "e.cfg"
+    src.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n" + body)
+    r = run_cli("import", str(src), "-o", str(tmp_path / "e.net"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"e.cfg:{line}:" in r.stderr and message in r.stderr

@@ -131,7 +131,8 @@ def read_caffe(path: Path) -> Net:
         if len(dims) < 2:
             raise CnnError("input needs input_shape { dim: ... } or input_dim fields", root.span_of("input"),
                            code="E247")
-        shape = tuple(int(d) for d in dims[1:])
+        where = root if root.all("input_dim") and not shapes else shapes[0]
+        shape = tuple(_one_int(where, "dim" if shapes else "input_dim", d) for d in dims[1:])
     r = _Reader(blobs)
     for layer in root.all("layer"):
         if not isinstance(layer, Msg):
@@ -146,16 +147,34 @@ def read_caffe(path: Path) -> Net:
     return Net(str(name), shape, r.layers, notes=["Caffe layer names are in the comments"])
 
 
+def _get(msg: Msg, name: str, default, type_):
+    """A numeric field, with a diagnostic at the value when it is not a number."""
+    value = msg.one(name, default)
+    if isinstance(value, Msg) or isinstance(value, bool) or (type_ is int and isinstance(value, float)):
+        value = str(value)
+    try:
+        return type_(value)
+    except (TypeError, ValueError):
+        what = "an integer" if type_ is int else "a number"
+        raise CnnError(f"{name} must be {what}; received {name}: {value}", msg.span_of(name), code="E243") from None
+
+
 def _ints(msg: Msg, name: str, default):
-    values = msg.all(name)
-    return [int(v) for v in values] if values else default
+    return [_one_int(msg, name, v) for v in msg.all(name)] or default
+
+
+def _one_int(msg: Msg, name: str, value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise CnnError(f"{name} must be an integer; received {name}: {value}", msg.span_of(name), code="E243")
 
 
 def _spatial(p: Msg, base: str, default):
     """kernel_size / kernel_h+kernel_w style fields (pad, stride too) as an int or HxW."""
     h, w = p.one(f"{base}_h"), p.one(f"{base}_w")
     if h is not None or w is not None:
-        return (int(h if h is not None else default), int(w if w is not None else default))
+        return (_one_int(p, f"{base}_h", h if h is not None else default),
+                _one_int(p, f"{base}_w", w if w is not None else default))
     name = {"kernel": "kernel_size"}.get(base, base)
     values = _ints(p, name, [default])
     if len(values) > 2:
@@ -189,7 +208,7 @@ class _Reader:
                 raise CnnError(f"Input layer {name} needs input_param {{ shape {{ dim: ... }} }}", span, code="E247")
             for t in tops:
                 self.blobs[t] = "input"
-            return tuple(int(d) for d in dims[1:])
+            return tuple(_one_int(p, "dim", d) for d in dims[1:])
         if typ not in TYPES:
             raise CnnError(f"layer {name}: unknown or unsupported Caffe layer type {typ!r}{did_you_mean(str(typ), TYPES)}",
                            span, code="E244")
@@ -205,11 +224,11 @@ class _Reader:
 
         if typ in ("Convolution", "Deconvolution"):
             p = m.one("convolution_param") or Msg(span)
-            args = [int(p.one("num_output", 0)), _spatial(p, "kernel", 1), _spatial(p, "stride", 1),
+            args = [_get(p, "num_output", 0, int), _spatial(p, "kernel", 1), _spatial(p, "stride", 1),
                     _spatial(p, "pad", 0)]
             kw = {}
-            if int(p.one("group", 1)) != 1:
-                kw["groups"] = int(p.one("group"))
+            if _get(p, "group", 1, int) != 1:
+                kw["groups"] = _get(p, "group", 1, int)
             dil = _ints(p, "dilation", [1])
             if dil != [1]:
                 kw["dilation"] = dil[0] if len(dil) == 1 else tuple(dil)
@@ -235,25 +254,25 @@ class _Reader:
             p = m.one("lrn_param") or Msg(span)
             if str(p.one("norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
                 unsupported("norm_region: WITHIN_CHANNEL")
-            kw = {"alpha": float(p.one("alpha", 1.0)), "beta": float(p.one("beta", 0.75)), "k": float(p.one("k", 1.0))}
-            self.add(name, "lrn", [int(p.one("local_size", 5))], kw, bottoms, tops, span)
+            kw = {"alpha": _get(p, "alpha", 1.0, float), "beta": _get(p, "beta", 0.75, float), "k": _get(p, "k", 1.0, float)}
+            self.add(name, "lrn", [_get(p, "local_size", 5, int)], kw, bottoms, tops, span)
         elif typ == "InnerProduct":
             p = m.one("inner_product_param") or Msg(span)
             kw = {"bias": False} if str(p.one("bias_term", "true")) == "false" else {}
-            self.add(name, "fc", [int(p.one("num_output", 0))], kw, bottoms, tops, span)
+            self.add(name, "fc", [_get(p, "num_output", 0, int)], kw, bottoms, tops, span)
         elif typ == "ReLU":
-            slope = float((m.one("relu_param") or Msg(span)).one("negative_slope", 0.0))
+            slope = _get((m.one("relu_param") or Msg(span)), "negative_slope", 0.0, float)
             self.add(name, "leaky_relu" if slope else "relu", [slope] if slope else [], {}, bottoms, tops, span)
         elif typ in ("PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Softmax", "Flatten"):
             kind = {"PReLU": "prelu", "ELU": "elu", "Sigmoid": "sigmoid", "TanH": "tanh", "AbsVal": "abs",
                     "Softmax": "softmax", "Flatten": "flatten"}[typ]
             self.add(name, kind, [], {}, bottoms, tops, span)
         elif typ == "Dropout":
-            ratio = float((m.one("dropout_param") or Msg(span)).one("dropout_ratio", 0.5))
+            ratio = _get((m.one("dropout_param") or Msg(span)), "dropout_ratio", 0.5, float)
             self.add(name, "dropout", [ratio], {}, bottoms, tops, span)
         elif typ == "Concat":
             p = m.one("concat_param") or Msg(span)
-            if int(p.one("axis", p.one("concat_dim", 1))) != 1:
+            if _get(p, "axis", _get(p, "concat_dim", 1, int), int) != 1:
                 unsupported("concatenation along an axis other than channels")
             self.add(name, "concat", [], {}, bottoms, tops, span)
         elif typ == "Eltwise":
@@ -261,12 +280,12 @@ class _Reader:
             op = str(p.one("operation", "SUM"))
             if op == "MAX":
                 unsupported("operation: MAX (the language has add and mul)")
-            if any(float(c) != 1.0 for c in p.all("coeff")):
+            if any(not isinstance(c, (int, float)) or float(c) != 1.0 for c in p.all("coeff")):
                 unsupported("coeff other than 1")
             self.add(name, "add" if op == "SUM" else "mul", [], {}, bottoms, tops, span)
         elif typ == "BatchNorm":
             p = m.one("batch_norm_param") or Msg(span)
-            eps = float(p.one("eps", 1e-5))
+            eps = _get(p, "eps", 1e-5, float)
             self.pending_bn = self.add(name, "bn", [], {"eps": eps} if eps != 1e-5 else {}, bottoms, tops, span)
         elif typ == "Scale":
             bn = self.pending_bn

@@ -131,7 +131,12 @@ class _Reader:
                     and self.producer.get(group[0].input[0]) not in (None, "input")):
                 self.producer[out] = self.producer[group[0].input[0]]
                 continue
-            layer = self.classify(name, group, ext, out)
+            try:
+                layer = self.classify(name, group, ext, out)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+                # a foreign model with an operator in a form this reader does not know
+                raise CnnError(f"ONNX node {group[0].name or group[0].op_type} ({group[0].op_type}): unexpected "
+                               f"inputs or attributes ({type(err).__name__}: {err})", code="E262") from None
             if layer is None:  # folded into the layer before (the bias Add of a MatMul)
                 for o in produced:
                     self.producer[o] = self.layers[-1].name

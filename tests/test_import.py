@@ -446,3 +446,20 @@ def test_darknet_errors(tmp_path, body, line, message):
     r = run_cli("import", str(src), "-o", str(tmp_path / "e.net"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"e.cfg:{line}:" in r.stderr and message in r.stderr
+
+
+def test_docstring_examples():
+    import doctest
+
+    import cnndsl.importer
+
+    assert doctest.testmod(cnndsl.importer).failed == 0
+
+
+@pytest.mark.parametrize("field", ['num_output: "many"', "num_output: 2.5", "kernel_size: x", "group: { }"])
+def test_caffe_bad_numbers(tmp_path, field):
+    src = tmp_path / "n.prototxt"
+    src.write_text(HEAD + f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                          f'  convolution_param {{ num_output: 4 kernel_size: 3 {field} }} }}\n')
+    r = run_cli("import", str(src), "-o", str(tmp_path / "n.net"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "n.prototxt:3:" in r.stderr

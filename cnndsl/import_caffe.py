@@ -150,7 +150,7 @@ def read_caffe(path: Path) -> Net:
 def _get(msg: Msg, name: str, default, type_):
     """A numeric field, with a diagnostic at the value when it is not a number."""
     value = msg.one(name, default)
-    if isinstance(value, Msg) or isinstance(value, bool) or (type_ is int and isinstance(value, float)):
+    if isinstance(value, (Msg, bool)) or (type_ is int and isinstance(value, float)):
         value = str(value)
     try:
         return type_(value)

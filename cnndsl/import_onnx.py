@@ -113,7 +113,6 @@ class _Reader:
         for n in nodes:
             key = (n.name.split("/")[0] or n.output[0]) if self.ours else (n.name or n.output[0]) + f"#{len(groups)}"
             groups.setdefault(key, []).append(n)
-        pending_matmul = None
         for key, group in groups.items():
             produced = {o for n in group for o in n.output}
             # the tensors the group reads, in order (repeated for Concat/Add/Mul of one tensor twice)
@@ -141,12 +140,8 @@ class _Reader:
                 for o in produced:
                     self.producer[o] = self.layers[-1].name
                 continue
-            if pending_matmul is not None and layer is not pending_matmul:
-                pending_matmul = None
             if not layer.inputs:
                 layer.inputs = [self.producer[i] for i in ext if not i.endswith(".indices")]
-            if layer.kind in ("add", "concat", "mul") and len(layer.inputs) < 2:
-                layer.kind = "dropout" if layer.kind != "concat" else "concat"
             self.layers.append(layer)
             for o in produced:
                 self.producer[o] = layer.name

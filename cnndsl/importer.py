@@ -235,6 +235,8 @@ class _Graph:
             self.layers[layer.name] = layer
             prev = layer.name
         self.outputs = list(net.outputs) or [prev]
+        # values named elsewhere (outputs, `of=@pool`) stay at the top level, where they can be labelled
+        self.pinned = set(self.outputs) | {v.name for x in net.layers for v in x.kw.values() if isinstance(v, Ref)}
         self.consumers = {name: [] for name in ["input", *self.layers]}
         for layer in net.layers:
             for i in layer.inputs:
@@ -269,7 +271,7 @@ class _Graph:
     def _chain_back(self, v: str, nest: bool = True):
         chain = []
         while v != "input":
-            if len(self.consumers[v]) != 1 or v in self.outputs or v in self.owned:
+            if len(self.consumers[v]) != 1 or v in self.pinned or v in self.owned:
                 break
             layer = self.layers[v]
             if layer.kind in MERGES:

@@ -90,7 +90,7 @@ def read_darknet(path: Path) -> Net:
     outputs = r.outputs
     if outputs and sections[-1].kind not in HEADS + ("cost",):
         outputs.append(r.current[0])
-    return Net(name, shape, r.layers, outputs, notes=["Darknet layer numbers are kept in the layer names (l0 ..)"])
+    return Net(name, shape, r.layers, outputs, notes=["Darknet layer numbers are in the comments: l0_conv is layer 0"])
 
 
 class _Reader:

@@ -39,6 +39,7 @@ TRAILING_DEFAULTS = {"conv": (None, None, 1, 0), "deconv": (None, None, 1, 0), "
                      "avgpool": (None, "F", 0), "dropout": (0.5,), "leaky_relu": (0.01,), "upsample": (2,)}
 # Block parameter names after the field they fill: K/F/S/P of conv, F/S/P of pooling.
 FIELD_HINTS = {"conv": "cfsp", "deconv": "cfsp", "maxpool": "fsp", "avgpool": "fsp", "fc": "n"}
+BARE_FLAGS = {"ceil", "center", "count_pad"}  # written without =true
 RESERVED = {"network", "block", "import", "table", "default", "input", "output", "repeat", "in", "true", "false"}
 
 
@@ -208,7 +209,7 @@ def fmt_call(layer: Layer, slot=None) -> str:
               else fmt_value(a) for i, a in enumerate(args)]
     text = layer.kind + (" " + "/".join(fields) if fields else "")
     for k, v in layer.kw.items():
-        if v is True:
+        if v is True and k in BARE_FLAGS:
             text += f" {k}"
         else:
             text += f" {k}={fmt_value(v)}"
@@ -293,10 +294,10 @@ class Writer:
         self.g = _Graph(net)
         self.net = net
         self.source = source
-        convs = [x for x in net.layers if x.kind in ("conv", "deconv")]
-        # `default conv bias=false` when no convolution has a bias (ResNet in Caffe)
-        self.no_bias = bool(convs) and all(x.kw.get("bias") is False for x in convs if x.kind == "conv") and any(
-            x.kind == "conv" for x in convs)
+        # `default conv bias=false` when most convolutions have no bias (ResNet in Caffe, Darknet's
+        # batch-normalised layers); the others then say `bias=true`
+        biases = [x.kw.get("bias", True) for x in net.layers if x.kind == "conv"]
+        self.no_bias = biases.count(False) > biases.count(True)
         self.labels: dict[str, str] = {}
         self.referenced: set[str] = set()
 
@@ -307,8 +308,9 @@ class Writer:
         specs = CATALOGUE[layer.kind].keywords if layer.kind in CATALOGUE else {}
         kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()
               if not (k in specs and k != "bias" and specs[k].default == v)}  # defaults go without saying
-        if layer.kind == "conv" and self.no_bias and kw.get("bias") is False:
-            del kw["bias"]
+        if layer.kind == "conv" and self.no_bias:
+            if kw.pop("bias", True):
+                kw["bias"] = True
         return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)
 
     def _residual_body(self, merge: Layer):

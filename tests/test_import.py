@@ -248,6 +248,9 @@ def test_darknet19_cfg(tmp_path):
     trainable = sum(c * k * f * f + 2 * k for c, k, f in spec) + 1024 * 1000 + 1000
     assert m.totals.trainable_params == trainable
     assert "repeat 2 {" in text  # the 512/256 and 1024/512 pairs fold
+    assert "default conv bias=false" in text and "conv 1000/1 bias=true" in text
+    # Redmon & Farhadi 2016 (YOLO9000), section 3: "Darknet-19 only requires 5.58 billion operations"
+    assert round(m.totals.flops / 1e9, 2) == 5.58
 
 
 YOLOV3_TINY = ("[net]\nbatch=1\nsubdivisions=1\nwidth=416\nheight=416\nchannels=3\n\n"
@@ -463,3 +466,32 @@ def test_caffe_bad_numbers(tmp_path, field):
                           f'  convolution_param {{ num_output: 4 kernel_size: 3 {field} }} }}\n')
     r = run_cli("import", str(src), "-o", str(tmp_path / "n.net"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "n.prototxt:3:" in r.stderr
+
+
+def test_caffe_other_layers(tmp_path):
+    text = ('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+            '  convolution_param { num_output: 8 kernel_h: 3 kernel_w: 1 pad_h: 1 bias_term: false } }\n'
+            'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" batch_norm_param { eps: 0.001 } }\n'
+            'layer { name: "sc" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }\n'
+            'layer { name: "g" type: "Pooling" bottom: "c" top: "g" pooling_param { pool: AVE global_pooling: true } }\n'
+            'layer { name: "m" type: "Eltwise" bottom: "c" bottom: "g" top: "m" eltwise_param { operation: PROD } }\n'
+            'layer { name: "d" type: "Deconvolution" bottom: "m" top: "d"\n'
+            '  convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }\n')
+    m, out = imported(tmp_path, "o.prototxt", text)
+    # by hand: conv 3·1·3·8 = 72 (no bias); bn 2·8 + 2·8 = 32; deconv 8·4·2·2 + 4 = 132
+    assert m.totals.params == 72 + 32 + 132
+    assert [layer.output for layer in m.layers if layer.kind in ("conv", "gap", "mul", "deconv")] == [
+        (8, 16, 16), (8, 1, 1), (8, 16, 16), (4, 32, 32)]
+    assert "conv 8/3x1/1/1x0" in out and "bn eps=0.001" in out and "mul {" in out
+
+
+def test_darknet_shortcut_connected(tmp_path):
+    cfg = ("[net]\nwidth=8\nheight=8\nchannels=4\n\n" + _dconv(4, 3) + _dconv(4, 3, act="linear")
+           + "[shortcut]\nfrom=-2\nactivation=leaky\n\n[connected]\noutput=10\nactivation=linear\n\n"
+           + "[dropout]\nprobability=0.2\n\n[softmax]\n")
+    m, out = imported(tmp_path, "s.cfg", cfg)
+    # by hand: two convs 3·3·4·4 = 144 + bn 4·4 each; fc 4·8·8·10 + 10 = 2,570
+    assert m.totals.params == 2 * (144 + 16) + 2_570
+    assert "residual {" in out and "} -> leaky_relu 0.1" in out and "dropout 0.2" in out
+    assert m.layers[-1].output == (10,)

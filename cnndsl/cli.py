@@ -280,7 +280,16 @@ def cmd_import(args) -> int:
     if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
         raise CnnError(f"-o {args.output} is the input file; choose another output path", code="E241")
     text = import_file(args.file, args.name)
-    model = load(text)  # the written file compiles: checked before anything is written
+    # the written file compiles: checked before anything is written; a problem the source itself has
+    # (a kernel larger than its input ...) is reported on the converted line, named as the output file
+    from . import compile_network
+    from .modules import Loader
+
+    try:
+        model = run_deep(lambda: compile_network(Loader().load_text(text, str(out)), None, {}))
+    except CnnError as err:
+        err.add_note(f"in the text converted from {args.file}, not written; the comment names the source layer")
+        raise
     write_text_atomic(text, out)
     print(f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
           f"{model.totals.macs:,} MACs")

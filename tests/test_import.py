@@ -495,3 +495,12 @@ def test_darknet_shortcut_connected(tmp_path):
     assert m.totals.params == 2 * (144 + 16) + 2_570
     assert "residual {" in out and "} -> leaky_relu 0.1" in out and "dropout 0.2" in out
     assert m.layers[-1].output == (10,)
+
+
+def test_source_error_found_on_conversion(tmp_path):
+    # an 11x11 kernel on an 8x8 input: Darknet would fail too; nothing is written
+    src = tmp_path / "k.cfg"
+    src.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=4\nsize=11\n")
+    r = run_cli("import", str(src), "-o", str(tmp_path / "k.net"))
+    assert r.returncode == 1 and "conv 4/11 needs at least 11x11 input, got 3x8x8" in r.stderr
+    assert "# l0_conv" in r.stderr and "not written" in r.stderr and not (tmp_path / "k.net").exists()

@@ -92,7 +92,7 @@ def import_file(path, name: str | None = None) -> str:
     """The ``.net`` text of a .prototxt, .cfg or .onnx file."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".prototxt", ".pt", ".pbtxt"):
+    if suffix in (".prototxt", ".pbtxt"):
         from .import_caffe import read_caffe
 
         net = read_caffe(path)
@@ -308,9 +308,8 @@ class Writer:
         specs = CATALOGUE[layer.kind].keywords if layer.kind in CATALOGUE else {}
         kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()
               if not (k in specs and k != "bias" and specs[k].default == v)}  # defaults go without saying
-        if layer.kind == "conv" and self.no_bias:
-            if kw.pop("bias", True):
-                kw["bias"] = True
+        if layer.kind == "conv" and self.no_bias and kw.pop("bias", True):
+            kw["bias"] = True  # under `default conv bias=false`
         return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)
 
     def _residual_body(self, merge: Layer):

@@ -50,11 +50,16 @@ def read_onnx(path: Path) -> Net:
             inits[t.name] = numpy_helper.to_array(t) if _size(t.dims) <= 1 << 16 else _Shape(tuple(t.dims))
         except Exception:  # noqa: BLE001 - external data that is not there: the shape is enough
             inits[t.name] = _Shape(tuple(t.dims))
-    for n in g.node:
+    constants = set()  # indices of the nodes read as initializers
+    for k, n in enumerate(g.node):
         if n.op_type == "Constant":
             value = _attrs(n).get("value")
             if value is not None:
                 inits[n.output[0]] = numpy_helper.to_array(value)
+                constants.add(k)
+        elif n.op_type == "Identity" and n.input[0] in inits:  # torch's copies of a shared weight
+            inits[n.output[0]] = inits[n.input[0]]
+            constants.add(k)
     inputs = [i for i in g.input if i.name not in inits]
     if len(inputs) != 1:
         raise CnnError(f"{path}: expected one input, found {len(inputs)} ({', '.join(i.name for i in inputs)})",
@@ -71,7 +76,7 @@ def read_onnx(path: Path) -> Net:
         shapes = {}
     ours = model.producer_name == "cnndsl"
     r = _Reader(inits, shapes, inputs[0].name, ours)
-    r.read([n for n in g.node if n.op_type != "Constant"], [o.name for o in g.output])
+    r.read([n for k, n in enumerate(g.node) if k not in constants], [o.name for o in g.output])
     props = {p.key: p.value for p in model.metadata_props}
     name = props.get("cnndsl.network") or g.name or path.stem
     notes = ["ONNX layer names are in the comments"]

@@ -504,3 +504,39 @@ def test_source_error_found_on_conversion(tmp_path):
     r = run_cli("import", str(src), "-o", str(tmp_path / "k.net"))
     assert r.returncode == 1 and "conv 4/11 needs at least 11x11 input, got 3x8x8" in r.stderr
     assert "# l0_conv" in r.stderr and "not written" in r.stderr and not (tmp_path / "k.net").exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter is deprecated, still fine
+def test_torch_exported_resnet_like(tmp_path):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.c2, self.b2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.MaxPool2d(3, 2, 1))
+            self.blocks = nn.Sequential(Block(16), Block(16))
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(Net().eval(), torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17)
+    m, text = imported(tmp_path, "t.onnx", None)
+    # The exporter folds each BN into its conv (a bias of 16). By hand: stem 7·7·3·16 + 16 = 2,368;
+    # four 3x3 convs 9·16·16 + 16 = 2,320 each; fc 16·10 + 10 = 170.
+    assert m.totals.params == 2_368 + 4 * 2_320 + 170
+    # MACs: stem 32·32·16·147 = 2,408,448; each 3x3 conv on 16x16: 256·16·144 = 589,824; fc 160
+    assert m.totals.macs == 2_408_448 + 4 * 589_824 + 160
+    assert "residual_unit * 2" in text and m.outputs[0][1] == (10,)

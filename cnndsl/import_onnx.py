@@ -80,7 +80,7 @@ def read_onnx(path: Path) -> Net:
     props = {p.key: p.value for p in model.metadata_props}
     name = props.get("cnndsl.network") or g.name or path.stem
     notes = ["ONNX layer names are in the comments"]
-    return Net(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables)
+    return Net(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables, output_names=r.output_names)
 
 
 def _size(dims) -> int:
@@ -105,6 +105,7 @@ class _Reader:
         self.layers: list[Layer] = []
         self.outputs: list[str] = []
         self.tables: list[Table] = []
+        self.output_names: dict[str, str] = {}
         self.ours = ours
 
     def const(self, name):
@@ -155,6 +156,7 @@ class _Reader:
             p = self.producer.get(o)
             if p and p != "input" and p not in seen:
                 seen.append(p)
+                self.output_names[p] = o
         self.outputs = seen
 
     def shape(self, tensor):

@@ -83,6 +83,7 @@ class Net:
     outputs: list = field(default_factory=list)  # layer names; empty: the last layer
     notes: list = field(default_factory=list)  # comment lines for the file header
     tables: list = field(default_factory=list)
+    output_names: dict = field(default_factory=dict)  # layer -> the source's name for that output
 
 
 # --------------------------------------------------------------------------- entry point
@@ -392,7 +393,7 @@ class Writer:
         return self.labels.get(name, name)
 
     def name_label(self, end: str, first: str) -> str:
-        self.labels[end] = identifier(first, set(self.labels.values()))
+        self.labels[end] = identifier(self.net.output_names.get(end, first), set(self.labels.values()))
         return self.labels[end]
 
 

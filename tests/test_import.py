@@ -375,8 +375,7 @@ def test_round_trip_through_onnx(tmp_path, request, file, network):
     assert main(["import", str(onnx_path), "-o", str(out)]) == 0
     before, after = load(str(src), network=network), load(str(out))
     assert signature(after) == signature(before)
-    assert after.outputs == [(name if len(before.outputs) > 1 else "output", shape) for name, shape in before.outputs] \
-        or [s for _, s in after.outputs] == [s for _, s in before.outputs]
+    assert after.outputs == before.outputs  # several outputs keep their names (GoogLeNet's main, aux1, aux2)
     assert (after.totals.params, after.totals.macs) == (before.totals.params, before.totals.macs)
 
 
@@ -449,6 +448,16 @@ def test_darknet_errors(tmp_path, body, line, message):
     r = run_cli("import", str(src), "-o", str(tmp_path / "e.net"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"e.cfg:{line}:" in r.stderr and message in r.stderr
+
+
+def test_cli_name_and_message(tmp_path):
+    src = tmp_path / "d19.cfg"
+    src.write_text(DARKNET19)
+    r = run_cli("import", str(src), "-o", str(tmp_path / "d.net"), "--name", "darknet19")
+    assert r.returncode == 0 and r.stdout.startswith(f"wrote {tmp_path / 'd.net'}: network darknet19, ")
+    assert "network darknet19 {" in (tmp_path / "d.net").read_text()
+    r = run_cli("import", str(src), "-o", str(tmp_path / "e.net"), "--name", "9lives")
+    assert r.returncode == 1 and "--name 9lives" in r.stderr
 
 
 def test_docstring_examples():

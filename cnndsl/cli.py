@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw block instances nested deeper than N calls as one box (default: expand all)")
     graph.set_defaults(run=cmd_graph)
 
+    imp = sub.add_parser("import", help="convert a Caffe .prototxt, Darknet .cfg or ONNX model to a .net file")
+    imp.add_argument("file", metavar="FILE.prototxt|FILE.cfg|FILE.onnx")
+    imp.add_argument("-o", "--output", required=True, metavar="OUT.net", help="where to write the .net file")
+    imp.add_argument("--name", metavar="NETWORK", help="name of the network (default: the source's)")
+    imp.set_defaults(run=cmd_import)
+
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
     check.add_argument("files", nargs="+", metavar="FILE")
     network_options(check)
@@ -333,6 +339,31 @@ def cmd_graph(args) -> int:
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
           f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from .files import refuse_overwrite, write_atomic
+    from .importer import import_file
+
+    out = Path(args.output)
+    refuse_overwrite("-o", out, args.file)
+    text = import_file(args.file, args.name)
+    # the written file compiles: checked before anything is written; a problem the source itself has
+    # (a kernel larger than its input ...) is reported on the converted line, named as the output file
+    from . import compile_network
+    from .modules import Loader
+
+    try:
+        model = run_deep(lambda: compile_network(Loader().load_text(text, str(out)), None, {}))
+    except CnnError as err:
+        err.add_note(f"in the text converted from {args.file}, not written; the comment names the source layer")
+        raise
+    write_atomic(out, lambda f: f.write(text.encode("utf-8")))
+    print(f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
+          f"{model.totals.macs:,} MACs")
     return 0
 
 

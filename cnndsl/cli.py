@@ -361,6 +361,9 @@ def cmd_import(args) -> int:
     except CnnError as err:
         err.add_note(f"in the text converted from {args.file}, not written; the comment names the source layer")
         raise
+    from .fmt import format_text
+
+    text = run_deep(lambda: format_text(text, str(out)))  # the canonical layout (cnndsl fmt --check passes)
     write_atomic(out, lambda f: f.write(text.encode("utf-8")))
     print(f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
           f"{model.totals.macs:,} MACs")

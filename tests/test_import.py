@@ -27,6 +27,7 @@ def imported(tmp_path, name, text):
     out = tmp_path / (src.stem + ".net")
     assert main(["import", str(src), "-o", str(out)]) == 0
     assert main(["check", str(out)]) == 0
+    assert main(["fmt", "--check", str(out)]) == 0  # written in the canonical layout
     return load(str(out)), out.read_text()
 
 

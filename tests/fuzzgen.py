@@ -211,6 +211,11 @@ class Gen:
         return f"pad 1{mode}", Shape(x.c, tuple(n + 2 for n in x.sp))
 
     def k_crop(self, x, _):
+        smaller = [lab for lab, s in self.labels.items() if len(s.sp) == len(x.sp) and s.sp <= x.sp
+                   and all(a <= b for a, b in zip(s.sp, x.sp))]
+        if smaller and self.coin(0.3):
+            lab = self.pick(sorted(smaller))
+            return f"crop to=@{lab}" + (" center" if self.coin() else ""), Shape(x.c, self.labels[lab].sp)
         size = tuple(max(1, n - self.int(0, 2)) for n in x.sp)
         arg = str(size[0]) if len(set(size)) == 1 and self.coin() else self.dims(size)
         return f"crop {arg}" + (" center" if self.coin() else ""), Shape(x.c, size)
@@ -243,6 +248,8 @@ class Gen:
 
     def k_group(self, x, keep):
         lines, y = self.nested(self.body, x, keep, 2)
+        if self.coin(0.2):  # a default that reaches only this group
+            lines.insert(0, self.pick(["default conv bias=false", "default maxpool ceil", "default bn eps=0.01"]))
         return "{ " + " ; ".join(lines) + " }", y
 
     def k_residual(self, x, keep):
@@ -298,7 +305,7 @@ class Gen:
         return f"concat {{ {' ; '.join(branches)} }}", Shape(total, x.sp)
 
     def k_repeat(self, x, _):
-        n = self.int(0, 3)
+        n = self.pick(["0", "1", "2", "3", "(1 + 1)", "(5 // 2 - 1)"])
         if self.coin():
             text, y = self.nested(self.step, x, True)
             return f"{{ {text} }} * {n}" if " " in text else f"{text} * {n}", y

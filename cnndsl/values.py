@@ -48,8 +48,10 @@ def evaluate(expr, lookup_name, lookup_label, in_shape, _depth: int = 0):
     """
     t = type(expr)
     if t is ast.Num or t is ast.Bool:
-        return expr.value
+        return _check_int(expr.value, expr.span)  # a literal beyond 64 bits too, not only arithmetic
     if t is ast.Dims:
+        for v in expr.value:
+            _check_int(v, expr.span)
         return expr.value
     if t is ast.Name:
         found = lookup_name(expr.id)

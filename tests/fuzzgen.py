@@ -24,6 +24,14 @@ ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "scaled_tanh", "abs", "gelu",
 # Largest spatial size per input rank: small tensors keep onnxruntime fast.
 MAX_SIZE = {1: 24, 2: 12, 3: 6}
 MAX_CHANNELS = 12
+# Block templates (parameters and body); k_block knows the shape each gives.
+BLOCKS = {
+    "cbr": "(c, s = 1) {\n    conv c/3/s/1 -> bn -> relu\n}",
+    "basic": ("(c) {\n    residual {\n        conv c/3/1/1 -> bn -> relu\n        conv c/3/1/1 -> bn\n    }\n"
+              "    relu\n}"),
+    "widen": "(m = 2) {\n    conv (in.c * m)/1 -> relu\n}",
+    "stack": "(n) {\n    repeat n { conv in.c/3/1/1 -> relu }\n}",
+}
 
 
 @dataclass
@@ -319,16 +327,8 @@ class Gen:
         text, y = self.nested(self.chain, self.labels[lab], keep, 2)
         return f"@{lab} -> {text}", y
 
-    BLOCKS = {
-        "cbr": ("(c, s = 1) {\n    conv c/3/s/1 -> bn -> relu\n}",),
-        "basic": ("(c) {\n    residual {\n        conv c/3/1/1 -> bn -> relu\n        conv c/3/1/1 -> bn\n    }\n"
-                  "    relu\n}",),
-        "widen": ("(m = 2) {\n    conv (in.c * m)/1 -> relu\n}",),
-        "stack": ("(n) {\n    repeat n { conv in.c/3/1/1 -> relu }\n}",),
-    }
-
     def k_block(self, x, keep):
-        template = self.pick(["basic", "stack"] if keep else sorted(self.BLOCKS))
+        template = self.pick(["basic", "stack"] if keep else sorted(BLOCKS))
         name = self.blocks.setdefault(template, f"{template}{len(self.blocks)}")
         if template == "cbr":
             c, s = self.channels(), self.pick([1, 2])
@@ -382,7 +382,7 @@ def net_files(draw):
     param = draw(st.integers(1, 10))
     out = [*g.tables, defaults_file]
     for template, name in g.blocks.items():
-        out.append(f"block {name}{Gen.BLOCKS[template][0]}")
+        out.append(f"block {name}{BLOCKS[template]}")
     out.append(f"network fuzz(k = {param}) {{")
     out.append(f"{defaults_net}    input {c}x{'x'.join(map(str, sp))}")
     out += [f"    {line}" for line in lines]

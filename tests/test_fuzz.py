@@ -36,7 +36,7 @@ GENERATED = settings(FUZZ, max_examples=int(os.environ.get("CNNDSL_FUZZ_EXAMPLES
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SOURCES = {p.name: p.read_text() for p in sorted(NETWORKS.glob("*.net"))}
 CORPUS = Path(__file__).resolve().parent / "corpus"
-TOKEN = re.compile(r"\s+|[A-Za-z_]\w*|\d+(?:x\d+)+|\d+\.\d*|\d+|->|//|.", re.S)
+TOKEN = re.compile(r"\s+|[A-Za-z_]\w*|\d+(?:x\d+)+|\d+\.\d*|\d+|->|//|.", re.DOTALL)
 NUMBER = re.compile(r"\d+(?:x\d+)+|\d+\.\d*|\d+")
 REPLACEMENTS = ["0", "-1", "99999999999999999999", "2.5", "1e9", "{", "}", "(", ")", "@x", "->", "*", "/", "_",
                 ";", "\n", "x", "3x3", "in.c", "same", "ceil", "true", "#", '"', "repeat", "output", "input"]
@@ -104,7 +104,8 @@ def export_and_run(model) -> bool:
     x = np.random.default_rng(0).standard_normal((2, *model.graph.input_shape)).astype(np.float32)
     outs = sess.run(None, {"input": x})
     assert [o.shape for o in outs] == [(2, *shape) for _, shape in model.outputs]
-    assert all(np.isfinite(o).all() for o in outs)
+    # No finiteness check: random networks may overflow float32 by themselves (rbf after
+    # rbf squares its input each time), which says nothing about the compiler.
     return True
 
 
@@ -192,14 +193,20 @@ def test_hostile_inputs(text):
 
 # -- (a) bytes: through a file, and the command line -------------------------------------------
 
+def insert_bytes(name: str, where: int, data: bytes) -> bytes:
+    """A file of networks/ with bytes inserted somewhere."""
+    text = SOURCES[name].encode()
+    i = where % (len(text) + 1)
+    return text[:i] + data + text[i:]
+
+
 @FUZZ
-@given(st.one_of(
+@given(data=st.one_of(
     st.binary(max_size=300),
-    st.tuples(st.sampled_from(sorted(SOURCES)), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)).map(
-        lambda t: (lambda b, i: b[:i] + t[2] + b[i:])(SOURCES[t[0]].encode(), t[1] % (len(SOURCES[t[0]]) + 1))),
+    st.builds(insert_bytes, st.sampled_from(sorted(SOURCES)), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)),
 ))
 def test_random_bytes_through_a_file(tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("bytes") / "b.net"
+    path = tmp_path_factory.getbasetemp() / "fuzz-bytes.net"
     path.write_bytes(data)
     lines = data.decode("utf-8", "replace").splitlines() or [""]
     try:
@@ -249,7 +256,7 @@ def test_a_file_name_that_is_not_utf8(tmp_path):
     def cli(*args):  # bytes out: the name's byte goes back to the terminal as it came
         env = dict(os.environ, NO_COLOR="1")
         return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, cwd=tmp_path, env=env,
-                              timeout=120)
+                              timeout=120, check=False)
 
     r = cli("info", name)
     assert r.returncode == 0 and b"network n (caf\xe9.net), input 3x8x8" in r.stdout
@@ -350,3 +357,21 @@ def test_zero_pad_then_max_pool_keeps_its_zeros_on_onnxruntime():
     expected = np.zeros((3, 3), np.float32)
     expected[1, 1] = -1
     np.testing.assert_array_equal(y, expected)
+
+
+def test_integers_beyond_64_bits_are_errors_wherever_written(cli, netfile):
+    """Found by test_number_mutations[cifar_resnet.net]: a literal stride of 10^20 compiled
+    and crashed the export (ONNX attributes are int64). docs/language.md §4: integers
+    beyond ±2^63 are errors — literals and -D values as well as arithmetic."""
+    big = "99999999999999999999"
+    with pytest.raises(CnnError) as info:
+        cnndsl.load(f"network n {{ input 3x8x8\n conv 4/3/{big}\n}}")
+    err = info.value.diagnostic
+    assert (err.code, err.span.line, err.span.column) == ("E031", 2, 11)
+    assert err.message == "integer too large: the value does not fit in 64 bits"
+    path = netfile("network n(k = 2) { input 3x8x8\n conv 4/3/k\n}")
+    r = cli("export", path, "-o", path.with_suffix(".onnx"), "-D", f"k={big}")
+    assert r.returncode == 1 and not path.with_suffix(".onnx").exists()
+    assert f"cnndsl: error: -D k={big}: integer too large: the value does not fit in 64 bits" in r.stderr
+    m = cnndsl.load(path, defines={"k": 2**63 - 1})  # the largest that fits is fine: one output position
+    assert m.outputs == [("output", (4, 1, 1))]

@@ -43,8 +43,10 @@ REPLACEMENTS = ["0", "-1", "99999999999999999999", "2.5", "1e9", "{", "}", "(", 
 # Numbers put in place of a number: zero, negatives, huge, floats where integers belong, odd dimensions.
 NUMBERS = ["0", "-1", "-3", "1", "2", "7", "65537", "99999999999999999999", "9223372036854775808", "0.5", "2.5",
            "1e9", "1e400", "1e-30", "0.0", "3x0", "0x3", "1x1x1x1x1", "2x2", "(0 - 5)", "(2 // 0)", "true"]
-# Activations allowed per generated network before it counts as too big to run (elements per sample).
+# Activations (elements per sample) and parameters beyond which a network that compiles counts as
+# too big to run here (a mutated VGG-16 on a tiny input still has 100M+ weights to draw).
 RUN_LIMIT = 200_000
+PARAM_LIMIT = 2_000_000
 
 
 def save_failure(text) -> None:
@@ -95,7 +97,7 @@ def export_and_run(model) -> bool:
 
     from cnndsl.export import to_onnx
 
-    if sum(prod(n.shape) for n in model.graph.nodes) > RUN_LIMIT:
+    if sum(prod(n.shape) for n in model.graph.nodes) > RUN_LIMIT or model.totals.params > PARAM_LIMIT:
         return False
     proto = to_onnx(model)  # the full ONNX checker, and ONNX shape inference against ours
     opts = ort.SessionOptions()

@@ -377,3 +377,15 @@ def test_integers_beyond_64_bits_are_errors_wherever_written(cli, netfile):
     assert f"cnndsl: error: -D k={big}: integer too large: the value does not fit in 64 bits" in r.stderr
     m = cnndsl.load(path, defines={"k": 2**63 - 1})  # the largest that fits is fine: one output position
     assert m.outputs == [("output", (4, 1, 1))]
+
+
+def test_conv_reflect_padding_must_be_smaller_than_its_input():
+    """Found by test_generated_networks: `conv ... pad_mode=reflect` on a 1-wide map compiled
+    and failed inside onnxruntime. A reflection of P elements needs P + 1 of them (the pad
+    layer's rule, and PyTorch's: padding must be less than the input dimension)."""
+    with pytest.raises(CnnError) as info:
+        cnndsl.load("network n { input 1x1x5\n conv 1/3/1/1 pad_mode=reflect\n}")
+    err = info.value.diagnostic
+    assert (err.span.line, err.span.column) == (2, 13)
+    assert err.message == "reflect padding must be smaller than the input; received pad=1x1 on 1x1x5"
+    assert cnndsl.load("network n { input 1x2x5\n conv 1/3/1/1 pad_mode=reflect\n}").outputs == [("output", (1, 2, 5))]

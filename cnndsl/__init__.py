@@ -95,16 +95,19 @@ def _load(source, network, defines, input_shape, max_layers):
 def compile_network(module, network, defines, input_shape=None, max_layers=None) -> Model:
     """Elaborate one network of an already loaded module (see :func:`load`)."""
     from .elaborate import MAX_LAYERS, Elaborator
-    from .values import parse_literal
+    from .values import INT_LIMIT, parse_literal
 
     definition = pick_network(module, network)
     values = {}
     for name, value in defines.items():
+        shown = value if isinstance(value, str) else "x".join(map(str, value)) if isinstance(value, tuple) else value
         if isinstance(value, str):
             parsed = parse_literal(value)
             if parsed is None:
                 raise CnnError(f"-D {name}={value}: expected a number, true/false, dimensions or a word", code="E052")
             value = parsed
+        if any(isinstance(v, int) and abs(v) > INT_LIMIT for v in (value if isinstance(value, tuple) else (value,))):
+            raise CnnError(f"-D {name}={shown}: integer too large: the value does not fit in 64 bits", code="E052")
         values[name] = value
     if isinstance(input_shape, str):
         parsed = parse_literal(input_shape)

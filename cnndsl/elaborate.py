@@ -68,7 +68,7 @@ class Scope:
 @dataclass(frozen=True, eq=False)
 class Env:
     scope: Scope
-    inp: tuple  # the shape for in.c, in.h ...
+    inp: tuple | None  # the shape for in.c, in.h ...; None before the network's input
     defaults: dict  # kind -> {keyword: (value, span)}
     depth: int
 
@@ -110,7 +110,7 @@ class Elaborator(CombinatorRules, LabelRules):
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
         net = d.node
         scope = Scope(d.module, {}, "", (), net)
-        env = Env(scope, (), d.defaults, 0)
+        env = Env(scope, None, d.defaults, 0)  # no in.c before the input: parameters decide the input
         self._bind_network_params(net, scope, env, defines)
         body = list(net.body)
         while body and isinstance(body[0], ast.Default):

@@ -75,6 +75,7 @@ def check_model(proto, model) -> None:
     onnx.checker.check_model(light, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True)
     ours = {n.name: n.shape for n in model.graph.nodes[1:]}
+    ours.update((name, model.graph.nodes[i].shape) for name, i in model.graph.outputs)  # an output owns its name
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         if vi.name in ours:
             dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim][1:]

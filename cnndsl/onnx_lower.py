@@ -61,6 +61,11 @@ class Builder:
         for node in graph.nodes:
             for i in node.inputs:
                 self._consumers.setdefault(i, []).append(node.id)
+        # A layer's output tensor is its name, except where an `output` label claims that
+        # name for another value (`l0: relu -> relu` + `output l0`: the label is the last
+        # layer, `l0.relu`, while the first layer is named `l0`): ONNX names a value once.
+        claimed = {name for name, nid in graph.outputs if graph.nodes[nid].name != name}
+        self._tensors = {n.id: f"{n.name}/output" if n.name in claimed else n.name for n in graph.nodes}
         # maxpools whose indices an unpool reuses
         self.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
 
@@ -76,7 +81,8 @@ class Builder:
             names = out
         else:
             names = [out if (i == 0 and out is not None) else f"{self.layer}/{op_type}_{self._counter}_{i}" for i in range(outputs)]
-        node_name = self.layer if names[0] == self.layer else f"{self.layer}/{op_type}_{self._counter}"
+        main = self.node is not None and names[0] == self._tensors.get(self.node.id)
+        node_name = self.layer if names[0] == self.layer or main else f"{self.layer}/{op_type}_{self._counter}"
         attrs = {k: v for k, v in attrs.items() if v is not None}
         self.nodes.append(self.helper.make_node(op_type, list(inputs), names, name=node_name, **attrs))
         return names[0] if len(names) == 1 else names
@@ -177,7 +183,7 @@ class Builder:
         return "xavier"
 
     def tensor(self, node_id: int) -> str:
-        return self.graph.nodes[node_id].name
+        return self._tensors[node_id]
 
 
 def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype=np.float32,
@@ -193,12 +199,13 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
         return helper.make_tensor_value_info(name, elem, [n, *shape])
 
     inputs = [vi("input", graph.input_shape)]
-    value_info = [vi(node.name, node.shape) for node in graph.nodes[1:]]
+    value_info = [vi(b.tensor(node.id), node.shape) for node in graph.nodes[1:]]
     outputs = []
     for name, nid in graph.outputs:
         src = b.tensor(nid)
         if src != name:
-            b.layer = name
+            layers = {node.name for node in graph.nodes}
+            b.layer = f"{name}/output" if name in layers else name  # ONNX node names are unique too
             b.op("Identity", [src], out=name)
         outputs.append(vi(name, graph.nodes[nid].shape))
     value_info = [v for v in value_info if v.name not in {o.name for o in outputs}]
@@ -214,7 +221,7 @@ def lower_nodes(graph, opset: int, seed: int = 0, weights: dict | None = None, d
     for node in graph.nodes[1:]:
         b.layer = node.name
         b.node = node
-        CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], node.name)
+        CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], b.tensor(node.id))
     problems = []
     if weights is not None:
         extra = sorted(set(weights) - b.used_weights)
@@ -257,8 +264,18 @@ def assemble(b: Builder, inputs, outputs, value_info=(), metadata: dict | None =
         t.raw_data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     props = {"cnndsl.version": __version__, "cnndsl.network": b.graph.network, "cnndsl.source": b.graph.file}
     props.update(metadata or {})
-    helper.set_model_props(model, props)
+    helper.set_model_props(model, {k: _utf8(v) for k, v in props.items()})
     return model
+
+
+def _utf8(text: str) -> str:
+    """Text a protobuf string field accepts. A file name that is not UTF-8 reaches
+    Python with its bytes as lone surrogates (PEP 383), which protobuf refuses:
+    such bytes become U+FFFD, as a file manager shows them."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # The IR version that goes with each opset (onnx/helper.py VERSION_TABLE).

@@ -203,7 +203,7 @@ def _static_shapes(b, graph) -> dict[str, tuple]:
         if all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(d.dim_value for d in dims)
     for node in graph.nodes:  # layer outputs: ours (the IR is the authority)
-        shapes[node.name] = (SHAPE_BATCH, *node.shape)
+        shapes[b.tensor(node.id)] = (SHAPE_BATCH, *node.shape)
     return shapes
 
 

@@ -48,15 +48,22 @@ def evaluate(expr, lookup_name, lookup_label, in_shape, _depth: int = 0):
     """
     t = type(expr)
     if t is ast.Num or t is ast.Bool:
-        return expr.value
+        return _check_int(expr.value, expr.span)  # a literal beyond 64 bits too, not only arithmetic
     if t is ast.Dims:
+        for v in expr.value:
+            _check_int(v, expr.span)
         return expr.value
     if t is ast.Name:
         found = lookup_name(expr.id)
         return Symbol(expr.id) if found is None else found
     if t is ast.InRef:
         if in_shape is None:
-            raise CnnError(f"in.{expr.axis} can only be used inside a network or block", expr.span, code="E030")
+            raise CnnError(
+                f"in.{expr.axis} has no value here: it is the shape entering the enclosing block or branch, "
+                "and none has entered here (a network parameter, a default before input or outside a network)",
+                expr.span,
+                code="E030",
+            )
         return in_axis(expr.axis, in_shape, expr.span)
     if t is ast.LabelRef:
         return lookup_label(expr.name, expr.span)

@@ -9,6 +9,17 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ROOT / "networks"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true",
+                     help="long fuzz run: CNNDSL_FUZZ_EXAMPLES=5000 unless that variable is set")
+
+
+def pytest_configure(config):
+    # before test_fuzz.py is imported, which reads the count
+    if config.getoption("--fuzz-long"):
+        os.environ.setdefault("CNNDSL_FUZZ_EXAMPLES", "5000")
+
+
 def run_cli(*args, cwd=None, input=None):
     """Run the installed `cnndsl` as a user would; returns CompletedProcess."""
     env = dict(os.environ, NO_COLOR="1")

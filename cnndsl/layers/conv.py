@@ -104,6 +104,13 @@ class Conv(Kind):
 
     def shape(self, a, x):
         out, f_eff, pads = sliding_window(self.name, a, x, a["size"], a["stride"], a["pad"], a["dilation"])
+        if a["pad_mode"] == "reflect" and any(max(p) >= w for p, w in zip(pads, x[1:])):
+            # as for the pad layer: a reflection needs that many elements besides the edge
+            raise LayerError(
+                f"reflect padding must be smaller than the input; received pad="
+                f"{fmt_shape(tuple(max(p) for p in pads))} on {fmt_shape(x)}",
+                "pad",
+            )
         a["_pads"] = pads
         return (a["filters"],) + out
 

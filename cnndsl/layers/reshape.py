@@ -82,7 +82,14 @@ class Pad(Kind):
         p = list(node.attrs["pad"])
         pads = b.const(np.array([0, 0, *p, 0, 0, *p], np.int64))
         mode = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}[node.attrs["mode"]]
-        b.op("Pad", [xs[0], pads], out=y, mode=mode)
+        if mode != "constant":
+            b.op("Pad", [xs[0], pads], out=y, mode=mode)
+            return
+        # Zeros given as -0.0 (equal to 0.0, other bytes): onnxruntime's PadFusion (PR #18136)
+        # moves a Pad whose value is all-zero bytes into a following MaxPool/AveragePool's
+        # `pads`, where MaxPool pads with -inf (wrong values: `pad 1 -> maxpool 2` on negative
+        # inputs) and a pad not smaller than the window makes the session fail to load.
+        b.op("Pad", [xs[0], pads, b.scalar(-0.0)], out=y, mode=mode)
 
 
 

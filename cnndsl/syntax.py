@@ -13,9 +13,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from . import ast
 from .errors import CnnError, Span, remember_source
+from .values import INT_LIMIT
 
 _HERE = Path(__file__).resolve().parent
-_INT_LIMIT = 2**63 - 1  # values.INT_LIMIT: every integer fits int64 (ONNX, NumPy)
 # Installed: the grammar ships inside the package; in the source tree it is ../grammars.
 GRAMMAR_PATHS = (_HERE / "grammars" / "net.lark", _HERE.parent / "grammars" / "net.lark")
 
@@ -249,7 +249,7 @@ class _ToAst:
     def _int(self, text, where) -> int:
         """An integer literal; one beyond 64 bits is an error (and 10,000 digits never reach int())."""
         digits = str(text).lstrip("+-").lstrip("0")
-        if len(digits) > 19 or (digits and int(digits) > _INT_LIMIT):
+        if len(digits) > 19 or (digits and int(digits) > INT_LIMIT):
             span = where if isinstance(where, Span) else self._span(where)
             raise CnnError("integer too large: the value does not fit in 64 bits", span, code="E031")
         return int(text)

@@ -47,12 +47,8 @@ def evaluate(expr, lookup_name, lookup_label, in_shape, _depth: int = 0):
     the shape for ``in.*`` (None where there is none, e.g. file-level defaults).
     """
     t = type(expr)
-    if t is ast.Num or t is ast.Bool:
-        return _check_int(expr.value, expr.span)  # a literal beyond 64 bits too, not only arithmetic
-    if t is ast.Dims:
-        for v in expr.value:
-            _check_int(v, expr.span)
-        return expr.value
+    if t is ast.Num or t is ast.Bool or t is ast.Dims:
+        return expr.value  # literals beyond 64 bits are refused by the parser (syntax.py)
     if t is ast.Name:
         found = lookup_name(expr.id)
         return Symbol(expr.id) if found is None else found

@@ -224,7 +224,9 @@ def lower_nodes(graph, opset: int, seed: int = 0, weights: dict | None = None, d
         CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], b.tensor(node.id))
     problems = []
     if weights is not None:
-        extra = sorted(set(weights) - b.used_weights)
+        # a training checkpoint's momentum buffers (<param>.momentum) belong to the optimizer, not the network
+        extra = sorted(n for n in set(weights) - b.used_weights
+                       if not (n.endswith(".momentum") and n[: -len(".momentum")] in b.used_weights))
         if b.missing:
             problems.append("missing: " + ", ".join(b.missing))
         if extra:

@@ -135,7 +135,7 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
             g = b.op("Add", [g, b.op("Mul", [name, b.scalar(weight_decay)])])
         if momentum:
             buf = name + ".momentum"
-            b.initializers.append((buf, np.zeros(shape, b.dtype)))
+            b.initializers.append((buf, _momentum(weights, buf, shape, b.dtype)))
             inputs.append(helper.make_tensor_value_info(buf, elem, shape))
             g = b.op("Add", [b.op("Mul", [buf, b.scalar(momentum)]), g], out=buf + ".new")
         b.op("Sub", [name, b.op("Mul", ["lr", g])], out=name + ".new")
@@ -164,6 +164,17 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
     if check:
         _check(proto)
     return proto, dict(b.params)
+
+
+def _momentum(weights, name, shape, dtype):
+    """A momentum buffer from a checkpoint (``cnndsl train`` saves them), else zeros."""
+    given = None if weights is None else weights.get(name)
+    if given is None:
+        return np.zeros(shape, dtype)
+    if tuple(np.shape(given)) != tuple(shape):
+        raise CnnError(f"the weights file does not fit the network: wrong shape: {name}: expected {tuple(shape)}, "
+                       f"got {tuple(np.shape(given))}", code="E081")
+    return np.asarray(given, dtype)
 
 
 def _prune(b, outputs, inputs) -> None:

@@ -114,6 +114,12 @@ class Trainer:
         out.update(self.fixed)
         return out
 
+    def checkpoint(self) -> dict:
+        """The weights and the momentum buffers (``<param>.momentum``), so that --resume goes on exactly."""
+        out = {n: v.numpy() for n, v in self.state.items()}
+        out.update(self.fixed)
+        return out
+
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int):
         """Held-out (loss, accuracy, predictions) through the inference export."""
         from .export import to_onnx
@@ -209,7 +215,7 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
         result.predictions = pred
         result.weights = trainer.weights()
         if out is not None:
-            save_weights(result.weights, out)
+            save_weights(trainer.checkpoint(), out)
         if report:
             report(record)
     return result

@@ -12,6 +12,7 @@ from conftest import NETWORKS, run_cli
 
 from cnndsl import load
 from cnndsl.data import load_data, split
+from cnndsl.errors import CnnError
 from cnndsl.export import load_weights, to_onnx
 
 LENET = NETWORKS / "lenet5.net"
@@ -140,3 +141,24 @@ def test_docstring_examples_hold():
     for module in (cnndsl.grad, cnndsl.train, cnndsl.trainer):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__
+
+
+def test_checkpoint_carries_the_momentum_buffers(trained):
+    """--resume continues with the saved momentum: the train graph built from the checkpoint
+    holds the saved buffers as its momentum inputs' values (not zeros)."""
+    from onnx import numpy_helper
+
+    from cnndsl.train import train_model
+
+    _, out = trained
+    saved = load_weights(out)
+    assert {"C1.weight.momentum", "F6.bias.momentum"} <= set(saved)
+    assert np.abs(saved["C1.weight.momentum"]).max() > 0  # three epochs of gradients
+    proto = train_model(load(LENET), momentum=0.9, weights=saved)
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    np.testing.assert_array_equal(inits["C1.weight.momentum"], saved["C1.weight.momentum"])
+    np.testing.assert_array_equal(inits["C1.weight"], saved["C1.weight"])
+    # a buffer of the wrong shape is named
+    bad = dict(saved, **{"C1.weight.momentum": np.zeros(3, np.float32)})
+    with pytest.raises(CnnError, match="C1.weight.momentum"):
+        train_model(load(LENET), momentum=0.9, weights=bad)

@@ -108,9 +108,12 @@ def render(w) -> str:
         out += [text, ""]
     out.append(f"network {net.name} {{")
     out.append("    input " + "x".join(str(d) for d in net.input))
+    named = "output " + ", ".join(w.label(o) for o in outputs) if outputs != [current] else None
+    if "input" in w.labels:  # a later layer or an output reads the network input itself
+        out.append(f"    {w.labels['input']}: _")
     out += ["    " + x for x in body]
-    if outputs != [current]:
-        out.append("    output " + ", ".join(w.labels[o] for o in outputs))
+    if named:
+        out.append("    " + named)
     out.append("}")
     return "\n".join(out) + "\n"
 

@@ -17,6 +17,7 @@ that prefix and the group's operators identify the kind.
 from __future__ import annotations
 
 from collections import Counter
+from math import log
 from pathlib import Path
 
 from .errors import CnnError
@@ -117,13 +118,16 @@ class _Reader:
     def read(self, nodes, graph_outputs):
         groups: dict[str, list] = {}
         for n in nodes:
-            key = (n.name.split("/")[0] or n.output[0]) if self.ours else (n.name or n.output[0]) + f"#{len(groups)}"
+            if self.ours and n.op_type == "Identity" and n.output[0] in graph_outputs:
+                key = n.output[0] + "#output"  # an output alias, on its own even when named <layer>/output
+            else:
+                key = (n.name.split("/")[0] or n.output[0]) if self.ours else (n.name or n.output[0]) + f"#{len(groups)}"
             groups.setdefault(key, []).append(n)
         for key, group in groups.items():
             produced = {o for n in group for o in n.output}
             # the tensors the group reads, in order (repeated for Concat/Add/Mul of one tensor twice)
             ext = [i for n in group for i in n.input if i and i not in produced and i not in self.inits]
-            if not (len(group) >= 1 and group[0].op_type in ("Concat", "Add", "Mul", "Sum")):
+            if not (len(group) == 1 and group[0].op_type in ("Concat", "Add", "Mul", "Sum")):  # a combinator
                 ext = list(dict.fromkeys(ext))
             missing = [i for i in ext if i not in self.producer and not i.endswith(".indices")]
             if missing:
@@ -133,7 +137,7 @@ class _Reader:
             out = key if self.ours and key in produced else group[-1].output[0]
             # an output alias written by cnndsl: Identity(layer) named after the output
             if (self.ours and len(group) == 1 and group[0].op_type == "Identity" and out in graph_outputs
-                    and self.producer.get(group[0].input[0]) not in (None, "input")):
+                    and self.producer.get(group[0].input[0]) is not None):  # (the input itself, too)
                 self.producer[out] = self.producer[group[0].input[0]]
                 continue
             try:
@@ -154,7 +158,7 @@ class _Reader:
         seen = []
         for o in graph_outputs:
             p = self.producer.get(o)
-            if p and p != "input" and p not in seen:
+            if p and p not in seen:
                 seen.append(p)
                 self.output_names[p] = o
         self.outputs = seen
@@ -360,6 +364,16 @@ class _Reader:
             factors = tuple(int(s) for s in scales[2:])
             kw = {"mode": "linear"} if mode == "linear" else {}
             return Layer(name, "upsample", [factors], kw)
+        if kinds == {"Conv", "Sub", "Mul", "Sqrt", "ReduceMean", "Max", "Div"}:  # lcn: cnndsl's lowering
+            w = self.const(next(n for n in group if n.op_type == "Conv").input[1])  # (1, C, s, …): a Gaussian
+            size = int(w.shape[-1])
+            kw = {}
+            if size > 1:  # the window's profile along the last axis: g[c+1] / g[c] = exp(−1 / (2σ²))
+                profile = w[(0, 0) + (size // 2,) * (w.ndim - 3)].astype(float)
+                sigma = (-1 / (2 * log(profile[size // 2 + 1] / profile[size // 2]))) ** 0.5
+                sigma = float(f"{sigma:.6g}")
+                kw = {"sigma": sigma} if sigma != 1.0 else {}
+            return Layer(name, "lcn", [size], kw)
         unsupported("this operator (or pattern) has no equivalent in the language")
 
     def pads(self, node, a, n, unsupported):
@@ -369,8 +383,22 @@ class _Reader:
             return "same"
         pads = list(a.get("pads", [0] * 2 * n))
         if pads[:n] != pads[n:]:
+            if node.op_type != "ConvTranspose" and self._same(node, a, pads, n):
+                return "same"  # cnndsl's (and TensorFlow's) same padding of an even window: the extra one at the end
             unsupported(f"pads {pads} differ before and after")
         return tuple(pads[:n])
+
+    def _same(self, node, a, pads, n) -> bool:
+        """Whether explicit pads are exactly what ``same`` gives for this input (layers/arith.same_pads)."""
+        from .layers.arith import same_pads
+
+        x = self.shape(node.input[0])
+        if x is None or len(x) < n:
+            return False
+        kernel = list(a.get("kernel_shape") or self.inits[node.input[1]].shape[2:])
+        strides, dil = list(a.get("strides", [1] * n)), list(a.get("dilations", [1] * n))
+        want = [same_pads(w, d * (f - 1) + 1, s) for w, f, s, d in zip(x[-n:], kernel, strides, dil)]
+        return pads == [p for p, _ in want] + [q for _, q in want]
 
     def pool(self, name, node, a, ext, out, unsupported):
         kind = "maxpool" if node.op_type == "MaxPool" else "avgpool"
@@ -386,9 +414,13 @@ class _Reader:
             # cnndsl writes a ceil-mode pool as floor mode with extra end padding: undo that
             x, y = self.shape(ext[0]), self.shape(out)
             p = tuple(pads[:n])
-            if x is None or y is None or tuple(_ceil_out(w, k, st, q) for w, k, st, q in zip(x[1:], f, s, p)) != y[1:]:
+            if x is not None and y is not None and tuple(_ceil_out(w, k, st, q) for w, k, st, q in
+                                                         zip(x[1:], f, s, p)) == y[1:]:
+                ceil = True
+            elif self._same(node, a, pads, n):  # the same padded input either way: same computation
+                return Layer(name, kind, _fields(f, s, "same"), kw)
+            else:
                 unsupported(f"pads {pads} differ before and after")
-            ceil = True
         if ceil:
             kw["ceil"] = True
         return Layer(name, kind, _fields(f, s, pads[:n]), kw)

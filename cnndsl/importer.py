@@ -361,9 +361,8 @@ class Writer:
     def label(self, name: str) -> str:
         """The label of a referenced value (named when its statement is written)."""
         self.referenced.add(name)
-        if name == "input":
-            raise CnnError("a layer reads the network input after other layers did; .net has no label for the "
-                           "input", code="E242")
+        if name == "input" and name not in self.labels:  # written as `input_: _` after the input line
+            self.labels[name] = identifier(self.net.output_names.get(name, "input_"), set(self.labels.values()))
         return self.labels.get(name, name)
 
     def name_label(self, end: str, first: str) -> str:

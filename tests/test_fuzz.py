@@ -303,6 +303,28 @@ def test_generated_networks(text):
     check_text(text)
 
 
+@GENERATED
+@given(net_files())
+def test_generated_networks_format_and_draw(text):
+    """The other tools on the same inputs: every file that compiles formats (idempotently, with
+    the same syntax tree: format_text checks it) and every network draws as SVG and DOT."""
+    from xml.etree import ElementTree
+
+    from cnndsl.fmt import format_text
+    from cnndsl.graph import diagram, render
+
+    models = compile_all(text)
+    if not models:
+        return
+    once = format_text(text, "fuzz.net")
+    assert format_text(once, "fuzz.net") == once
+    for model in models:
+        for depth in (None, 0):
+            d = diagram(model, depth)
+            assert ElementTree.fromstring(render(d, ".svg")).tag.endswith("svg")  # well-formed XML
+            assert render(d, ".dot").decode().rstrip().endswith("}")
+
+
 def test_generated_networks_mostly_compile():
     """The generator is useful only if most of what it writes compiles (the rest
     exercises the errors); measured over a fixed sample."""

@@ -550,3 +550,46 @@ def test_torch_exported_resnet_like(tmp_path):
     # MACs: stem 32·32·16·147 = 2,408,448; each 3x3 conv on 16x16: 256·16·144 = 589,824; fc 160
     assert m.totals.macs == 2_408_448 + 4 * 589_824 + 160
     assert "residual_unit * 2" in text and m.outputs[0][1] == (10,)
+
+
+# Round trips of small networks that a fuzz run (generated networks through export and
+# import, see docs/import.md) found failing; each names what was wrong.
+SMALL_ROUND_TRIPS = {
+    # an output label on a chain: the ONNX tensor is l0/output, the alias node l0/output/...
+    "output label of a chain": "network n {\n input 1x2\n l0: relu -> relu\n output l0\n}",
+    # lcn was not recognised; sigma comes back from the Gaussian kernel
+    "lcn": "network n {\n input 2x9x9\n lcn 5 sigma=1.5\n lcn 3\n}",
+    # gelu reads its input twice: it was taken for two inputs, and the residual was lost
+    "gelu inside a residual": "network n {\n input 1x2\n residual { conv 1/3/1/1 -> gelu }\n}",
+    # `same` with an even window pads one more at the end: explicit, unequal ONNX pads
+    "same padding of even windows": "network n {\n input 3x9x9\n conv 4/4/1/same\n conv 4/2/2/same\n"
+                                    " maxpool 2/1/same\n}",
+    # the network input read again after other layers, and an output that is the input itself
+    "the input read later": "network n {\n input 1x3\n concat(crop=center) { _ ; conv 2/3 }\n}",
+    "an output that is the input": "network n {\n input 1x2\n l0: relu * 0\n l1: relu\n output l0, l1\n}",
+}
+
+
+@pytest.mark.parametrize("text", SMALL_ROUND_TRIPS.values(), ids=SMALL_ROUND_TRIPS.keys())
+def test_small_round_trips(tmp_path, text):
+    src = tmp_path / "n.net"
+    src.write_text(text)
+    onnx_path, out = tmp_path / "n.onnx", tmp_path / "back.net"
+    assert main(["export", str(src), "-o", str(onnx_path)]) == 0
+    assert main(["import", str(onnx_path), "-o", str(out)]) == 0
+    before, after = load(str(src)), load(str(out))
+    assert signature(after) == signature(before)
+    assert [s for _, s in after.outputs] == [s for _, s in before.outputs]
+    assert (after.totals.params, after.totals.macs) == (before.totals.params, before.totals.macs)
+
+
+def test_lcn_sigma_and_same_padding_come_back_as_written(tmp_path):
+    src = tmp_path / "n.net"
+    src.write_text(SMALL_ROUND_TRIPS["lcn"])
+    assert main(["export", str(src), "-o", str(tmp_path / "n.onnx")]) == 0
+    text = import_file(tmp_path / "n.onnx")
+    assert "lcn 5 sigma=1.5" in text and "lcn 3 " in text
+    src.write_text(SMALL_ROUND_TRIPS["same padding of even windows"])
+    assert main(["export", str(src), "-o", str(tmp_path / "s.onnx")]) == 0
+    text = import_file(tmp_path / "s.onnx")
+    assert "conv 4/4/1/same" in text and "conv 4/2/2/same" in text and "maxpool 2/1/same" in text

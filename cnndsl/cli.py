@@ -201,7 +201,7 @@ def cmd_export(args) -> int:
     from .onnx_lower import DEFAULT_OPSET
 
     out = Path(args.output)
-    refuse_overwrite("-o", out, args.file, args.weights)
+    refuse_overwrite("-o", out, args.file, args.weights, net=args.file)
     if args.batch is not None and args.batch < 1:
         raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
@@ -247,7 +247,7 @@ def cmd_train(args) -> int:
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
-    refuse_overwrite("--out", out, args.file, *args.data.split(","))
+    refuse_overwrite("--out", out, args.file, *args.data.split(","), net=args.file)
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
@@ -290,7 +290,8 @@ def cmd_run(args) -> int:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
     path = Path(args.file)
     if args.output:
-        refuse_overwrite("--output", args.output, args.file, args.data)
+        refuse_overwrite("--output", args.output, args.file, args.data,
+                         net=args.file if not args.file.endswith(".onnx") else None)
     if path.suffix == ".onnx":
         from .modules import read_binary
 

@@ -166,7 +166,7 @@ def output_path(out: str | None, network: str, source: str) -> Path:
     """The destination: ``-o`` or ``NETWORK.svg`` here; refuses the input file itself."""
     path = Path(out) if out else Path(f"{network}.svg")
     src = Path(source)
-    refuse_overwrite("-o", path, src)
+    refuse_overwrite("-o", path, src, net=src)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise CnnError(f"cannot write {path}: directory {directory} does not exist", code="E083")

@@ -390,3 +390,17 @@ def test_check_reports_a_define_no_network_has(run, tmp_path):
     assert "checked 2 files: 1 error, 0 warnings" in out
     rc, out, _ = run("check", "a.net", "b.net", "-D", "classes=3", "-D", "width=2")
     assert rc == 0, out
+
+
+def test_output_over_an_imported_file_is_refused(tmp_path, cli):
+    """A file the network imports is an input too: -o/--out/--output naming it is refused
+    (exit 1, E083) and the file is left as it was."""
+    blocks = tmp_path / "blocks.net"
+    blocks.write_text("block b(c) { conv c/3/1/1 -> relu }\n")
+    (tmp_path / "a.net").write_text('import "blocks.net"\nnetwork n {\n    input 3x8x8\n    b(4)\n}\n')
+    before = blocks.read_bytes()
+    for command in (["export", "a.net", "-o", "blocks.net"], ["run", "a.net", "--output", "blocks.net"],
+                    ["train", "a.net", "--data", "digits", "--epochs", "1", "--out", "blocks.net"]):
+        r = cli(*command, cwd=tmp_path)
+        assert r.returncode == 1 and "is an input of this command" in r.stderr and "[E083]" in r.stderr, command
+        assert blocks.read_bytes() == before

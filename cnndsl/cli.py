@@ -40,20 +40,19 @@ def _graph_output(text: str) -> str:
     return text
 
 
-def _depth(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a block depth of 0 or more, got {text!r}")
-    return int(text)
+def _int_at_least(low: int, what: str = "an integer"):
+    """An argparse type: an integer of at least ``low`` (a usage error otherwise)."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what} of {low} or more, got {text!r}")
+        return value
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return parse
 
 
 def _weights_fit(build, model):
@@ -79,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("-D", dest="defines", metavar="NAME=VALUE", action="append", type=_define, default=[],
                        help="set a network parameter, e.g. -D classes=10 (repeatable)")
         q.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x512x512")
-        q.add_argument("--max-layers", type=_at_least_one, metavar="N", help="limit on unrolled layers (default 1,000,000)")
+        q.add_argument("--max-layers", type=_int_at_least(1), metavar="N", help="limit on unrolled layers (default 1,000,000)")
 
     info = sub.add_parser("info", help="per-layer shapes, parameters, MACs and totals")
     info.add_argument("file", metavar="FILE")
@@ -147,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     network_options(graph)
     graph.add_argument("-o", "--output", type=_graph_output, metavar="OUT.svg|OUT.png|OUT.dot",
                        help="where to write it; the extension picks the format (default NETWORK.svg here)")
-    graph.add_argument("--depth", type=_depth, metavar="N",
+    graph.add_argument("--depth", type=_int_at_least(0, "a block depth"), metavar="N",
                        help="draw block instances nested deeper than N calls as one box (default: expand all)")
     graph.set_defaults(run=cmd_graph)
 
@@ -329,14 +328,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .graph import diagram, output_path, render, write_atomic
+    from .files import write_atomic
+    from .graph import diagram, output_path, render
 
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
     out = output_path(args.output, model.name, args.file)
     d = diagram(model, args.depth)
-    size = write_atomic(render(d, out.suffix.lower() or ".svg"), out)
+    data = render(d, out.suffix.lower() or ".svg")
+    write_atomic(out, lambda f: f.write(data))
+    size = len(data)
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
     print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
           f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}")

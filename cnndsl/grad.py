@@ -574,11 +574,10 @@ def _conv(t, n, dy):
                                  t.ints([-(2**63)] * r), t.ints(spatial), t.ints([-1] * r)])
         pads = [q - p for q, p in zip(reach, begin)] + [q - p for q, p in zip(reach, end)]
         dx = t.op("Conv", [dy, flipped], dilations=dilations, pads=pads, kernel_shape=kernel)
-        return _with_bias(t, n, dy, dx, correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin,
-                                                                end, kernel))
-    full = t.op("ConvTranspose", [dy, w], strides=strides, dilations=dilations, group=group, kernel_shape=kernel)
-    have = [transpose_out(o, f, s, 0, d, 0) for o, s, d, f in zip(sy[2:], strides, dilations, kernel)]
-    dx = t.fit(full, begin, sx[2:], have)
+    else:
+        full = t.op("ConvTranspose", [dy, w], strides=strides, dilations=dilations, group=group, kernel_shape=kernel)
+        have = [transpose_out(o, f, s, 0, d, 0) for o, s, d, f in zip(sy[2:], strides, dilations, kernel)]
+        dx = t.fit(full, begin, sx[2:], have)
     return _with_bias(t, n, dy, dx, correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin, end,
                                                             kernel))
 

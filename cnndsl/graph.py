@@ -185,11 +185,3 @@ def render(d: Diagram, fmt: str) -> bytes:
     if fmt == ".svg":
         return graph_draw.to_svg(d, placed).encode()
     return graph_draw.to_png(d, placed)
-
-
-def write_atomic(data: bytes, path: Path) -> int:
-    """Write atomically (cnndsl.files): an old file survives any failure."""
-    from .files import write_atomic as write
-
-    write(path, lambda f: f.write(data))
-    return len(data)

@@ -110,9 +110,7 @@ class Trainer:
 
     def weights(self) -> dict:
         """The inference model's weights by name (parameters, running statistics, fixed ones)."""
-        out = {n: v.numpy() for n, v in self.state.items() if not n.endswith(".momentum")}
-        out.update(self.fixed)
-        return out
+        return {n: v for n, v in self.checkpoint().items() if not n.endswith(".momentum")}
 
     def checkpoint(self) -> dict:
         """The weights and the momentum buffers (``<param>.momentum``), so that --resume goes on exactly."""

@@ -8,6 +8,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ROOT / "networks"
 
+# GoogLeNet's inception module as LANGUAGE.md §8 writes it (Szegedy et al. 2014, figure 2b),
+# shared by the tests that use it
+INCEPTION_BLOCK = """
+block inception(c1, c3r, c3, c5r, c5, pp) {
+    concat {
+        conv c1/1 -> relu
+        conv c3r/1 -> relu -> conv c3/3/1/1 -> relu
+        conv c5r/1 -> relu -> conv c5/5/1/2 -> relu
+        maxpool 3/1/1 -> conv pp/1 -> relu
+    }
+}
+"""
+
 
 def pytest_addoption(parser):
     parser.addoption("--fuzz-long", action="store_true",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import INCEPTION_BLOCK
 from gradcheck import Check
 from onnx.reference import ReferenceEvaluator
 
@@ -179,15 +180,7 @@ network small_unet {
     double(4)
     conv 2/1
 }""", {}),
-    "inception": (None, """
-block inception(c1, c3r, c3, c5r, c5, pp) {
-    concat {
-        conv c1/1 -> relu
-        conv c3r/1 -> relu -> conv c3/3/1/1 -> relu
-        conv c5r/1 -> relu -> conv c5/5/1/2 -> relu
-        maxpool 3/1/1 -> conv pp/1 -> relu
-    }
-}
+    "inception": (None, INCEPTION_BLOCK + """
 network inception_block { input 4x6x6\n inception(2, 2, 3, 1, 2, 2)\n gap -> fc 3 }""", {}),
     "se_block": (None, """
 network se {

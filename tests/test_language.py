@@ -1,6 +1,7 @@
 """Every example of LANGUAGE.md (copied verbatim) parses and infers as annotated."""
 
 import pytest
+from conftest import INCEPTION_BLOCK
 
 import cnndsl
 from cnndsl import CnnError
@@ -116,16 +117,7 @@ def test_resnet50_example():
     assert big.layers[-2].output == (2048, 1, 1)
 
 
-INCEPTION = """
-block inception(c1, c3r, c3, c5r, c5, pp) {
-    concat {
-        conv c1/1 -> relu
-        conv c3r/1 -> relu -> conv c3/3/1/1 -> relu
-        conv c5r/1 -> relu -> conv c5/5/1/2 -> relu
-        maxpool 3/1/1 -> conv pp/1 -> relu
-    }
-}
-# inception(64, 96, 128, 16, 32, 32) on 192x28x28 gives 256x28x28 (GoogLeNet 3a)
+INCEPTION = INCEPTION_BLOCK + """# inception(64, 96, 128, 16, 32, 32) on 192x28x28 gives 256x28x28 (GoogLeNet 3a)
 network g { input 192x28x28
     inception(64, 96, 128, 16, 32, 32)
 }

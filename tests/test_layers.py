@@ -29,6 +29,7 @@ from fractions import Fraction
 from functools import cache
 
 import pytest
+from conftest import INCEPTION_BLOCK
 
 import cnndsl
 from cnndsl.layers import CATALOGUE, PUBLIC
@@ -61,16 +62,7 @@ def row(id, kind, input, body, shape, xfail=None, **figures):
     return pytest.param(Case(kind, input, body, shape, **figures), id=id, marks=marks)
 
 
-INCEPTION = """
-block inception(c1, c3r, c3, c5r, c5, pp) {
-    concat {
-        conv c1/1 -> relu
-        conv c3r/1 -> relu -> conv c3/3/1/1 -> relu
-        conv c5r/1 -> relu -> conv c5/5/1/2 -> relu
-        maxpool 3/1/1 -> conv pp/1 -> relu
-    }
-}
-"""
+INCEPTION = INCEPTION_BLOCK
 
 # fmt: off
 # (kept as a table, one row a few lines, rather than ruff's one argument a line)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_onnx as B  # noqa: E402
 
 import cnndsl  # noqa: E402
-from cnndsl.export import to_onnx, write_atomic  # noqa: E402
+from cnndsl.lower.export import to_onnx, write_atomic  # noqa: E402
 
 
 def main(runs: int = 300) -> None:

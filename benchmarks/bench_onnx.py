@@ -429,12 +429,12 @@ class Bench:
     # -- export ------------------------------------------------------------
     def export_ours(self, src, network, path):
         import cnndsl
-        import cnndsl.export
+        import cnndsl.lower.export
 
         t0 = time.perf_counter()
         m = cnndsl.load(src, network=network, input="3x224x224")
         t1 = time.perf_counter()
-        proto = cnndsl.export.to_onnx(m, opset=OPSET, seed=0)
+        proto = cnndsl.lower.export.to_onnx(m, opset=OPSET, seed=0)
         t2 = time.perf_counter()
         with open(path, "wb") as f:
             f.write(proto.SerializeToString())
@@ -609,7 +609,7 @@ class Bench:
 
     def same_weights_check(self, name, m, proto, module, s_theirs, x, y_theirs):
         """Export ours again with torch's weights (matched by order and shape); outputs must agree."""
-        import cnndsl.export
+        import cnndsl.lower.export
 
         ours = [t for t in proto.graph.initializer if "/" not in t.name]  # weights, not helper constants
         theirs = [(k, v) for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")]
@@ -621,7 +621,7 @@ class Bench:
             if tuple(t.dims) != tuple(v.shape) or suffix_o != suffix_t:
                 raise AssertionError(f"{name}: weight order differs at {t.name} {tuple(t.dims)} / {k} {tuple(v.shape)}")
             weights[t.name] = v.detach().cpu().numpy()
-        p2 = cnndsl.export.to_onnx(m, opset=OPSET, weights=weights)
+        p2 = cnndsl.lower.export.to_onnx(m, opset=OPSET, weights=weights)
         path = self.tmp / f"{name}.cnndsl.torchweights.onnx"
         path.write_bytes(p2.SerializeToString())
         del p2, weights

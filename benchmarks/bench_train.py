@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: one SGD training step, cnndsl's train-step graph on onnxruntime
-(``cnndsl.trainer.Trainer``) against the same network in PyTorch eager.
+(``cnndsl.train.trainer.Trainer``) against the same network in PyTorch eager.
 
 Networks: LeNet-5 (networks/lenet5.net, batch 64, 1x32x32) and CIFAR ResNet-20
 (networks/cifar_resnet.net depth=20, batch 128, 3x32x32). Each is written a
@@ -171,7 +171,7 @@ class TorchSide:
 
 
 def op_counts(model) -> str:
-    from cnndsl.train import train_graph
+    from cnndsl.train.step import train_graph
 
     proto, _ = train_graph(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     ops = collections.Counter(n.op_type for n in proto.graph.node)
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from cnndsl import load
-    from cnndsl.trainer import Trainer
+    from cnndsl.train.trainer import Trainer
 
     device = "cpu"
     if args.provider == "cuda":

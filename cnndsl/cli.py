@@ -12,9 +12,10 @@ import json
 import os
 import sys
 
-from . import __version__, load, load_module, run_deep
-from .errors import CnnError, Diagnostic
-from .files import refuse_overwrite
+from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
+from cnndsl.version import __version__
+from cnndsl.errors import CnnError, Diagnostic
+from cnndsl.files import refuse_overwrite
 
 
 class _Parser(argparse.ArgumentParser):
@@ -183,11 +184,11 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(model.to_json(), indent=2))
     elif sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
-        from .richtable import print_rich
+        from cnndsl.tools.richtable import print_rich
 
         print_rich(model)
     else:
-        from .report import format_plain
+        from cnndsl.tools.table import format_plain
 
         print(format_plain(model))
     return 0
@@ -196,11 +197,11 @@ def cmd_info(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from .export import load_weights, to_onnx, write_atomic
-    from .onnx_lower import DEFAULT_OPSET
+    from cnndsl.lower.export import load_weights, to_onnx, write_atomic
+    from cnndsl.lower.builder import DEFAULT_OPSET
 
     out = Path(args.output)
-    refuse_overwrite("-o", out, args.file, args.weights, net=args.file)
+    refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
     if args.batch is not None and args.batch < 1:
         raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
@@ -208,7 +209,7 @@ def cmd_export(args) -> int:
     _print_diagnostics(model.warnings)
     weights = load_weights(args.weights) if args.weights else None
     if args.train:
-        from .train import train_model
+        from cnndsl.train.step import train_model
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
@@ -234,9 +235,9 @@ def cmd_export(args) -> int:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from .data import load_data, split
-    from .export import load_weights
-    from .trainer import progress_bar, train
+    from cnndsl.train.data import load_data, split
+    from cnndsl.lower.export import load_weights
+    from cnndsl.train.trainer import progress_bar, train
 
     if args.epochs < 1 or args.batch < 2:
         raise CnnError("--epochs must be at least 1 and --batch at least 2", code="E084")
@@ -246,12 +247,12 @@ def cmd_train(args) -> int:
                  max_layers=args.max_layers)
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
-    refuse_overwrite("--out", out, args.file, *args.data.split(","), net=args.file)
+    refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
     resume = load_weights(args.resume) if args.resume else None
-    from .train import default_loss
+    from cnndsl.train.step import default_loss
 
     loss = args.loss or default_loss(model)
     print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters, loss {loss}")
@@ -283,21 +284,21 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from .runner import bar, percentile, run, save_outputs
+    from cnndsl.lower.session import bar, percentile, run, save_outputs
 
     if args.iterations < 0 or args.batch < 1:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
     path = Path(args.file)
     if args.output:
         refuse_overwrite("--output", args.output, args.file, args.data,
-                         net=args.file if not args.file.endswith(".onnx") else None)
+                         imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file))
     if path.suffix == ".onnx":
-        from .modules import read_binary
+        from cnndsl.lang.modules import read_binary
 
         model_bytes = read_binary(path)
         name = path.name
     else:
-        from .export import to_onnx
+        from cnndsl.lower.export import to_onnx
 
         model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                      max_layers=args.max_layers)
@@ -328,8 +329,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .files import write_atomic
-    from .graph import diagram, output_path, render
+    from cnndsl.files import write_atomic
+    from cnndsl.tools.diagram import diagram, output_path, render
 
     model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
                  max_layers=args.max_layers)
@@ -348,23 +349,22 @@ def cmd_graph(args) -> int:
 def cmd_import(args) -> int:
     from pathlib import Path
 
-    from .files import refuse_overwrite, write_atomic
-    from .importer import import_file
+    from cnndsl.files import refuse_overwrite, write_atomic
+    from cnndsl.importers.writer import import_file
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file)
     text = import_file(args.file, args.name)
     # the written file compiles: checked before anything is written; a problem the source itself has
     # (a kernel larger than its input ...) is reported on the converted line, named as the output file
-    from . import compile_network
-    from .modules import Loader
+    from cnndsl.lang.modules import Loader
 
     try:
         model = run_deep(lambda: compile_network(Loader().load_text(text, str(out)), None, {}))
     except CnnError as err:
         err.add_note(f"in the text converted from {args.file}, not written; the comment names the source layer")
         raise
-    from .fmt import format_text
+    from cnndsl.tools.fmt import format_text
 
     text = run_deep(lambda: format_text(text, str(out)))  # the canonical layout (cnndsl fmt --check passes)
     write_atomic(out, lambda f: f.write(text.encode("utf-8")))
@@ -374,7 +374,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from . import compile_network
 
     diags: list[Diagnostic] = []
     files: list[str] = []  # the file each diagnostic is about, for those without a position
@@ -406,7 +405,7 @@ def cmd_check(args) -> int:
             except CnnError as err:
                 diags.append(err.diagnostic)
     if all_loaded:
-        from .errors import did_you_mean
+        from cnndsl.errors import did_you_mean
 
         for name in given:
             if name not in known:
@@ -428,7 +427,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    from .fmt import run
+    from cnndsl.tools.fmt import run
 
     return run(args.files, args.check, lambda d: _print_diagnostics([d]))
 

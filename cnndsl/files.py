@@ -18,38 +18,24 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import CnnError
+from cnndsl.errors import CnnError
 
 WRITE_ERROR = "E083"
 
 
-def refuse_overwrite(option: str, out, *inputs, net=None) -> None:
+def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
     """An output path that is one of the command's inputs would destroy that input;
-    ``net``: a .net file whose imports (all of them, transitively) are inputs too."""
+    ``imports()``, called only when ``out`` exists, gives more inputs (the files a .net
+    file imports: :func:`cnndsl.ir.compile.net_sources`)."""
     out = Path(out)
     if not out.exists():
         return
-    if net is not None:
-        inputs += tuple(net_sources(net))
+    if imports is not None:
+        inputs += tuple(imports())
     for given in inputs:
         if given and Path(given).exists() and out.resolve() == Path(given).resolve():
             raise CnnError(f"{option} {out} is an input of this command ({given}); choose another output path",
                            code=WRITE_ERROR)
-
-
-def net_sources(path) -> list[Path]:
-    """The files a .net file imports, directly or not (none when it cannot be loaded: the
-    command then stops on that error before writing anything)."""
-    from . import load_module, run_deep
-    from .errors import CnnError as Error
-    from .modules import Loader
-
-    loader = Loader()
-    try:
-        run_deep(lambda: load_module(str(path), loader))
-    except Error:
-        return []
-    return list(loader.cache)
 
 
 def write_atomic(path, write) -> None:

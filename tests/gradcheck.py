@@ -12,7 +12,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from cnndsl import load
-from cnndsl.train import train_model
+from cnndsl.train.step import train_model
 
 class ConvTranspose(OpRun):
     """ConvTranspose as the ONNX specification defines it: every input position scatters

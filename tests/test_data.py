@@ -1,4 +1,4 @@
-"""Training data sources (cnndsl/data.py): loading, fitting to the network input, errors, split.
+"""Training data sources (cnndsl/train/data.py): loading, fitting to the network input, errors, split.
 
 Oracles are independent of the code under test: hand-computed bilinear values, block means for
 2x downscaling, PyTorch's interpolate where torch is installed, and IDX files written here.
@@ -14,8 +14,8 @@ from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnndsl import data as D
-from cnndsl.data import Data, load_data, split
+from cnndsl.train import data as D
+from cnndsl.train.data import Data, load_data, split
 from cnndsl.errors import CnnError
 
 LENET = (1, 32, 32)
@@ -70,7 +70,7 @@ def test_digits_loads(digits):
 
 
 def test_digits_first_image_by_hand(digits):
-    raw = np.load(ROOT / "cnndsl" / "datasets" / "digits.npz")
+    raw = np.load(ROOT / "cnndsl" / "train" / "datasets" / "digits.npz")
     img = raw["images"][0]
     assert img[1, 2:4].tolist() == [13, 15] and img[2, 2:4].tolist() == [15, 2] and raw["target"][0] == 0
     x = digits.x[0, 0]
@@ -90,7 +90,7 @@ def test_digits_fit_other_inputs():
     assert rgb.x.shape == (1797, 3, 28, 28) and (rgb.x[:, 0] == rgb.x[:, 2]).all()
     assert rgb.description.endswith("upscaled 2x to 16x16, padded to 3x28x28, replicated to 3 channels")
     flat = load_data("digits", (64,))
-    raw = np.load(ROOT / "cnndsl" / "datasets" / "digits.npz")["images"]
+    raw = np.load(ROOT / "cnndsl" / "train" / "datasets" / "digits.npz")["images"]
     assert np.array_equal(flat.x, raw.reshape(1797, 64) / np.float32(16))
     assert load_data("digits", (1, 6, 6)).x.shape == (1797, 1, 6, 6)
 
@@ -431,7 +431,7 @@ def test_error(tmp_path, name, make, shape, classes, code, message):
 
 
 def test_every_error_code_is_tested_and_documented():
-    codes = set(re.findall(r'"(E1\d\d)"', (ROOT / "cnndsl" / "data.py").read_text()))
+    codes = set(re.findall(r'"(E1\d\d)"', (ROOT / "cnndsl" / "train" / "data.py").read_text()))
     tested = {e[4] for e in ERRORS} | {"E114"}  # E114: split, below
     assert codes == tested
     docs = (ROOT / "docs" / "data.md").read_text()

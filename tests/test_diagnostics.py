@@ -8,7 +8,7 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnError
-from cnndsl.syntax import SYNTAX_EXAMPLES, parse_text
+from cnndsl.lang.parser import SYNTAX_EXAMPLES, parse_text
 
 
 def net(*lines, shape="3x8x8"):

@@ -12,9 +12,9 @@ import re
 import pytest
 from conftest import NETWORKS, ROOT
 
-from cnndsl import ast
+from cnndsl.lang import tree as ast
 from cnndsl.layers import PUBLIC
-from cnndsl.syntax import parse_text
+from cnndsl.lang.parser import parse_text
 
 try:  # closer to Oniguruma than re, when installed
     import regex as rx

@@ -11,7 +11,7 @@ import pytest
 from conftest import NETWORKS
 
 import cnndsl
-from cnndsl.export import to_onnx
+from cnndsl.lower.export import to_onnx
 
 
 def _cases():
@@ -177,7 +177,7 @@ def test_run_command(cli, tmp_path):
 
 def test_large_models_use_external_data(tmp_path, monkeypatch):
     """Past 2 GB the weights go to OUT.onnx.data; the limit is lowered here to test the path."""
-    import cnndsl.export as ex
+    import cnndsl.lower.export as ex
 
     monkeypatch.setattr(ex, "TWO_GB", 10_000)
     m = cnndsl.load(NETWORKS / "lenet5.net")

@@ -16,7 +16,7 @@ from conftest import NETWORKS, ROOT
 
 from cnndsl import load, load_module
 from cnndsl.errors import CnnError
-from cnndsl.fmt import format_text
+from cnndsl.tools.fmt import format_text
 
 NET_FILES = sorted(NETWORKS.glob("*.net"))
 LANGUAGE_MD = ROOT.parent / "shared" / "LANGUAGE.md"  # the contract lives beside the checkout
@@ -244,9 +244,9 @@ def test_check_json_positions(cli, tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import cnndsl.fmt
+    import cnndsl.tools.fmt
 
-    result = doctest.testmod(cnndsl.fmt)
+    result = doctest.testmod(cnndsl.tools.fmt)
     assert result.attempted >= 2 and result.failed == 0
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import cnndsl
 from cnndsl import CnnError, compile_network, run_deep
-from cnndsl.modules import Loader
+from cnndsl.lang.modules import Loader
 
 EXAMPLES = int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -95,7 +95,7 @@ def export_and_run(model) -> bool:
     the outputs have the inferred shapes. False when the network is too big to run here."""
     import onnxruntime as ort
 
-    from cnndsl.export import to_onnx
+    from cnndsl.lower.export import to_onnx
 
     if sum(prod(n.shape) for n in model.graph.nodes) > RUN_LIMIT or model.totals.params > PARAM_LIMIT:
         return False
@@ -310,8 +310,8 @@ def test_generated_networks_format_and_draw(text):
     the same syntax tree: format_text checks it) and every network draws as SVG and DOT."""
     from xml.etree import ElementTree
 
-    from cnndsl.fmt import format_text
-    from cnndsl.graph import diagram, render
+    from cnndsl.tools.fmt import format_text
+    from cnndsl.tools.diagram import diagram, render
 
     models = compile_all(text)
     if not models:
@@ -371,7 +371,7 @@ def test_zero_pad_then_max_pool_keeps_its_zeros_on_onnxruntime():
     the 4x4 of -1; 2x2/2 windows: the corners and edges touch zeros, the centre does not)."""
     import onnxruntime as ort
 
-    from cnndsl.export import to_onnx
+    from cnndsl.lower.export import to_onnx
 
     m = cnndsl.load("network n { input 1x4x4\n pad 1 -> maxpool 2\n}")
     opts = ort.SessionOptions()

@@ -17,7 +17,7 @@ from onnx.reference import ReferenceEvaluator
 from cnndsl import load
 from cnndsl.errors import CnnError
 from cnndsl.layers import CATALOGUE
-from cnndsl.train import train_model
+from cnndsl.train.step import train_model
 
 TOLERANCE = 1e-6
 
@@ -129,7 +129,7 @@ def test_map_criterion_gradients():
 
 def test_map_criterion_value_by_hand():
     """E = y_D + log(e^−j + Σ_i e^−y_i) (LeCun et al. 1998, eq. 9), y_i = Σ_k (x_k − w_ik)², here in NumPy."""
-    from cnndsl.train import MAP_J
+    from cnndsl.train.step import MAP_J
 
     proto = train_model(load("network n { input 4\n out: rbf 3 }"), dtype="float64")  # default loss: map
     assert {p.key: p.value for p in proto.metadata_props}["cnndsl.loss"] == "map"

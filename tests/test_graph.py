@@ -34,7 +34,7 @@ import pytest
 from conftest import NETWORKS
 
 from cnndsl import load
-from cnndsl.graph import diagram, layer_op, render
+from cnndsl.tools.diagram import diagram, layer_op, render
 from cnndsl.layers.arith import fmt_shape
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -133,7 +133,7 @@ def test_layer_op_shows_non_default_keywords():
 
 
 def test_layout_keeps_edges_downwards_and_boxes_apart():
-    from cnndsl.graph_layout import layout
+    from cnndsl.tools.diagram_layout import layout
 
     d = diagram(load(str(NETWORKS / "googlenet.net")))
     p = layout(d)
@@ -179,7 +179,7 @@ def test_cli_writes_svg_png_dot(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     from PIL import Image
 
-    from cnndsl.graph_layout import layout
+    from cnndsl.tools.diagram_layout import layout
 
     w, h = png_size((tmp_path / "l.png").read_bytes())
     p = layout(diagram(load(str(net))))
@@ -247,8 +247,8 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     # the screenshot: the stem conv's box is filled with its shade where the SVG says it is
     from PIL import Image
 
-    from cnndsl.graph_draw import _canvas, shade
-    from cnndsl.graph_layout import layout
+    from cnndsl.tools.diagram_draw import _canvas, shade
+    from cnndsl.tools.diagram_layout import layout
 
     p = layout(d)
     width, _, top = _canvas(d, p)
@@ -268,10 +268,10 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
 def test_docstring_examples_hold():
     import doctest
 
-    import cnndsl.graph
-    import cnndsl.graph_draw
-    import cnndsl.graph_layout
+    import cnndsl.tools.diagram
+    import cnndsl.tools.diagram_draw
+    import cnndsl.tools.diagram_layout
 
-    for module in (cnndsl.graph, cnndsl.graph_layout, cnndsl.graph_draw):
+    for module in (cnndsl.tools.diagram, cnndsl.tools.diagram_layout, cnndsl.tools.diagram_draw):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__

@@ -15,7 +15,7 @@ import pytest
 from cnndsl import load
 from cnndsl.cli import main
 from cnndsl.errors import CnnError
-from cnndsl.importer import import_file
+from cnndsl.importers.writer import import_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -464,9 +464,9 @@ def test_cli_name_and_message(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import cnndsl.importer
+    import cnndsl.importers.writer
 
-    assert doctest.testmod(cnndsl.importer).failed == 0
+    assert doctest.testmod(cnndsl.importers.writer).failed == 0
 
 
 @pytest.mark.parametrize("field", ['num_output: "many"', "num_output: 2.5", "kernel_size: x", "group: { }"])

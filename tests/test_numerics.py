@@ -16,7 +16,7 @@ from numpy_ref import onnx_weights, run_graph
 
 import cnndsl
 import numpy_ref as ref
-from cnndsl.export import to_onnx
+from cnndsl.lower.export import to_onnx
 from cnndsl.layers import CATALOGUE
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 against float64

@@ -15,7 +15,7 @@ import pytest
 import cnndsl
 from cnndsl import CnnError
 from cnndsl.cli import main
-from cnndsl.elaborate import MAX_DEPTH, MAX_LAYERS
+from cnndsl.ir.elaborate import MAX_DEPTH, MAX_LAYERS
 
 INT64_MAX = 2**63 - 1
 

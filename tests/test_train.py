@@ -11,9 +11,9 @@ import pytest
 from conftest import NETWORKS, run_cli
 
 from cnndsl import load
-from cnndsl.data import load_data, split
+from cnndsl.train.data import load_data, split
 from cnndsl.errors import CnnError
-from cnndsl.export import load_weights, to_onnx
+from cnndsl.lower.export import load_weights, to_onnx
 
 LENET = NETWORKS / "lenet5.net"
 
@@ -134,11 +134,11 @@ def test_train_with_a_schedule_and_cross_entropy(tmp_path):
 def test_docstring_examples_hold():
     import doctest
 
-    import cnndsl.grad
-    import cnndsl.train
-    import cnndsl.trainer
+    import cnndsl.train.adjoints
+    import cnndsl.train.step
+    import cnndsl.train.trainer
 
-    for module in (cnndsl.grad, cnndsl.train, cnndsl.trainer):
+    for module in (cnndsl.train.adjoints, cnndsl.train.step, cnndsl.train.trainer):
         result = doctest.testmod(module)
         assert result.attempted and not result.failed, module.__name__
 
@@ -148,7 +148,7 @@ def test_checkpoint_carries_the_momentum_buffers(trained):
     holds the saved buffers as its momentum inputs' values (not zeros)."""
     from onnx import numpy_helper
 
-    from cnndsl.train import train_model
+    from cnndsl.train.step import train_model
 
     _, out = trained
     saved = load_weights(out)

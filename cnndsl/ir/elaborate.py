@@ -1,0 +1,485 @@
+"""The elaboration pass: a network definition to the IR, with every figure inferred.
+
+Expansion and inference are one pass because arguments may depend on shapes
+(``conv (in.c // 16)/1``, ``residual`` picking its shortcut from the body's
+output). The pass owns traversal; layer kinds own the math. On failure it
+re-raises with the span, the source text and the block-call chain.
+
+    >>> from cnndsl import load
+    >>> load("network n { input 3x32x32\\n conv 16/3 -> relu }").layers[1].output
+    (16, 30, 30)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cnndsl.lang import tree as ast
+from cnndsl.errors import CnnError, Diagnostic, Span, did_you_mean, source_text
+from cnndsl.ir.graph import Graph, Node
+from cnndsl.layers import PUBLIC, LayerError, Symbol, ValueRef, coerce
+from cnndsl.layers.arith import fmt_shape, prod
+from cnndsl.layers.base import REQUIRED, describe
+from cnndsl.ir.rules import CombinatorRules, LabelRules
+from cnndsl.lang.modules import Definition, Module, with_default
+from cnndsl.lang.values import INT_LIMIT, evaluate
+
+MAX_LAYERS = 1_000_000  # unrolled layers per network (overridable: load(max_layers=...))
+MAX_DEPTH = 10_000  # nested blocks, groups, branches and repeats
+
+
+@dataclass(eq=False)
+class Scope:
+    """One block instance (or the network): its parameters, labels and names."""
+
+    module: Module
+    params: dict
+    prefix: str
+    calls: tuple
+    definition: ast.BlockDef
+    parent: "Scope | None" = None
+    everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
+    labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
+    counters: dict = field(default_factory=dict)
+    instances: tuple = ()  # full names of this and the enclosing block instances, outermost first
+
+    def unique(self, base: str) -> str:
+        """A full name not used yet in the network: base, base_1, base_2 ...
+
+        Checked against every full name, not only this scope's: ``x: b() -> conv``
+        names the block's layers ``x.conv ...`` and must not give the chain's
+        conv the same name."""
+        taken = self.everywhere
+        if self.prefix + base not in taken:
+            taken.add(self.prefix + base)
+            return self.prefix + base
+        n = self.counters.get(base, 0)
+        while True:
+            n += 1
+            candidate = f"{self.prefix}{base}_{n}"
+            if candidate not in taken:
+                break
+        self.counters[base] = n
+        taken.add(candidate)
+        return candidate
+
+
+@dataclass(frozen=True, eq=False)
+class Env:
+    scope: Scope
+    inp: tuple | None  # the shape for in.c, in.h ...; None before the network's input
+    defaults: dict  # kind -> {keyword: (value, span)}
+    depth: int
+
+    def nested(self, inp: tuple | None = None) -> "Env":
+        """The environment one level deeper (a group, repeat or branch), with ``in`` = inp."""
+        return Env(self.scope, self.inp if inp is None else inp, self.defaults, self.depth + 1)
+
+
+class _Names:
+    """Name lookup for expressions: parameters, then tables (with .names for hints)."""
+
+    def __init__(self, scope: Scope):
+        self.scope = scope
+
+    def __call__(self, name):
+        if name in self.scope.params:
+            return self.scope.params[name]
+        return self.scope.module.tables.get(name)
+
+    @property
+    def names(self):
+        return tuple(self.scope.params) + tuple(self.scope.module.tables)
+
+
+class Elaborator(CombinatorRules, LabelRules):
+    """The pass; combinators and labels live in :mod:`cnndsl.ir.rules`."""
+
+    def __init__(self, max_layers: int = MAX_LAYERS):
+        self.max_layers = max_layers
+        self.nodes: list[Node] = []
+        self.warnings: list[Diagnostic] = []
+        self.outputs: list[tuple[str, int, Span]] = []
+        self.label_homes: dict[str, str] = {}  # label -> scope prefix where first defined
+        self.params_total = 0
+        self.unnamed_labels: dict = {}  # (scope id, label) -> span: labels that name no layer
+        self.referenced: set = set()  # (scope id, label) read through @label
+
+    # ------------------------------------------------------------------ network
+    def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
+        net = d.node
+        scope = Scope(d.module, {}, "", (), net)
+        env = Env(scope, None, d.defaults, 0)  # no in.c before the input: parameters decide the input
+        self._bind_network_params(net, scope, env, defines)
+        body = list(net.body)
+        while body and isinstance(body[0], ast.Default):
+            env = self._default(body.pop(0), env)
+        if not body or not isinstance(body[0], ast.Input):
+            where = body[0].span if body else net.span
+            raise CnnError(
+                f"network {net.name} must start with its input shape; expected input CxHxW (e.g. input 3x224x224)",
+                where,
+                code="E050",
+            )
+        inp = body.pop(0)
+        shape = tuple(input_shape) if input_shape is not None else inp.shape
+        if not 1 <= len(shape) <= 4 or any(v < 1 for v in shape):
+            raise CnnError(
+                f"input shape {fmt_shape(shape)} must be C, CxL, CxHxW or CxDxHxW with every size at least 1",
+                inp.span,
+                code="E051",
+            )
+        self._check_size(shape, inp.span)
+        spatial = len(shape) - 1
+        self._add(Node(0, "input", "input", MappingProxyType({}), (), shape, 0, 0, 0, 0, (1,) * spatial, (1,) * spatial, inp.span, ()))
+        scope.everywhere.add("input")
+        env = Env(scope, shape, env.defaults, 0)
+        last = self.body(body, env, 0, network=True)
+        self._unused_labels()
+        if self.outputs:
+            outputs = tuple((n, v) for n, v, _ in self.outputs)
+        else:
+            outputs = (("output", last),)
+        return Graph(
+            net.name,
+            d.module.path,
+            shape,
+            tuple(self.nodes),
+            outputs,
+            tuple(self.warnings),
+            MappingProxyType(dict(scope.params)),
+        )
+
+    def _bind_network_params(self, net, scope, env, defines):
+        names = [p.name for p in net.params]
+        for name in defines:
+            if name not in names:
+                have = ", ".join(names) if names else "none"
+                raise CnnError(
+                    f"-D {name}: network {net.name} has no parameter '{name}'{did_you_mean(name, names)} "
+                    f"(its parameters: {have})",
+                    net.span,
+                    code="E052",
+                )
+        for p in net.params:
+            if p.name in defines:
+                scope.params[p.name] = defines[p.name]
+            elif p.default is not None:
+                scope.params[p.name] = self._eval(p.default, env)
+            else:
+                raise CnnError(
+                    f"network {net.name} needs a value for its parameter '{p.name}'; set it with -D {p.name}=...",
+                    p.span,
+                    code="E053",
+                )
+
+    # --------------------------------------------------------------- statements
+    def body(self, stmts, env: Env, cur: int, network: bool = False) -> int:
+        if env.depth > MAX_DEPTH:
+            span = stmts[0].span if stmts else None
+            raise CnnError(f"nesting deeper than {MAX_DEPTH} levels", span, code="E060")
+        for st in stmts:
+            t = type(st)
+            if t is ast.Statement:
+                cur = self.statement(st, env, cur)
+            elif t is ast.Default:
+                env = self._default(st, env)
+            elif t is ast.Output:
+                if not network or env.scope.prefix:
+                    raise CnnError("output is only allowed in the body of a network", st.span, code="E054")
+                self._outputs(st, env)
+            else:  # ast.Input
+                msg = "input may appear only once, as the first statement of a network"
+                raise CnnError(msg, st.span, code="E055")
+        return cur
+
+    def statement(self, st: ast.Statement, env: Env, cur: int) -> int:
+        label = st.label
+        named = False
+        names_layer = False
+        for i, step in enumerate(st.steps):
+            if type(step) is ast.Ref:
+                if i:
+                    raise CnnError(
+                        f"@{step.name} can only start a chain; to continue from it, start a new line with @{step.name}",
+                        step.span,
+                        code="E021",
+                    )
+                cur = self.label_value(step.name, step.span, env)
+                continue
+            hint = None
+            if label:
+                inner = step.body[0] if type(step) is ast.Repeat and step.is_step else step
+                hint = label if not named else f"{label}.{inner.kind}" if type(inner) is ast.Call else None
+                named = True
+                names_layer = names_layer or type(inner) is ast.Call
+            cur = self.step(step, env, cur, hint)
+        if label:
+            self._bind_label(label, cur, st.label_span, env, names_layer)
+        return cur
+
+    def step(self, step, env: Env, cur: int, hint: str | None) -> int:
+        t = type(step)
+        if t is ast.Call:
+            return self.call(step, env, cur, hint)
+        if t is ast.Identity:
+            return cur
+        if t is ast.Group:
+            return self.body(step.body, env.nested(), cur)
+        if t is ast.Repeat:
+            n = self._eval(step.count, env)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise CnnError(
+                    f"a repeat count must be an integer of at least 0; received {describe(n)}", step.count.span, code="E061"
+                )
+            if n > self.max_layers:
+                raise CnnError(
+                    f"repeat count {n:,} exceeds the limit of {self.max_layers:,} layers", step.count.span, code="E062"
+                )
+            inner = env.nested()
+            for _ in range(n):
+                before = len(self.nodes)
+                if step.is_step:
+                    cur = self.step(step.body[0], inner, cur, hint)
+                else:
+                    cur = self.body(step.body, inner, cur)
+                if len(self.nodes) == before:
+                    # The body adds no layer (`_`, an empty group): every further round would
+                    # do exactly the same, so stop here rather than spin (repeat 10**6 { repeat 10**6 { _ } }).
+                    break
+            return cur
+        raise AssertionError(step)  # pragma: no cover
+
+    # -------------------------------------------------------------------- calls
+    def call(self, c: ast.Call, env: Env, cur: int, hint: str | None) -> int:
+        kind = PUBLIC.get(c.kind)
+        if kind is None:
+            block = env.scope.module.blocks.get(c.kind)
+            if block is not None:
+                return self.block_call(c, block, env, cur, hint)
+            choices = list(PUBLIC) + list(env.scope.module.blocks)
+            raise CnnError(
+                f"unknown layer kind or block '{c.kind}'{did_you_mean(c.kind, choices)}", c.kind_span, code="E010"
+            )
+        if kind.combinator:
+            return self.combinator(c, kind, env, cur, hint)
+        if c.body is not None:
+            raise CnnError(f"{c.kind} does not take a {{ body }}; only add, concat, mul and residual do", c.span, code="E012")
+        x = self.nodes[cur].shape
+        a, spans = self.arguments(c, kind, env, x)
+        return self.layer(kind, a, (cur,), c.span, env, hint or kind.name, spans)
+
+    def arguments(self, c: ast.Call, kind, env: Env, x: tuple):
+        """Positional fields and keywords of a call, checked and canonical."""
+        allowed = kind.all_args()
+        for _, span in c.stray:
+            raise CnnError(
+                f"unexpected field '{source_text(span)}'; fields are separated by '/' (conv 64/3/1/1) "
+                "and keywords are written name=value",
+                span,
+                code="E013",
+            )
+        values: dict = {}
+        positional = list(c.positional)
+        flags = []
+        # A bare word in the field list that is a boolean keyword (maxpool 2 ceil) is a flag.
+        while positional and isinstance(positional[-1], ast.Name):
+            word = positional[-1].id
+            spec = allowed.get(word)
+            if spec is not None and spec.type == "bool" and word not in env.scope.params:
+                flags.append(ast.Arg(word, None, positional.pop().span))
+            else:
+                break
+        if len(positional) > len(kind.positional):
+            names = "/".join(n for n, _ in kind.positional) or "no fields"
+            extra = positional[len(kind.positional)]
+            raise CnnError(
+                f"{c.kind} takes at most {len(kind.positional)} field{'s' if len(kind.positional) != 1 else ''} "
+                f"({names}); received {len(positional)}",
+                extra.span,
+                code="E014",
+            )
+        for (name, _), expr in zip(kind.positional, positional):
+            values[name] = (self._eval(expr, env), expr.span)
+        for arg in list(c.keywords) + flags:
+            spec = allowed.get(arg.name)
+            if spec is None:
+                raise CnnError(
+                    f"{c.kind} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}", arg.span, code="E011"
+                )
+            if arg.name in values:
+                raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
+            if arg.value is None and spec.type != "bool":
+                raise CnnError(f"keyword {arg.name} needs a value: {arg.name}=...", arg.span, code="E016")
+            values[arg.name] = (True if arg.value is None else self._eval(arg.value, env), arg.span)
+        return self.resolve(kind, values, env, x, c.span)
+
+    def resolve(self, kind, values: dict, env: Env, x: tuple, span: Span):
+        """Apply `default` statements and the kind's defaults; coerce every argument."""
+        for name, pair in env.defaults.get(kind.name, {}).items():
+            values.setdefault(name, pair)
+        rank = len(x) - 1
+        if kind.spatial and rank < 1:
+            raise CnnError(
+                f"{source_text(span) or kind.name} needs an input with spatial axes (CxL, CxHxW or CxDxHxW); "
+                f"received {fmt_shape(x)}",
+                span,
+                code="E070",
+            )
+        a, spans = {}, {}
+        for name, spec in kind.all_args().items():
+            if name in values:
+                value, vspan = values[name]
+                spans[name] = vspan
+            elif spec.default is REQUIRED:
+                fields = "/".join(n for n, _ in kind.positional)
+                raise CnnError(
+                    f"{kind.name} needs {name}" + (f": {kind.name} {fields}" if fields else ""), span, code="E017"
+                )
+            else:
+                value, vspan = spec.default, span
+            if value is None:
+                a[name] = None
+                continue
+            try:
+                a[name] = coerce(spec, name, value, rank)
+            except LayerError as err:
+                hint = ""
+                if isinstance(value, Symbol) and spec.type not in ("enum", "pad"):
+                    names = tuple(env.scope.params) + tuple(env.scope.module.tables)
+                    hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"
+                raise CnnError(err.message + hint, vspan, code="E018") from None
+        return a, spans
+
+    def layer(self, kind, a: dict, inputs: tuple, span: Span, env: Env, base: str, spans=None) -> int:
+        x = self.nodes[inputs[0]].shape
+        try:
+            kind.check(a, x)
+            y = kind.shape(a, x)
+            trainable, fixed = kind.params(a, x, y)
+            macs = kind.macs(a, x, y)
+            conns = kind.connections(a, x, y)
+            window = kind.window(a, x, y)
+            warns = kind.warnings(a, x, y)
+        except LayerError as err:
+            raise self._layer_error(err, span, spans or {}, env) from None
+        self._check_size(y, span, env)
+        self._check_params(trainable + fixed, span, env)
+        for message, arg in warns:
+            where = (spans or {}).get(arg, span) if arg else span
+            text = message.replace("{call}", source_text(span))
+            self.warnings.append(Diagnostic("warning", text, where or span, self._call_notes(env), "W001"))
+        name = env.scope.unique(base)
+        return self._add_node(kind.name, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env)
+
+    def block_call(self, c: ast.Call, d: Definition, env: Env, cur: int, hint: str | None) -> int:
+        block = d.node
+        if c.body is not None:
+            raise CnnError(f"block {block.name} does not take a {{ body }}", c.span, code="E012")
+        for _, span in c.stray:
+            raise CnnError(f"unexpected field '{source_text(span)}'; block arguments go in parentheses", span, code="E013")
+        if len(env.scope.calls) >= MAX_DEPTH:
+            raise CnnError(f"blocks nested deeper than {MAX_DEPTH} calls", c.span, code="E060")
+        if any(s.definition is block for s in self._active_scopes(env)):
+            active = [name for name, _ in env.scope.calls]
+            cycle = " -> ".join(active[active.index(block.name) :] + [block.name])
+            raise CnnError(f"block {block.name} calls itself: {cycle}", c.span, notes=self._call_notes(env), code="E063")
+        x = self.nodes[cur].shape
+        signature = f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
+        bound: dict = {}
+        names = [p.name for p in block.params]
+        if len(c.positional) > len(names):
+            raise CnnError(
+                f"block {signature} takes {len(names)} argument{'s' if len(names) != 1 else ''}; received {len(c.positional)}",
+                c.positional[len(names)].span,
+                code="E014",
+            )
+        for name, expr in zip(names, c.positional):
+            bound[name] = self._eval(expr, env)
+        for arg in c.keywords:
+            if arg.name not in names:
+                raise CnnError(
+                    f"block {block.name} has no parameter '{arg.name}'{did_you_mean(arg.name, names)}",
+                    arg.span,
+                    code="E011",
+                )
+            if arg.name in bound:
+                raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
+            bound[arg.name] = True if arg.value is None else self._eval(arg.value, env)
+        prefix_name = env.scope.unique(hint or block.name)
+        scope = Scope(d.module, {}, prefix_name + ".", env.scope.calls + ((block.name, c.span),), block, env.scope,
+                      env.scope.everywhere, instances=env.scope.instances + (prefix_name,))
+        inner = Env(scope, x, d.defaults, env.depth + 1)
+        for p in block.params:
+            if p.name in bound:
+                scope.params[p.name] = bound[p.name]
+            elif p.default is not None:
+                scope.params[p.name] = self._eval(p.default, inner)
+            else:
+                raise CnnError(f"block {signature} needs a value for '{p.name}'", c.span, code="E017")
+        return self.body(block.body, inner, cur)
+
+    def _active_scopes(self, env: Env):
+        scope = env.scope
+        while scope is not None:
+            yield scope
+            scope = scope.parent
+
+    # ---------------------------------------------------------------- utilities
+    def _default(self, st: ast.Default, env: Env) -> Env:
+        defaults = with_default(env.defaults, st, lambda e: self._eval(e, env))
+        return Env(env.scope, env.inp, defaults, env.depth)
+
+    def _eval(self, expr, env: Env):
+        return evaluate(expr, _Names(env.scope), lambda n, s: self._ref(n, s, env), env.inp)
+
+    def _ref(self, name: str, span: Span, env: Env) -> ValueRef:
+        node = self.nodes[self.label_value(name, span, env)]
+        src = self.nodes[node.inputs[0]].shape if node.inputs else node.shape
+        return ValueRef(name, node, src)
+
+    def _check_size(self, shape: tuple, span: Span, env: Env | None = None) -> None:
+        if prod(shape) > INT_LIMIT:
+            raise CnnError(
+                f"tensor of shape {fmt_shape(shape)} has more elements than fit in 64 bits", span, code="E064"
+            )
+
+    def _check_params(self, count: int, span: Span, env: Env) -> None:
+        self.params_total += count
+        if self.params_total > INT_LIMIT:
+            what = f"this layer's {count:,} parameters" if count > INT_LIMIT else "the parameters up to this layer"
+            raise CnnError(
+                f"{what} bring the network to {self.params_total:,} parameters, more than fit in 64 bits",
+                span,
+                notes=self._call_notes(env),
+                code="E300",
+            )
+
+    def _call_notes(self, env: Env) -> list:
+        return [(f"in block {name} called", span) for name, span in reversed(env.scope.calls)]
+
+    def _layer_error(self, err: LayerError, span: Span, spans: dict, env: Env) -> CnnError:
+        where = spans.get(err.arg, span) if err.arg else span
+        return CnnError(err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code="E019")
+
+    def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
+        main = max(inputs, key=lambda i: prod(self.nodes[i].rf))
+        rf, jump = self.nodes[main].rf, self.nodes[main].jump
+        if window is not None and len(window[0]) == len(rf):
+            steps, strides = window
+            rf = tuple(r + (s - 1) * j for r, s, j in zip(rf, steps, jump))
+            jump = tuple(j * s for j, s in zip(jump, strides))
+        node = Node(len(self.nodes), name, kind, MappingProxyType(a), tuple(inputs), y, trainable, fixed, macs, conns, rf, jump, span, env.scope.calls,
+                    env.scope.instances)
+        return self._add(node)
+
+    def _add(self, node: Node) -> int:
+        if len(self.nodes) > self.max_layers:  # nodes[0] is the input, not a layer
+            raise CnnError(
+                f"the network unrolls to more than {self.max_layers:,} layers (the limit; raise it with --max-layers)",
+                node.span,
+                code="E062",
+            )
+        self.nodes.append(node)
+        return node.id

@@ -1,0 +1,197 @@
+"""Files and their namespaces: reading sources, imports, blocks, tables, defaults.
+
+Each file is a module with its own namespace: the blocks, tables and networks it
+defines, plus the blocks and tables of the files it imports (not what those
+import in turn). A block body resolves names in the namespace of its own file,
+and sees the ``default`` statements that precede it in that file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnndsl.lang import tree as ast
+from cnndsl.errors import CnnError, Span, did_you_mean
+from cnndsl.layers import PUBLIC, Table
+from cnndsl.lang.parser import parse_text
+from cnndsl.lang.values import evaluate
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A block or network together with where it was defined."""
+
+    node: ast.BlockDef
+    module: "Module"
+    defaults: dict  # kind -> {keyword: (value, span)} in force at the definition
+
+
+@dataclass(eq=False)
+class Module:
+    path: str  # as shown in diagnostics
+    directory: Path
+    blocks: dict[str, Definition] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
+    networks: dict[str, Definition] = field(default_factory=dict)
+    origins: dict[str, Span] = field(default_factory=dict)  # name -> where it was defined
+
+
+def read_source(path: Path, shown: str, span: Span | None = None) -> str:
+    """Read a .net file, turning every way this can fail into a diagnostic."""
+    what = f"cannot read {shown}"
+    try:
+        if path.is_dir():
+            raise CnnError(f"{what}: it is a directory, not a .net file", span, code="E040")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CnnError(
+                f"{what}: the file has {size:,} bytes, more than the limit of {MAX_FILE_BYTES:,}", span, code="E041"
+            )
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CnnError(f"{what}: no such file", span, code="E040") from None
+    except PermissionError:
+        raise CnnError(f"{what}: permission denied", span, code="E040") from None
+    except OSError as err:
+        raise CnnError(f"{what}: {err.strerror or err}", span, code="E040") from None
+    if b"\0" in data:
+        raise CnnError(f"{what}: it is a binary file, not a .net text file", span, code="E042")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CnnError(f"{what}: it is not UTF-8 text (byte {err.start})", span, code="E042") from None
+
+
+def read_binary(path: Path) -> bytes:
+    """Read a model file for ``cnndsl run``, with diagnostics for the usual failures."""
+    try:
+        if path.is_dir():
+            raise CnnError(f"cannot read {path}: it is a directory", code="E040")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CnnError(f"cannot read {path}: no such file", code="E040") from None
+    except OSError as err:
+        raise CnnError(f"cannot read {path}: {err.strerror or err}", code="E040") from None
+
+
+class Loader:
+    """Loads files once each, following imports and refusing cycles."""
+
+    def __init__(self):
+        self.cache: dict[Path, Module] = {}
+        self.stack: list[Path] = []
+
+    def load_path(self, path: Path, shown: str | None = None, span: Span | None = None) -> Module:
+        shown = shown or str(path)
+        try:
+            real = path.resolve()
+        except (ValueError, OSError) as err:  # a NUL byte, a loop of links ...
+            raise CnnError(f"cannot read {shown!r}: not a usable path ({err})", span, code="E040") from None
+        if real in self.stack:
+            chain = " -> ".join(p.name for p in self.stack[self.stack.index(real) :] + [real])
+            raise CnnError(f"import cycle: {chain}", span, code="E043")
+        if real in self.cache:
+            return self.cache[real]
+        text = read_source(path, shown, span)
+        return self._load(text, shown, real, real.parent)
+
+    def load_text(self, text: str, shown: str = "<string>", directory: Path | None = None) -> Module:
+        return self._load(text, shown, None, directory or Path.cwd())
+
+    def _load(self, text: str, shown: str, real: Path | None, directory: Path) -> Module:
+        tree = parse_text(text, shown)
+        module = Module(shown, directory)
+        if real is not None:
+            self.stack.append(real)
+        try:
+            self._fill(module, tree)
+        finally:
+            if real is not None:
+                self.stack.pop()
+        if real is not None:
+            self.cache[real] = module
+        return module
+
+    def _fill(self, module: Module, tree: ast.File) -> None:
+        defaults: dict = {}
+        imported: dict[str, tuple[object, Span]] = {}
+        # Tables first: blocks may use a table defined further down the file.
+        for item in tree.items:
+            if isinstance(item, ast.TableDef):
+                self._define(module, module.tables, item.name, Table(item.name, tuple(item.value)), item.span)
+        for item in tree.items:
+            if isinstance(item, ast.Import):
+                target = (module.directory / item.path).resolve() if not Path(item.path).is_absolute() else Path(item.path)
+                other = self.load_path(target, item.path, item.span)
+                for name, d in other.blocks.items():
+                    self._import(module, module.blocks, name, d, item.span, imported)
+                for name, t in other.tables.items():
+                    self._import(module, module.tables, name, t, item.span, imported)
+            elif isinstance(item, ast.Default):
+                defaults = with_default(defaults, item, lambda e: evaluate(e, _tables(module), _no_labels, None))
+            elif isinstance(item, ast.BlockDef):
+                target = module.networks if item.is_network else module.blocks
+                self._define(module, target, item.name, Definition(item, module, defaults), item.span)
+
+    def _define(self, module, table, name, value, span):
+        if name in table:
+            first = module.origins.get(name)
+            raise CnnError(
+                f"'{name}' is defined twice", span, notes=[("first defined", first)] if first else [], code="E044"
+            )
+        if name in PUBLIC and table is module.blocks:
+            raise CnnError(f"block '{name}' has the name of a layer kind; choose another name", span, code="E044")
+        table[name] = value
+        module.origins[name] = span
+
+    def _import(self, module, table, name, value, span, imported):
+        if name in table and table[name] is not value:
+            raise CnnError(
+                f"import brings '{name}', which is already defined",
+                span,
+                notes=[("already defined", module.origins.get(name))],
+                code="E044",
+            )
+        table[name] = value
+        module.origins.setdefault(name, span)
+
+
+def _tables(module: Module):
+    def lookup(name):
+        return module.tables.get(name)
+
+    lookup.names = tuple(module.tables)
+    return lookup
+
+
+def _no_labels(name, span):
+    raise CnnError(f"@{name} cannot be used here: there are no labels outside a network or block", span, code="E020")
+
+
+def with_default(defaults: dict, item: ast.Default, evaluate_expr) -> dict:
+    """A new defaults mapping with ``default KIND kw=value ...`` applied."""
+    kind = PUBLIC.get(item.kind)
+    if kind is None:
+        raise CnnError(
+            f"unknown layer kind '{item.kind}' in default{did_you_mean(item.kind, PUBLIC)}",
+            item.kind_span,
+            code="E010",
+        )
+    allowed = kind.all_args()
+    current = dict(defaults.get(item.kind, {}))
+    for arg in item.keywords:
+        spec = allowed.get(arg.name)
+        if spec is None:
+            raise CnnError(
+                f"{item.kind} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}",
+                arg.span,
+                code="E011",
+            )
+        value = True if arg.value is None else evaluate_expr(arg.value)
+        current[arg.name] = (value, arg.span)
+    out = dict(defaults)
+    out[item.kind] = current
+    return out

@@ -1,0 +1,449 @@
+"""Text to syntax tree: the Lark parser, its post-lexer and syntax diagnostics.
+
+    >>> parse_text("network n { input 3x32x32\\n conv 16/3 -> relu }", "n.net").items[0].name
+    'n'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from cnndsl.lang import tree as ast
+from cnndsl.errors import CnnError, Span, remember_source
+from cnndsl.lang.values import INT_LIMIT
+
+_HERE = Path(__file__).resolve().parent
+# Installed: the grammar ships inside the package; in the source tree it is ../grammars.
+# installed: the package cnndsl.grammars; in a checkout: the repository's grammars/
+GRAMMAR_PATHS = (_HERE.parent / "grammars" / "net.lark", _HERE.parent.parent / "grammars" / "net.lark")
+
+# What a user reads in "expected ..." instead of Lark's terminal names.
+TOKEN_NAMES = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "DIMS": "dimensions like 3x224x224",
+    "STRING": 'a "string"',
+    "_NL": "end of line",
+    "$END": "end of file",
+    "_ARROW": "'->'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "SLASH": "'/'",
+    "STAR": "'*'",
+    "AT": "'@'",
+    "MINUS": "'-'",
+    "PLUS": "'+'",
+    "DOT": "'.'",
+    "PERCENT": "'%'",
+    "__ANON_0": "'//'",
+    "UNDERSCORE": "'_'",
+}
+_OPENERS = {"LPAR", "LSQB"}
+_CLOSERS = {"RPAR", "RSQB"}
+# A newline directly after these tokens does not end a statement.
+_CONTINUES = {None, "_NL", "_ARROW", "LBRACE", "COMMA"}
+
+
+class _Newlines:
+    """Post-lexer: makes '\\n' and ';' the statement separator _NL (see net.lark)."""
+
+    # NAME everywhere, so that "networks" is one unexpected name, not keyword + "s";
+    # RBRACE everywhere, since a newline is inserted before it (after lexing it).
+    always_accept = ("_NL", "NAME", "RBRACE")
+
+    def process(self, stream):
+        depth = 0
+        prev = None
+        last = None
+        for tok in stream:
+            kind = tok.type
+            last = tok
+            if kind == "_NL":
+                if depth or prev in _CONTINUES:
+                    continue
+                prev = "_NL"
+                yield tok
+                continue
+            if kind in _OPENERS:
+                depth += 1
+            elif kind in _CLOSERS:
+                depth = max(0, depth - 1)
+            elif kind == "RBRACE" and prev not in ("_NL", "LBRACE"):
+                yield Token.new_borrow_pos("_NL", "", tok)
+            prev = kind
+            yield tok
+        if prev not in (None, "_NL"):
+            yield Token.new_borrow_pos("_NL", "", last)
+
+
+_PARSER: Lark | None = None
+
+
+def parser() -> Lark:
+    global _PARSER
+    if _PARSER is None:
+        for path in GRAMMAR_PATHS:
+            if path.is_file():
+                break
+        else:  # pragma: no cover - a broken installation
+            raise RuntimeError("cnndsl: grammar file net.lark is missing from the installation")
+        _PARSER = Lark(
+            path.read_text(encoding="utf-8"),
+            parser="lalr",
+            lexer="contextual",
+            postlex=_Newlines(),
+            propagate_positions=True,
+            maybe_placeholders=True,
+            strict=True,
+            cache=True,
+        )
+    return _PARSER
+
+
+# Malformed examples mapped to a clearer message (Lark's match_examples); tested
+# one by one in tests/test_diagnostics.py.
+SYNTAX_EXAMPLES = {
+    "a chain cannot end with '->'; write the next step after it": [
+        "network n {\n input 3x8x8\n conv 8/3 ->\n}",
+    ],
+    "'}' is missing: this '{' is not closed": [
+        "network n {\n input 3x8x8\n conv 8/3\n",
+        "network n {\n input 3x8x8\n add { _ ; conv 8/3\n}",
+    ],
+    "a network needs a body in braces: network NAME(params) { input CxHxW ... }": [
+        "network n\n",
+        "network n(a = 1)\n",
+    ],
+    "a block needs parameters in parentheses and a body: block NAME(p1, p2 = 4) { ... }": [
+        "block b {\n}",
+        "block b\n",
+    ],
+    "a label needs a step after ':', as in conv1: conv 64/3": [
+        "network n {\n input 3x8x8\n x:\n}",
+    ],
+    "input takes the shape without batch, as in input 3x224x224": [
+        "network n {\n input\n}",
+        "network n {\n input 3x\n}",
+        "network n {\n input a\n}",
+    ],
+    "a parenthesised argument list is not closed": [
+        "network n {\n input 3x8x8\n conv(8, 3\n}",
+    ],
+}
+
+
+def _describe(token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    if token.type == "_NL":
+        return "end of line" if token.value != ";" else "';'"
+    return repr(str(token.value)).replace('"', "'")
+
+
+def _expected(names) -> str:
+    shown = sorted({TOKEN_NAMES.get(n, f"'{n.lower()}'") for n in names})
+    if len(shown) > 8:
+        shown = shown[:8] + ["..."]
+    return ", ".join(shown)
+
+
+def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
+    hint = None
+    try:
+        hint = err.match_examples(parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
+    except Exception:  # match_examples re-parses; never let it hide the real error
+        hint = None
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        span = Span(filename, err.line, err.column, err.line, err.column + 1)
+        what = f"unexpected character {ch!r}"
+        if ch == "/" and text[err.pos_in_stream : err.pos_in_stream + 2] == "//":
+            what = "unexpected '//' (integer division needs parentheses: conv (in.c // 2)/1)"
+        msg = what + (f"; expected {_expected(err.allowed)}" if err.allowed else "")
+    elif isinstance(err, UnexpectedToken):
+        tok = err.token
+        line = tok.line or err.line or 1
+        col = tok.column or err.column or 1
+        if tok.type in ("$END",) or (tok.type == "_NL" and tok.value == ""):
+            span = Span(filename, line, col, line, col + 1)
+        else:
+            span = Span(filename, line, col, tok.end_line or line, tok.end_column or col + 1)
+        what = _describe(tok)
+        if tok.type == "_NL" and tok.value == "":  # inserted by the post-lexer before '}' or at the end
+            pos = tok.start_pos if tok.start_pos is not None else len(text)
+            what = "'}'" if text[pos : pos + 1] == "}" else "end of file"
+        msg = f"unexpected {what}; expected {_expected(err.accepts or err.expected)}"
+        if tok.type == "SLASH" and tok.start_pos and text[tok.start_pos - 1] == "/":
+            hint = hint or "'//' (integer division) needs parentheses: conv (in.c // 2)/1"
+    else:  # UnexpectedEOF
+        lines = text.splitlines() or [""]
+        span = Span(filename, len(lines), len(lines[-1]) + 1)
+        msg = f"unexpected end of file; expected {_expected(err.expected)}"
+    if hint:
+        msg = f"{msg}\n  hint: {hint}"
+    return CnnError(msg, span, code="E001")
+
+
+def parse_text(text: str, filename: str) -> ast.File:
+    """Parse one file's text into an :class:`ast.File`; raises :class:`CnnError`."""
+    remember_source(filename, text)
+    try:
+        tree = parser().parse(text)
+    except UnexpectedInput as err:
+        raise _syntax_error(err, text, filename) from None
+    items = _ToAst(filename).transform(tree)
+    return ast.File(filename, tuple(items))
+
+
+def _tok_span(file: str, tok) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+class _ToAst:
+    """Lark tree -> :mod:`cnndsl.lang.tree`; one method ``name(meta, children)`` per construct.
+
+    Its own post-order walk rather than Lark's Transformer: no recursion (deep
+    nesting), and no per-node wrapper objects (a third of the time of a large file)."""
+
+    def __init__(self, filename: str):
+        self.file = filename
+        self.methods = {}
+
+    def transform(self, tree):
+        methods = self.methods
+        order = []
+        stack = [tree]
+        while stack:
+            t = stack.pop()
+            order.append(t)
+            if type(t) is Tree:
+                stack.extend(t.children)
+        values = []
+        for t in reversed(order):
+            if type(t) is Tree:
+                n = len(t.children)
+                if n:
+                    children = values[-n:]
+                    del values[-n:]
+                else:
+                    children = []
+                f = methods.get(t.data)
+                if f is None:
+                    f = methods[t.data] = getattr(self, t.data)
+                values.append(f(t.meta, children))
+            else:
+                values.append(t)
+        (result,) = values
+        return result
+
+    def _int(self, text, where) -> int:
+        """An integer literal; one beyond 64 bits is an error (and 10,000 digits never reach int())."""
+        digits = str(text).lstrip("+-").lstrip("0")
+        if len(digits) > 19 or (digits and int(digits) > INT_LIMIT):
+            span = where if isinstance(where, Span) else self._span(where)
+            raise CnnError("integer too large: the value does not fit in 64 bits", span, code="E031")
+        return int(text)
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    # -- file level
+    def start(self, meta, items):
+        return items
+
+    def import_stmt(self, meta, c):
+        return ast.Import(str(c[0])[1:-1], self._span(meta))
+
+    def table_def(self, meta, c):
+        return ast.TableDef(str(c[0]), c[1], self._span(meta))
+
+    def list(self, meta, c):
+        return [x.value if isinstance(x, ast.Num) else x for x in c if x is not None]
+
+    def number(self, meta, c):
+        tok = c[0]
+        return self._int(tok, meta) if tok.type == "INT" else float(tok)
+
+    def default_stmt(self, meta, c):
+        items = tuple(x[1] if isinstance(x, tuple) else x for x in c[1:])
+        return ast.Default(str(c[0]), items, self._span(meta), _tok_span(self.file, c[0]))
+
+    def block_def(self, meta, c):
+        return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta))
+
+    def network_def(self, meta, c):
+        return ast.BlockDef(str(c[0]), c[1] or (), c[2], self._span(meta), is_network=True)
+
+    def params(self, meta, c):
+        return tuple(p for p in c if p is not None)
+
+    def param(self, meta, c):
+        return ast.Param(str(c[0]), c[1], self._span(meta))
+
+    def body(self, meta, c):
+        return tuple(c)
+
+    def input_stmt(self, meta, c):
+        tok = c[0]
+        shape = tuple(self._int(v, meta) for v in str(tok).split("x"))
+        return ast.Input(shape, self._span(meta))
+
+    def output_stmt(self, meta, c):
+        return ast.Output(tuple((str(t), _tok_span(self.file, t)) for t in c), self._span(meta))
+
+    # -- statements and steps
+    def statement(self, meta, c):
+        label = c[0]
+        return ast.Statement(
+            str(label) if label is not None else None,
+            tuple(c[1:]),
+            self._span(meta),
+            _tok_span(self.file, label) if label is not None else None,
+        )
+
+    def repeated(self, meta, c):
+        base, count = c
+        return ast.Repeat(count, (base,), self._span(meta), is_step=True)
+
+    def group(self, meta, c):
+        return ast.Group(c[0], self._span(meta))
+
+    def ref(self, meta, c):
+        return ast.Ref(str(c[0]), self._span(meta))
+
+    def identity(self, meta, c):
+        return ast.Identity(self._span(meta))
+
+    def repeat(self, meta, c):
+        return ast.Repeat(c[0], c[1], self._span(meta))
+
+    def count(self, meta, c):
+        tok = c[0]
+        if isinstance(tok, Token):
+            span = _tok_span(self.file, tok)
+            return ast.Num(self._int(tok, span), span) if tok.type == "INT" else ast.Name(str(tok), span)
+        return tok
+
+    def call(self, meta, c):
+        name_tok, args, *items = c
+        body = items.pop() if items else None
+        positional, keywords, stray = [], [], []
+        if args is not None:
+            for a in args:
+                (keywords if a.name else positional).append(a if a.name else a.value)
+        # One positional group: (args) and/or the first field, continued by '/'.
+        # Anything after it is a keyword, a bare flag, or a stray field (diagnosed later).
+        state = "in" if args is not None else "open"
+        for kind, value, span in items:
+            if kind == "kw":
+                keywords.append(value)
+                state = "closed"
+            elif kind == "field" and state == "open":
+                positional.append(value)
+                state = "in"
+            elif kind == "slash" and state == "in":
+                positional.append(value)
+            else:
+                stray.append((value, span))
+                state = "closed"
+        # Bare names after the positional group are boolean flags (``maxpool 3/2 ceil``).
+        flags = []
+        rest = []
+        for value, span in stray:
+            if isinstance(value, ast.Name):
+                flags.append(ast.Arg(value.id, None, span))
+            else:
+                rest.append((value, span))
+        return ast.Call(
+            str(name_tok),
+            tuple(positional),
+            tuple(keywords) + tuple(flags),
+            body,
+            self._span(meta),
+            _tok_span(self.file, name_tok),
+            args is not None,
+            tuple(rest),
+        )
+
+    def args(self, meta, c):
+        return [a for a in c if a is not None]
+
+    def arg(self, meta, c):
+        return ast.Arg(None, c[0], self._span(meta))
+
+    def named_arg(self, meta, c):
+        return ast.Arg(str(c[0]), c[1], self._span(meta))
+
+    def field(self, meta, c):
+        return ("field", c[0], self._span(meta))
+
+    def slash_field(self, meta, c):
+        return ("slash", c[0], self._span(meta))
+
+    def kw_item(self, meta, c):
+        return ("kw", ast.Arg(str(c[0]), c[1], self._span(meta)), self._span(meta))
+
+    def flag_item(self, meta, c):
+        return ast.Arg(str(c[0]), None, self._span(meta))
+
+    # -- expressions
+    def int(self, meta, c):
+        return ast.Num(self._int(c[0], meta), self._span(meta))
+
+    def float(self, meta, c):
+        return ast.Num(float(c[0]), self._span(meta))
+
+    def neg_int(self, meta, c):
+        return ast.Num(-self._int(c[0], meta), self._span(meta))
+
+    def neg_float(self, meta, c):
+        return ast.Num(-float(c[0]), self._span(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self._span(meta))
+
+    def dims(self, meta, c):
+        return ast.Dims(tuple(self._int(v, meta) for v in str(c[0]).split("x")), self._span(meta))
+
+    def inref(self, meta, c):
+        return ast.InRef(str(c[0]), self._span(meta))
+
+    def true(self, meta, c):
+        return ast.Bool(True, self._span(meta))
+
+    def false(self, meta, c):
+        return ast.Bool(False, self._span(meta))
+
+    def label_ref(self, meta, c):
+        return ast.LabelRef(str(c[0]), self._span(meta))
+
+    def _binop(op):  # noqa: N805 - a small factory used in the class body
+        def method(self, meta, c):
+            return ast.BinOp(op, c[0], c[1], self._span(meta))
+
+        return method
+
+    add = _binop("+")
+    sub = _binop("-")
+    mul = _binop("*")
+    floordiv = _binop("//")
+    mod = _binop("%")
+
+    def neg(self, meta, c):
+        return ast.Neg(c[0], self._span(meta))
+
+    def unary(self, meta, c):  # unary plus
+        return c[0]

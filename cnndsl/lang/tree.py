@@ -1,0 +1,181 @@
+"""The syntax tree of a .net file: plain immutable data with spans.
+
+Built by :mod:`cnndsl.lang.parser` from Lark's parse tree; consumed by
+:mod:`cnndsl.ir.elaborate`. Expressions are evaluated there, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnndsl.errors import Span
+
+
+# ---- expressions -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Dims:
+    value: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class InRef:
+    """``in.c``, ``in.h`` ...: the shape of the value entering the block or branch."""
+
+    axis: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRef:
+    """``@name`` used as an argument (``unpool of=@pool1``)."""
+
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: str  # + - * // %
+    left: object
+    right: object
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: object
+    span: Span
+
+
+# ---- steps and statements ----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument: positional (``name is None``) or keyword ``name=value``."""
+
+    name: str | None
+    value: object  # an expression
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """``NAME (args) f1/f2 kw=v { body }`` — a layer kind, combinator or block."""
+
+    kind: str
+    positional: tuple  # expressions, from (args) then /-fields
+    keywords: tuple[Arg, ...]  # kw=value, flags (value None), named (args)
+    body: tuple | None  # statements of a combinator body
+    span: Span
+    kind_span: Span
+    in_parens: bool  # arguments were given in parentheses
+    stray: tuple = ()  # fields after the first group that are not flags (diagnosed later)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    body: tuple
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """``repeat N { body }`` and ``step * N`` (then ``body`` is one step)."""
+
+    count: object  # an expression
+    body: tuple  # statements, or a 1-tuple holding a step for ``step * N``
+    span: Span
+    is_step: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    label: str | None
+    steps: tuple
+    span: Span
+    label_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    shape: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    names: tuple[tuple[str, Span], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Default:
+    kind: str
+    keywords: tuple[Arg, ...]
+    span: Span
+    kind_span: Span
+
+
+# ---- definitions -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    default: object | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple
+    span: Span
+    is_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TableDef:
+    name: str
+    value: list
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    path: str
+    items: tuple

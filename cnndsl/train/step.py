@@ -1,0 +1,241 @@
+"""The training-step graph: forward (training form), loss, backward, SGD, in one ONNX model.
+
+    >>> from cnndsl import load
+    >>> m = train_model(load("network n { input 1x8x8\\n conv 4/3 -> bn -> relu -> fc 3 }"), momentum=0.9)
+    >>> [i.name for i in m.graph.input][:5]
+    ['x', 'y', 'lr', 'conv.weight', 'conv.weight.momentum']
+
+Inputs: ``x`` (a batch), ``y`` (class labels, int64; or targets for ``mse``),
+``lr`` (a scalar, default the ``lr`` given), every trainable parameter under its
+inference name (``<layer>.weight``, ``.bias``), every momentum buffer
+(``<param>.momentum``) and every BN running statistic (``<bn>.running_mean``,
+``.running_var``); all but ``x`` and ``y`` have initializers holding their
+current values, so the file runs as it is. Outputs: ``loss``, ``logits``, then
+``<name>.new`` for every parameter, momentum buffer and running statistic, and
+with ``gradients=True`` ``<param>.grad`` (and ``input.grad`` with ``wrt_input``).
+
+Losses: ``cross_entropy`` (softmax over the class scores; an rbf output's scores
+are its negated distances), ``mse``, and ``map``, LeCun et al. 1998's criterion for
+rbf outputs (eq. 9): ``y_D + log(e^−j + Σ_i e^−y_i)`` with ``y_i`` the distances
+and ``D`` the label — cross-entropy over the scores ``−y_i`` and one more, constant
+score ``−j`` (``MAP_J``); the default for networks ending in ``rbf``.
+
+Conventions (PyTorch's): cross-entropy averaged over the batch and every spatial
+position, MSE averaged over every element; SGD with weight decay added to the
+gradient of every trainable parameter (biases and BN scales included), momentum
+``v = μ·v + g``, ``p = p − lr·v``; BN normalises with the batch's biased variance
+and updates its running variance with the unbiased one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnndsl.errors import CnnError
+from cnndsl.train.adjoints import differentiate
+from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
+
+LOSSES = ("cross_entropy", "mse", "map")
+MAP_J = 1.0  # the constant j of LeCun et al. 1998's MAP criterion (eq. 9); the paper leaves its value open
+SHAPE_BATCH = 2  # the batch size shape inference sees; rules only read non-batch sizes
+
+
+def train_model(model, loss: str | None = None, lr: float = 0.01, momentum: float = 0.0,
+                weight_decay: float = 0.0, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
+                opset: int = DEFAULT_OPSET, gradients: bool = False, wrt_input: bool = False, check: bool = True):
+    """The ModelProto of one SGD step of a compiled network (see module doc)."""
+    return train_graph(model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input,
+                       check)[0]
+
+
+def default_loss(model) -> str:
+    """``map`` for a network ending in rbf units (LeNet-5's own criterion), ``cross_entropy`` otherwise."""
+    graph = model.graph
+    return "map" if graph.nodes[graph.outputs[0][1]].kind == "rbf" else "cross_entropy"
+
+
+def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=0, weights=None,
+                dtype="float32", opset=DEFAULT_OPSET, gradients=False, wrt_input=False, check=True):
+    """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
+    from onnx import helper, numpy_helper
+
+    loss = default_loss(model) if loss is None else loss
+    if loss not in LOSSES:
+        raise CnnError(f"--loss {loss}: choose {' or '.join(LOSSES)}", code="E085")
+    if dtype not in ("float32", "float64"):
+        raise CnnError(f"--dtype {dtype}: training graphs are float32 or float64", code="E084")
+    if lr < 0 or momentum < 0 or weight_decay < 0:
+        raise CnnError("--lr, --momentum and --weight-decay must not be negative", code="E084")
+    graph = model.graph
+    b = lower_nodes(graph, opset, seed, weights, np.dtype(dtype), training=True)
+    elem = b.elem
+    out_name, out_id = graph.outputs[0]
+    out_node = graph.nodes[out_id]
+    b.layer = "loss"
+    prediction = b.tensor(out_id)
+    if loss == "map" and out_node.kind != "rbf":
+        raise CnnError(f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
+                       f"{out_node.kind} (use cross_entropy)", code="E085")
+    if loss in ("cross_entropy", "map"):
+        if out_node.kind == "softmax":  # the loss takes the scores before the softmax
+            prediction = b.tensor(out_node.inputs[0])
+        elif out_node.kind == "rbf":  # distances: the nearest centre is the most likely class
+            prediction = b.op("Neg", [prediction])
+    logit_shape = graph.nodes[out_id].shape
+    forward = list(b.nodes)
+    shapes = _static_shapes(b, graph)
+
+    # ---- the loss and its gradient with respect to the prediction
+    if loss in ("cross_entropy", "map"):
+        labels = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)),
+                                               ["N", *logit_shape[1:]])
+        classes = logit_shape[0]
+        scores = prediction
+        if loss == "map":  # one more score, the constant −j, that no label names
+            rows = b.op("Shape", [prediction], end=1)
+            column = b.op("ConstantOfShape", [b.op("Concat", [rows, b.const(np.array([1], np.int64))], axis=0)],
+                          value=numpy_helper.from_array(np.array([-MAP_J], b.dtype)))
+            scores = b.op("Concat", [prediction, column], axis=1)
+        logp = b.op("LogSoftmax", [scores], axis=1)
+        onehot = b.op("OneHot", ["y", b.const(np.array(classes + (loss == "map"), np.int64)),
+                                 b.const(np.array([0.0, 1.0]))], axis=1)
+        count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
+        b.op("Div", [b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [logp, onehot])], keepdims=0)]), count], out="loss")
+        residual = b.op("Sub", [b.op("Exp", [logp]), onehot])
+        if loss == "map":
+            residual = b.op("Slice", [residual] + [b.const(np.array([v], np.int64)) for v in (0, classes, 1)])
+        seed_grad = b.op("Div", [residual, count])
+    else:
+        labels = helper.make_tensor_value_info("y", elem, ["N", *logit_shape])
+        diff = b.op("Sub", [prediction, "y"])
+        b.op("ReduceMean", [b.op("Mul", [diff, diff])], out="loss", keepdims=0)
+        count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
+        seed_grad = b.op("Div", [b.op("Mul", [diff, b.scalar(2.0)]), count])
+    b.op("Identity", [prediction], out="logits")
+
+    # ---- backward
+    trainable = [name for name, t in b.params.items() if t]
+    wrt = trainable + (["input"] if wrt_input else [])
+    grads = differentiate(b, shapes, {prediction: seed_grad}, wrt, forward)
+
+    # ---- SGD with momentum and weight decay
+    inits = dict(b.initializers)
+    inputs = [helper.make_tensor_value_info("x", elem, ["N", *graph.input_shape]), labels,
+              helper.make_tensor_value_info("lr", elem, [])]
+    b.initializers.append(("lr", np.array(lr, b.dtype)))
+    outputs = [helper.make_tensor_value_info("loss", elem, []),
+               helper.make_tensor_value_info("logits", elem, ["N", *logit_shape])]
+    news, extra = [], []
+    for name in trainable:
+        shape = list(inits[name].shape)
+        b.layer = "sgd:" + name
+        inputs.append(helper.make_tensor_value_info(name, elem, shape))
+        g = grads[name]
+        if weight_decay:
+            g = b.op("Add", [g, b.op("Mul", [name, b.scalar(weight_decay)])])
+        if momentum:
+            buf = name + ".momentum"
+            b.initializers.append((buf, _momentum(weights, buf, shape, b.dtype)))
+            inputs.append(helper.make_tensor_value_info(buf, elem, shape))
+            g = b.op("Add", [b.op("Mul", [buf, b.scalar(momentum)]), g], out=buf + ".new")
+        b.op("Sub", [name, b.op("Mul", ["lr", g])], out=name + ".new")
+        news.append(helper.make_tensor_value_info(name + ".new", elem, shape))
+        if momentum:
+            news.append(helper.make_tensor_value_info(name + ".momentum.new", elem, shape))
+        if gradients:
+            b.op("Identity", [grads[name]], out=name + ".grad")
+            extra.append(helper.make_tensor_value_info(name + ".grad", elem, shape))
+    for buf, value in b.updates:
+        shape = list(inits[buf].shape)
+        inputs.append(helper.make_tensor_value_info(buf, elem, shape))
+        b.layer = "bn:" + buf
+        b.op("Identity", [value], out=buf + ".new")
+        news.append(helper.make_tensor_value_info(buf + ".new", elem, shape))
+    if wrt_input:
+        b.op("Identity", [grads["input"]], out="input.grad")
+        extra.append(helper.make_tensor_value_info("input.grad", elem, ["N", *graph.input_shape]))
+    b.layer = "x"
+    b.nodes.insert(0, helper.make_node("Identity", ["x"], ["input"], name="x"))
+    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in graph.defines.items()), "cnndsl.seed": str(seed),
+            "cnndsl.dtype": dtype, "cnndsl.graph": "train", "cnndsl.loss": loss, "cnndsl.output": out_name,
+            "cnndsl.momentum": repr(momentum), "cnndsl.weight_decay": repr(weight_decay)}
+    _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
+    proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
+    if check:
+        _check(proto)
+    return proto, dict(b.params)
+
+
+def _momentum(weights, name, shape, dtype):
+    """A momentum buffer from a checkpoint (``cnndsl train`` saves them), else zeros."""
+    given = None if weights is None else weights.get(name)
+    if given is None:
+        return np.zeros(shape, dtype)
+    if tuple(np.shape(given)) != tuple(shape):
+        raise CnnError(f"the weights file does not fit the network: wrong shape: {name}: expected {tuple(shape)}, "
+                       f"got {tuple(np.shape(given))}", code="E081")
+    return np.asarray(given, dtype)
+
+
+def _prune(b, outputs, inputs) -> None:
+    """Drop the nodes no output depends on, and the constants only they read: adjoint
+    rules give every input's gradient, and some are not needed (the image's, the
+    fixed RBF centres'); onnxruntime would compute them at every step."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(b.nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    b.nodes[:] = kept[::-1]
+    b.initializers[:] = [(n, a) for n, a in b.initializers if n in needed or n in inputs]
+
+
+def _static_shapes(b, graph) -> dict[str, tuple]:
+    """Shapes of every forward tensor by ONNX shape inference, with batch SHAPE_BATCH."""
+    import onnx
+    from onnx import helper
+
+    probe = assemble(b, [helper.make_tensor_value_info("input", b.elem, [SHAPE_BATCH, *graph.input_shape])],
+                     [], initializers=[])
+    g = probe.graph
+    for name, arr in b.initializers:
+        if arr.size > 64:  # weights: their type and shape is all inference needs
+            g.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                                         list(arr.shape)))
+        else:
+            from onnx import numpy_helper
+
+            g.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=True, data_prop=True)
+    shapes = {name: tuple(arr.shape) for name, arr in b.initializers}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(d.dim_value for d in dims)
+    for node in graph.nodes:  # layer outputs: ours (the IR is the authority)
+        shapes[b.tensor(node.id)] = (SHAPE_BATCH, *node.shape)
+    return shapes
+
+
+def _check(proto) -> None:
+    """The full ONNX checker on a light copy: the large initializers, all of them graph
+    inputs already (parameters and their buffers), stay out of it."""
+    import onnx
+
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name"):
+        setattr(light, field, getattr(proto, field))
+    light.opset_import.extend(proto.opset_import)
+    g, src = light.graph, proto.graph
+    g.name = src.name
+    for part in ("node", "input", "output", "value_info"):
+        getattr(g, part).extend(getattr(src, part))
+    inputs = {i.name for i in src.input}
+    g.initializer.extend(t for t in src.initializer if t.name not in inputs or len(t.raw_data) <= 16384)
+    onnx.checker.check_model(light, full_check=True)
+
+
+def step_names(proto) -> dict[str, str]:
+    """Which output feeds which input at the next step: ``{"conv_1.weight.new": "conv_1.weight", ...}``."""
+    return {o.name: o.name[: -len(".new")] for o in proto.graph.output if o.name.endswith(".new")}

@@ -1,0 +1,242 @@
+"""``cnndsl train``: drive the train-step graph with onnxruntime.
+
+Parameters, momentum buffers and BN statistics stay on the device between steps
+(I/O binding: each step's ``.new`` outputs are bound as the next step's inputs);
+only the batch goes in and the loss and logits come out. Every epoch the
+held-out split is evaluated through the inference export with the current
+weights, and the weights are written atomically to ``--out`` (a ``.npz`` that
+``cnndsl export --weights`` reads).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnndsl.errors import CnnError
+from cnndsl.files import write_atomic
+
+
+@dataclass
+class Epoch:
+    number: int
+    loss: float
+    train_accuracy: float | None
+    held_out_accuracy: float | None
+    held_out_loss: float | None
+    samples_per_second: float
+    seconds: float
+
+
+@dataclass
+class Result:
+    epochs: list[Epoch] = field(default_factory=list)
+    provider: str = ""
+    weights: dict = field(default_factory=dict)
+    predictions: np.ndarray | None = None  # held-out predictions of the last evaluation
+
+
+def predicted_classes(kind: str, outputs: np.ndarray) -> np.ndarray:
+    """Class per sample (and position): the nearest centre for rbf, else the largest score."""
+    return outputs.argmin(1) if kind == "rbf" else outputs.argmax(1)
+
+
+def save_weights(weights: dict, path: Path) -> None:
+    """The weights as an .npz, written atomically (cnndsl.files)."""
+    write_atomic(path, lambda f: np.savez(f, **weights))
+
+
+class Trainer:
+    """One network's training session on onnxruntime."""
+
+    def __init__(self, model, loss=None, lr=0.01, momentum=0.9, weight_decay=0.0, seed=0,
+                 weights=None, provider="auto"):
+        from onnx import numpy_helper
+
+        from cnndsl.lower.session import make_session
+        from cnndsl.train.step import default_loss, train_graph
+
+        self.model = model
+        self.loss = default_loss(model) if loss is None else loss
+        self.lr = lr
+        self.out_node = model.graph.nodes[model.graph.outputs[0][1]]
+        proto, params = train_graph(model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                                    weights=weights)
+        self.session, self.provider = make_session(proto.SerializeToString(), provider)
+        inputs = {i.name for i in proto.graph.input}
+        # state: every parameter, momentum buffer and running statistic (graph inputs with values)
+        self.state_names = [t.name for t in proto.graph.initializer if t.name in inputs and t.name != "lr"]
+        self.fixed = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
+                      if t.name not in inputs and t.name in params}  # rbf centres, fixed deconvolutions
+        import onnxruntime as ort
+
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.state = {t.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t), self.device, 0)
+                      for t in proto.graph.initializer if t.name in self.state_names}
+        self.outputs = [o.name for o in proto.graph.output]
+        self.binding = self.session.io_binding()
+        self.set_lr(lr)
+        self.dtype = np.float32
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the following steps (the graph's ``lr`` input)."""
+        import onnxruntime as ort
+
+        self.lr = lr
+        self.lr_value = ort.OrtValue.ortvalue_from_numpy(np.array(lr, np.float32))
+
+    def step(self, x: np.ndarray, y: np.ndarray):
+        """One SGD step; returns (loss, logits) on the host."""
+        io = self.binding
+        io.bind_cpu_input("x", np.ascontiguousarray(x, self.dtype))
+        io.bind_cpu_input("y", np.ascontiguousarray(y))
+        # (bind_cpu_input only knows true graph inputs; lr, like the state, has a default)
+        io.bind_ortvalue_input("lr", self.lr_value)
+        for name in self.state_names:
+            io.bind_ortvalue_input(name, self.state[name])
+        for name in self.outputs:
+            io.bind_output(name, self.device)
+        self.session.run_with_iobinding(io)
+        outs = io.get_outputs()
+        for name, value in zip(self.outputs, outs):
+            if name.endswith(".new"):
+                self.state[name[:-4]] = value
+        return float(outs[0].numpy()), outs[1].numpy()
+
+    def weights(self) -> dict:
+        """The inference model's weights by name (parameters, running statistics, fixed ones)."""
+        return {n: v for n, v in self.checkpoint().items() if not n.endswith(".momentum")}
+
+    def checkpoint(self) -> dict:
+        """The weights and the momentum buffers (``<param>.momentum``), so that --resume goes on exactly."""
+        out = {n: v.numpy() for n, v in self.state.items()}
+        out.update(self.fixed)
+        return out
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch: int):
+        """Held-out (loss, accuracy, predictions) through the inference export."""
+        from cnndsl.lower.export import to_onnx
+        from cnndsl.lower.session import make_session
+        from cnndsl.train.step import MAP_J
+
+        sess, _ = make_session(to_onnx(self.model, weights=self.weights()).SerializeToString(),
+                               "cuda" if self.device == "cuda" else "cpu")
+        name = sess.get_inputs()[0].name
+        outs = np.concatenate([sess.run(None, {name: x[i:i + batch].astype(self.dtype)})[0]
+                               for i in range(0, len(x), batch)])
+        if self.loss == "mse":
+            return float(((outs - y) ** 2).mean()), None, outs
+        pred = predicted_classes(self.out_node.kind, outs)
+        scores = -outs if self.out_node.kind == "rbf" else outs
+        if self.loss == "map":  # the criterion's constant score −j (cnndsl.train.MAP_J)
+            scores = np.concatenate([scores, np.full((len(scores), 1), -MAP_J, scores.dtype)], axis=1)
+        if self.out_node.kind == "softmax":
+            logp = np.log(np.clip(outs, 1e-30, None))
+        else:
+            z = scores - scores.max(1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = float(-np.take_along_axis(logp, y[:, None], 1).mean())
+        return loss, float((pred == y).mean()), pred
+
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def learning_rate(lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rate of ``epoch`` (1-based) of ``epochs``: ``constant``; ``cosine``
+    from ``lr`` down towards 0 (SGDR without restarts, Loshchilov & Hutter 2017, per epoch);
+    ``step``: ÷10 after half and again after three quarters of the epochs.
+
+    >>> [round(learning_rate(0.1, "cosine", e, 4), 4) for e in range(1, 5)]
+    [0.1, 0.0854, 0.05, 0.0146]
+    >>> [learning_rate(1.0, "step", e, 8) for e in range(1, 9)]
+    [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    """
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
+    if schedule == "step":
+        return lr / 10 ** ((epoch - 1 >= epochs // 2) + (epoch - 1 >= epochs * 3 // 4))
+    return lr
+
+
+def labels_for(model, y: np.ndarray) -> np.ndarray:
+    """Per-sample class labels shaped like the network's output (N, 1, 1 for a 1x1 map)."""
+    out = model.graph.nodes[model.graph.outputs[0][1]].shape
+    if len(out) > 1:
+        if any(d != 1 for d in out[1:]):
+            raise CnnError(
+                f"the network's output is {'x'.join(map(str, out))}: a class per position, but --data gives "
+                "one label per sample (per-position labels are not supported by the data sources)",
+                code="E086",
+            )
+        y = y.reshape(len(y), *[1] * (len(out) - 1))
+    return y.astype(np.int64)
+
+
+def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0.9, weight_decay=0.0,
+          provider="auto", seed=0, out=None, resume=None, report=None, progress=None, loss=None,
+          schedule="constant") -> Result:
+    """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step."""
+    trainer = Trainer(model, loss=loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=resume,
+                      provider=provider)
+    result = Result(provider=trainer.provider)
+    x, y = train_data.x, labels_for(model, train_data.y)
+    rng = np.random.default_rng(seed)
+    for epoch in range(1, epochs + 1):
+        trainer.set_lr(learning_rate(lr, schedule, epoch, epochs))
+        order = rng.permutation(len(x))
+        start = time.perf_counter()
+        total, correct, seen = 0.0, 0, 0
+        steps = [order[i:i + batch] for i in range(0, len(order), batch)]
+        steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
+        for k, idx in enumerate(steps, 1):
+            loss, logits = trainer.step(x[idx], y[idx])
+            if not np.isfinite(loss):
+                raise CnnError(f"epoch {epoch}: the loss became {loss}; try a smaller --lr (now {lr})", code="E087")
+            total += loss * len(idx)
+            if trainer.loss != "mse":  # the logits' largest score (rbf: −distance)
+                correct += int((logits.argmax(1) == y[idx]).sum())
+            seen += len(idx)
+            if progress:
+                progress(k, len(steps), total / seen, epoch)
+        seconds = time.perf_counter() - start
+        h_loss, h_acc, pred = (trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
+                               if held_out is not None and len(held_out.x) else (None, None, None))
+        accuracy = correct / max(seen, 1) if trainer.loss != "mse" else None
+        record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / seconds, seconds)
+        result.epochs.append(record)
+        result.predictions = pred
+        result.weights = trainer.weights()
+        if out is not None:
+            save_weights(trainer.checkpoint(), out)
+        if report:
+            report(record)
+    return result
+
+
+def progress_bar(stream=None):
+    """A rich progress bar per epoch on a terminal; nothing when piped."""
+    stream = sys.stderr if stream is None else stream  # the stream of the call, not of the import
+    if not stream.isatty():
+        return None, lambda: None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                    TimeRemainingColumn(), transient=True)
+    tasks = {}
+
+    def update(done, total, loss, epoch):
+        if epoch not in tasks:
+            if not tasks:
+                prog.start()
+            tasks[epoch] = prog.add_task("train", total=total, epoch=epoch, loss=loss)
+        prog.update(tasks[epoch], completed=done, loss=loss)
+        if done == total:
+            prog.remove_task(tasks[epoch])
+
+    return update, prog.stop

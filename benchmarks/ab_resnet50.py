@@ -29,9 +29,16 @@ def main(runs: int = 300) -> None:
     module = B.torch_models()["resnet50"]().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.randn(1, 3, 224, 224),), str(d / "torch.onnx"), dynamo=False,
-                          opset_version=17, input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
+        torch.onnx.export(
+            module,
+            (torch.randn(1, 3, 224, 224),),
+            str(d / "torch.onnx"),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+        )
     a, _ = B.make_session(d / "ours.onnx", 2, ["CPUExecutionProvider"])
     b, _ = B.make_session(d / "torch.onnx", 2, ["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -40,14 +47,16 @@ def main(runs: int = 300) -> None:
             s.run(None, {"input": x})
     times = {a: [], b: []}
     for i in range(runs):
-        for s in ((a, b) if i % 2 == 0 else (b, a)):
+        for s in (a, b) if i % 2 == 0 else (b, a):
             t = time.perf_counter()
             s.run(None, {"input": x})
             times[s].append(time.perf_counter() - t)
     ma, mb = np.median(times[a]), np.median(times[b])
-    print(f"ResNet-50 batch 1, {runs} interleaved runs each (2 threads, CPU): ours median {ma * 1e3:.2f} ms, "
-          f"torch-onnx {mb * 1e3:.2f} ms, ratio {ma / mb:.3f}; p90 {np.percentile(times[a], 90) * 1e3:.2f} / "
-          f"{np.percentile(times[b], 90) * 1e3:.2f} ms")
+    print(
+        f"ResNet-50 batch 1, {runs} interleaved runs each (2 threads, CPU): ours median {ma * 1e3:.2f} ms, "
+        f"torch-onnx {mb * 1e3:.2f} ms, ratio {ma / mb:.3f}; p90 {np.percentile(times[a], 90) * 1e3:.2f} / "
+        f"{np.percentile(times[b], 90) * 1e3:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -154,15 +154,24 @@ def torch_models():
                 cin = c
             feats.append(nn.MaxPool2d(2, 2))
         return nn.Sequential(
-            *feats, nn.Flatten(1),
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            *feats,
+            nn.Flatten(1),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(4096, classes),
         )
 
     def mobilenet(classes=1000):
         def cbr(cin, cout, k, s, groups=1):
-            return [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
         layers, cin = cbr(3, 32, 3, 2), 32
@@ -224,12 +233,14 @@ def machine_lines(provider_used, threads, eager_device="cpu"):
         usable = os.cpu_count()
     mem = ""
     try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        kb = int(next(row for row in meminfo if row.startswith("MemTotal")).split()[1])
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         pass
     return [
-        f"machine   : {cpu}, {os.cpu_count()} logical cores ({usable} usable){mem}, {platform.system()} {platform.machine()}",
+        f"machine   : {cpu}, {os.cpu_count()} logical cores ({usable} usable){mem}, "
+        f"{platform.system()} {platform.machine()}",
         f"software  : python {platform.python_version()}, cnndsl {cnndsl.__version__}, onnx {onnx.__version__}, "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, numpy {np.__version__}",
         f"provider  : {provider_used}; intra-op threads {threads} (onnxruntime and torch), inter-op 1, "
@@ -283,9 +294,12 @@ def preflight(providers, choice):
 
     if providers[0] == "CPUExecutionProvider":
         return providers
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "preflight",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "preflight",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
     m.ir_version = 8
     try:
@@ -342,8 +356,11 @@ def node_signatures(path):
                 v = v.decode(errors="replace")
             elif isinstance(v, list):
                 v = tuple(x.decode(errors="replace") if isinstance(x, bytes) else x for x in v)
-            if (a.name, v) in NEUTRAL_ATTRS or (a.name in ("dilations", "strides") and set(v) == {1}) \
-                    or (a.name == "pads" and set(v) == {0}):
+            if (
+                (a.name, v) in NEUTRAL_ATTRS
+                or (a.name in ("dilations", "strides") and set(v) == {1})
+                or (a.name == "pads" and set(v) == {0})
+            ):
                 continue  # a default written out: the same operator
             attrs.append((a.name, v))
         consts = tuple(dims.get(i) for i in n.input)
@@ -360,8 +377,10 @@ def compare_signatures(a, b):
     if not diff:
         return f"differ in length: ours {len(a)} nodes, torch {len(b)}"
     i = diff[0]
-    return (f"{len(diff)} of {min(len(a), len(b))} nodes differ (ours {len(a)}, torch {len(b)}); first at node {i}: "
-            f"ours {a[i]} / torch {b[i]}")
+    return (
+        f"{len(diff)} of {min(len(a), len(b))} nodes differ (ours {len(a)}, torch {len(b)}); first at node {i}: "
+        f"ours {a[i]} / torch {b[i]}"
+    )
 
 
 def fmt_counts(c):
@@ -399,8 +418,10 @@ def others_line(start):
     busy, own, wall = (e - s for e, s in zip(end, start))
     other = max(0.0, busy - own)
     cores = os.cpu_count() or 1
-    return (f"CPU used by other processes meanwhile: {other:.1f} CPU-s over {wall:.0f} s "
-            f"({100 * other / (wall * cores):.0f}% of {cores} cores)")
+    return (
+        f"CPU used by other processes meanwhile: {other:.1f} CPU-s over {wall:.0f} s "
+        f"({100 * other / (wall * cores):.0f}% of {cores} cores)"
+    )
 
 
 def ms(x):
@@ -447,8 +468,12 @@ class Bench:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            kw = dict(opset_version=OPSET, input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
+            kw = dict(
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+            )
             if self.args.torch_exporter == "dynamo":
                 # the dynamo exporter prints its progress (and opset down-conversion notes): keep them out of the report
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -508,7 +533,7 @@ class Bench:
         ours_t, parts, theirs_t = [], [], []
         for r in range(reps):
             # interleaved, alternating which goes first
-            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            for who in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
                 gc.collect()
                 if who == "ours":
                     m, proto, t = self.export_ours(src, network, ours_path)
@@ -520,13 +545,18 @@ class Bench:
                     theirs_t.append(self.export_theirs(module, theirs_path))
         n_ours = m.totals.trainable_params
         assert n_ours == n_torch, f"{name}: cnndsl has {n_ours:,} trainable parameters, torch {n_torch:,}"
-        self.say(f"   parameters: cnndsl trainable {n_ours:,} = torch {n_torch:,}; "
-                 f"files: ours {file_mib(ours_path):,.1f} MiB, torch {file_mib(theirs_path):,.1f} MiB")
+        self.say(
+            f"   parameters: cnndsl trainable {n_ours:,} = torch {n_torch:,}; "
+            f"files: ours {file_mib(ours_path):,.1f} MiB, torch {file_mib(theirs_path):,.1f} MiB"
+        )
         eo, et = statistics.median(ours_t), statistics.median(theirs_t)
         lp, tp, sp = (statistics.median(p[i] for p in parts) for i in range(3))
-        self.say(f"   export (median of {reps}): cnndsl {eo:.3f} s (load {lp:.3f} + to_onnx {tp:.3f} + serialise/write {sp:.3f}); "
-                 f"torch.onnx.export ({args.torch_exporter}) {et:.3f} s "
-                 f"(building the torch module and its random weights, {t_build:.3f} s once, not counted)")
+        self.say(
+            f"   export (median of {reps}): cnndsl {eo:.3f} s "
+            f"(load {lp:.3f} + to_onnx {tp:.3f} + serialise/write {sp:.3f}); "
+            f"torch.onnx.export ({args.torch_exporter}) {et:.3f} s "
+            f"(building the torch module and its random weights, {t_build:.3f} s once, not counted)"
+        )
         self.rows.append((name, "export time (s)", eo, et, None, "s", None))
 
         # graphs as exported
@@ -536,10 +566,18 @@ class Bench:
         self.say(f"   graph torch : {sum(ct.values())} nodes, {it} initializers: {fmt_counts(ct)}")
 
         # sessions (and their optimised graphs)
-        s_ours, init_o = make_session(ours_path, self.threads, self.providers,
-                                      self.tmp / f"{name}.cnndsl.opt.onnx" if args.optimized_graphs else None)
-        s_theirs, init_t = make_session(theirs_path, self.threads, self.providers,
-                                        self.tmp / f"{name}.torch.opt.onnx" if args.optimized_graphs else None)
+        s_ours, init_o = make_session(
+            ours_path,
+            self.threads,
+            self.providers,
+            self.tmp / f"{name}.cnndsl.opt.onnx" if args.optimized_graphs else None,
+        )
+        s_theirs, init_t = make_session(
+            theirs_path,
+            self.threads,
+            self.providers,
+            self.tmp / f"{name}.torch.opt.onnx" if args.optimized_graphs else None,
+        )
         used = s_ours.get_providers()[0]
         if args.provider == "cuda" and used != "CUDAExecutionProvider":
             raise SystemExit("--provider cuda: the CUDA provider did not start")
@@ -590,16 +628,39 @@ class Bench:
             taa = taa[0] if taa else None
             te, shape_e = self.eager_latency(module, x, runs, warm)
             assert shape_e == yo.shape[:0] + (batch,) + yo.shape[1:], f"{name}: eager output {shape_e}"
-            self.say(f"   batch {batch:2d}, {runs} runs after {warm} warm-up ({time.perf_counter() - t0:.0f} s): "
-                     f"ours median {ms(statistics.median(to))} ms p90 {ms(percentile(to, .9))}; "
-                     f"torch-onnx median {ms(statistics.median(tt))} ms p90 {ms(percentile(tt, .9))}; "
-                     f"eager median {ms(statistics.median(te))} ms p90 {ms(percentile(te, .9))}"
-                     + ("" if taa is None else
-                        f"; ours again (A/A) median {ms(statistics.median(taa))} ms p90 {ms(percentile(taa, .9))}"))
-            self.rows.append((name, f"ORT batch {batch} median (ms)", statistics.median(to), statistics.median(tt),
-                              statistics.median(te), "ms", None if taa is None else statistics.median(taa)))
-            self.rows.append((name, f"ORT batch {batch} p90 (ms)", percentile(to, .9), percentile(tt, .9),
-                              percentile(te, .9), "ms", None if taa is None else percentile(taa, .9)))
+            self.say(
+                f"   batch {batch:2d}, {runs} runs after {warm} warm-up ({time.perf_counter() - t0:.0f} s): "
+                f"ours median {ms(statistics.median(to))} ms p90 {ms(percentile(to, 0.9))}; "
+                f"torch-onnx median {ms(statistics.median(tt))} ms p90 {ms(percentile(tt, 0.9))}; "
+                f"eager median {ms(statistics.median(te))} ms p90 {ms(percentile(te, 0.9))}"
+                + (
+                    ""
+                    if taa is None
+                    else f"; ours again (A/A) median {ms(statistics.median(taa))} ms p90 {ms(percentile(taa, 0.9))}"
+                )
+            )
+            self.rows.append(
+                (
+                    name,
+                    f"ORT batch {batch} median (ms)",
+                    statistics.median(to),
+                    statistics.median(tt),
+                    statistics.median(te),
+                    "ms",
+                    None if taa is None else statistics.median(taa),
+                )
+            )
+            self.rows.append(
+                (
+                    name,
+                    f"ORT batch {batch} p90 (ms)",
+                    percentile(to, 0.9),
+                    percentile(tt, 0.9),
+                    percentile(te, 0.9),
+                    "ms",
+                    None if taa is None else percentile(taa, 0.9),
+                )
+            )
         self.say("   " + others_line(cpu0))
         del s_ours, s_theirs, s_aa, module
         for p in self.tmp.glob(f"{name}.*"):
@@ -632,8 +693,10 @@ class Bench:
         scale = float(np.abs(y_theirs).max()) or 1.0
         err = float(np.abs(y - y_theirs).max())
         ok = err <= 1e-3 * scale + 1e-5
-        self.say(f"   same weights (torch's loaded into cnndsl): max |ours - torch| = {err:.2e} "
-                 f"(max |output| {scale:.2e}): {'agree' if ok else 'DISAGREE'}")
+        self.say(
+            f"   same weights (torch's loaded into cnndsl): max |ours - torch| = {err:.2e} "
+            f"(max |output| {scale:.2e}): {'agree' if ok else 'DISAGREE'}"
+        )
         assert ok, f"{name}: outputs differ with the same weights"
 
     # -- table ----------------------------------------------------------------
@@ -643,14 +706,25 @@ class Bench:
         for model, metric, o, t, e, unit, aa in self.rows:
             f = (lambda v: f"{v:.3f}") if unit == "s" else (lambda v: f"{v * 1e3:,.1f}")
             ratio = o / t
-            lines.append((model, metric, f(o), f(t), f"{ratio:.2f}" + (" *" if round(ratio, 2) > 1.0 else ""),
-                          "" if e is None else f(e), "" if e is None else f"{o / e:.2f}",
-                          "" if aa is None else f"{o / aa:.2f}"))
+            lines.append(
+                (
+                    model,
+                    metric,
+                    f(o),
+                    f(t),
+                    f"{ratio:.2f}" + (" *" if round(ratio, 2) > 1.0 else ""),
+                    "" if e is None else f(e),
+                    "" if e is None else f"{o / e:.2f}",
+                    "" if aa is None else f"{o / aa:.2f}",
+                )
+            )
         widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
         right = {2, 3, 4, 5, 6, 7}
 
         def row(cells):
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+            return "  ".join(
+                c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            ).rstrip()
 
         out = [row(head), row(tuple("-" * w for w in widths))]
         out += [row(r) for r in lines]
@@ -658,19 +732,36 @@ class Bench:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--provider", choices=("cpu", "cuda", "auto"), default="auto",
-                    help="onnxruntime provider (auto: CUDA when this onnxruntime has it and a GPU driver is present)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--provider",
+        choices=("cpu", "cuda", "auto"),
+        default="auto",
+        help="onnxruntime provider (auto: CUDA when this onnxruntime has it and a GPU driver is present)",
+    )
     ap.add_argument("--quick", action="store_true", help="a smoke run: fewer iterations, batch 32 only for mobilenet")
     ap.add_argument("--models", default="resnet50,vgg16,mobilenet", help="comma-separated: resnet50,vgg16,mobilenet")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the usable cores)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per batch size (overrides the built-in counts)")
-    ap.add_argument("--torch-exporter", choices=("legacy", "dynamo"), default="legacy",
-                    help="torch.onnx.export(dynamo=False) (TorchScript, default) or dynamo=True (needs onnxscript)")
-    ap.add_argument("--no-optimized-graphs", dest="optimized_graphs", action="store_false",
-                    help="skip saving and counting onnxruntime's optimised graphs")
-    ap.add_argument("--no-aa", action="store_true",
-                    help="skip the A/A control (a second session of our model timed alongside, to show the noise)")
+    ap.add_argument(
+        "--torch-exporter",
+        choices=("legacy", "dynamo"),
+        default="legacy",
+        help="torch.onnx.export(dynamo=False) (TorchScript, default) or dynamo=True (needs onnxscript)",
+    )
+    ap.add_argument(
+        "--no-optimized-graphs",
+        dest="optimized_graphs",
+        action="store_false",
+        help="skip saving and counting onnxruntime's optimised graphs",
+    )
+    ap.add_argument(
+        "--no-aa",
+        action="store_true",
+        help="skip the A/A control (a second session of our model timed alongside, to show the noise)",
+    )
     ap.add_argument("--no-numeric-check", action="store_true", help="skip the same-weights comparison")
     args = ap.parse_args(argv)
     if args.threads is None:
@@ -685,7 +776,9 @@ def main(argv=None):
     try:
         import torch
     except ImportError:
-        raise SystemExit("this benchmark needs torch: pip install torch==2.13.0 (or pip install -e '.[bench]')") from None
+        raise SystemExit(
+            "this benchmark needs torch: pip install torch==2.13.0 (or pip install -e '.[bench]')"
+        ) from None
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # a provider that cannot start is reported by us, not as a log dump
@@ -698,8 +791,10 @@ def main(argv=None):
     load0 = loadavg()
     cpu0 = cpu_seconds()
     print(f"bench_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
-    print(f"opset {OPSET}, input Nx3x224x224 float32, torch exporter: {args.torch_exporter}"
-          f"{', quick' if args.quick else ''}; ratio = ours / torch-onnx (target <= 1.00; * marks > 1.00);")
+    print(
+        f"opset {OPSET}, input Nx3x224x224 float32, torch exporter: {args.torch_exporter}"
+        f"{', quick' if args.quick else ''}; ratio = ours / torch-onnx (target <= 1.00; * marks > 1.00);"
+    )
     print("A/A = ours / a second session of the same model file timed in the same rotation: the noise floor")
     print()
     try:

@@ -44,9 +44,24 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-C3_TABLE = [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [0, 4, 5], [0, 1, 5],
-            [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5], [0, 3, 4, 5], [0, 1, 4, 5], [0, 1, 2, 5],
-            [0, 1, 3, 4], [1, 2, 4, 5], [0, 2, 3, 5], [0, 1, 2, 3, 4, 5]]
+C3_TABLE = [
+    [0, 1, 2],
+    [1, 2, 3],
+    [2, 3, 4],
+    [3, 4, 5],
+    [0, 4, 5],
+    [0, 1, 5],
+    [0, 1, 2, 3],
+    [1, 2, 3, 4],
+    [2, 3, 4, 5],
+    [0, 3, 4, 5],
+    [0, 1, 4, 5],
+    [0, 1, 2, 5],
+    [0, 1, 3, 4],
+    [1, 2, 4, 5],
+    [0, 2, 3, 5],
+    [0, 1, 2, 3, 4, 5],
+]
 # name: (.net file, defines, input shape, batch, (blocks, steps per block) full / quick)
 NETWORKS = {
     "lenet5": ("networks/lenet5.net", {}, (1, 32, 32), 64, (20, 20), (2, 5)),
@@ -89,7 +104,7 @@ def torch_models():
             self.register_buffer("weight", torch.sign(torch.randn(units, n_in)))
 
         def forward(self, x):
-            return (x * x).sum(1, keepdim=True) - 2.0 * x @ self.weight.t() + (self.weight ** 2).sum(1)
+            return (x * x).sum(1, keepdim=True) - 2.0 * x @ self.weight.t() + (self.weight**2).sum(1)
 
     class LeNet5(nn.Module):  # state_dict names and order = cnndsl's (C1.weight ... out.weight)
         def __init__(self):
@@ -114,7 +129,7 @@ def torch_models():
             y = self.bn_1(self.conv_1(F.relu(self.bn(self.conv(x)))))
             s = x
             if self.stride != 1 or self.extra:  # option A: subsample, append zero channels
-                s = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.extra))
+                s = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra))
             return F.relu(y + s)
 
     class ResNet(nn.Module):  # registration order = cnndsl's weight order
@@ -187,12 +202,20 @@ def machine(ort_threads: int, torch_threads: int, provider: str) -> list[str]:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     same = "" if ort_threads == torch_threads else " (they DIFFER)"
-    lines = [(f"machine  : {cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable), "
-              f"{platform.system()} {platform.machine()}")]
-    lines.append(f"software : python {platform.python_version()}, onnxruntime {ort.__version__}, "
-                 f"torch {torch.__version__}, numpy {np.__version__}")
-    lines.append(f"threads  : onnxruntime intra-op {ort_threads} (counted; the Trainer's default session options), "
-                 f"torch {torch_threads}{same}")
+    lines = [
+        (
+            f"machine  : {cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable), "
+            f"{platform.system()} {platform.machine()}"
+        )
+    ]
+    lines.append(
+        f"software : python {platform.python_version()}, onnxruntime {ort.__version__}, "
+        f"torch {torch.__version__}, numpy {np.__version__}"
+    )
+    lines.append(
+        f"threads  : onnxruntime intra-op {ort_threads} (counted; the Trainer's default session options), "
+        f"torch {torch_threads}{same}"
+    )
     if provider == "cuda":
         lines.append(f"GPU      : {torch.cuda.get_device_name(0)}")
     return lines
@@ -215,8 +238,10 @@ def others(start) -> str:
         return "CPU used by other processes meanwhile: unknown"
     busy, own, wall = (e - s for e, s in zip(end, start))
     other, cores = max(0.0, busy - own), os.cpu_count() or 1
-    return (f"CPU used by other processes meanwhile: {other:.1f} CPU-s over {wall:.0f} s "
-            f"({100 * other / (wall * cores):.0f}% of {cores} cores)")
+    return (
+        f"CPU used by other processes meanwhile: {other:.1f} CPU-s over {wall:.0f} s "
+        f"({100 * other / (wall * cores):.0f}% of {cores} cores)"
+    )
 
 
 def thread_count() -> int:
@@ -245,16 +270,20 @@ def main(argv=None) -> int:
     device = "cpu"
     if args.provider == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
-            print("--provider cuda: no GPU here (onnxruntime providers: "
-                  f"{', '.join(ort.get_available_providers())}; torch.cuda.is_available() = "
-                  f"{torch.cuda.is_available()}); skipped")
+            print(
+                "--provider cuda: no GPU here (onnxruntime providers: "
+                f"{', '.join(ort.get_available_providers())}; torch.cuda.is_available() = "
+                f"{torch.cuda.is_available()}); skipped"
+            )
             return 0
         device = "cuda"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     print("bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"one SGD step (lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}, cross-entropy), "
-          f"provider {args.provider}; ours = cnndsl Trainer on onnxruntime, torch = PyTorch eager")
+    print(
+        f"one SGD step (lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}, cross-entropy), "
+        f"provider {args.provider}; ours = cnndsl Trainer on onnxruntime, torch = PyTorch eager"
+    )
     classes, rows, ort_threads, status = torch_models(), [], 0, 0
     for name in names:
         path, defines, shape, batch, full, quick = NETWORKS[name]
@@ -262,12 +291,15 @@ def main(argv=None) -> int:
         model = load(str(ROOT / path), defines=defines)
         before = thread_count()
         t0 = time.perf_counter()
-        ours = Trainer(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                       provider=args.provider)
+        ours = Trainer(
+            model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, provider=args.provider
+        )
         build = time.perf_counter() - t0
         rng = np.random.default_rng(0)
-        batches = [(rng.standard_normal((batch, *shape)).astype(np.float32),
-                    rng.integers(0, 10, batch).astype(np.int64)) for _ in range(4)]
+        batches = [
+            (rng.standard_normal((batch, *shape)).astype(np.float32), rng.integers(0, 10, batch).astype(np.int64))
+            for _ in range(4)
+        ]
         initial = {k: np.array(v) for k, v in ours.weights().items()}
         first = ours.step(*batches[0])[0]
         # the session's pool has started its workers by now (and torch none yet): threads = workers + caller
@@ -293,10 +325,13 @@ def main(argv=None) -> int:
         wdiff = max(float(np.abs(a - t.cpu().numpy()).max()) for a, t in zip(w_ours.values(), sd))
         ok = worst < 1e-4 and wdiff < 1e-4
         status = status or (0 if ok else 1)
-        print(f"   same weights ({mapped} tensors of ours copied into torch by order, shapes agree): "
-              "losses of 3 steps " + ", ".join(f"{a:.6f}/{b:.6f}" for a, b in losses)
-              + f" (ours/torch); max relative difference {worst:.1e}; after 3 steps max |weight difference| "
-              f"{wdiff:.1e}: {'agree' if ok else 'DISAGREE'}")
+        print(
+            f"   same weights ({mapped} tensors of ours copied into torch by order, shapes agree): "
+            "losses of 3 steps "
+            + ", ".join(f"{a:.6f}/{b:.6f}" for a, b in losses)
+            + f" (ours/torch); max relative difference {worst:.1e}; after 3 steps max |weight difference| "
+            f"{wdiff:.1e}: {'agree' if ok else 'DISAGREE'}"
+        )
 
         # ---- timing: warm-up, then alternating blocks
         sides = {"ours": ours.step, "torch": theirs.step}
@@ -322,11 +357,17 @@ def main(argv=None) -> int:
         rate = {s: batch / statistics.median(v) for s, v in steps.items()}
         # ours/torch within each pair of neighbouring blocks: how far the machine's speed drifts
         pairs = sorted(statistics.median(t) / statistics.median(o) for o, t in zip(times["ours"], times["torch"]))
-        print(f"   {blocks} blocks x {per_block} steps each side, alternating ({time.perf_counter() - t_start:.0f} s): "
-              + "; ".join(f"{s} median {statistics.median(v) * 1e3:,.1f} ms/step ({rate[s]:,.0f} samples/s), "
-                          f"p10-p90 {v[int(0.1 * (len(v) - 1))] * 1e3:,.1f}-{v[int(0.9 * (len(v) - 1))] * 1e3:,.1f} ms"
-                          for s, v in steps.items()))
-        print(f"   ours/torch per block pair: median {statistics.median(pairs):.2f}, range {pairs[0]:.2f}-{pairs[-1]:.2f}")
+        print(
+            f"   {blocks} blocks x {per_block} steps each side, alternating ({time.perf_counter() - t_start:.0f} s): "
+            + "; ".join(
+                f"{s} median {statistics.median(v) * 1e3:,.1f} ms/step ({rate[s]:,.0f} samples/s), "
+                f"p10-p90 {v[int(0.1 * (len(v) - 1))] * 1e3:,.1f}-{v[int(0.9 * (len(v) - 1))] * 1e3:,.1f} ms"
+                for s, v in steps.items()
+            )
+        )
+        print(
+            f"   ours/torch per block pair: median {statistics.median(pairs):.2f}, range {pairs[0]:.2f}-{pairs[-1]:.2f}"
+        )
         print(f"   {others(cpu_start)}")
         rows.append((name, batch, rate["ours"], rate["torch"], rate["ours"] / rate["torch"]))
 

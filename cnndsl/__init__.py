@@ -1,9 +1,9 @@
 """cnndsl: a compiler for the .net language of convolutional networks.
 
-    >>> import cnndsl
-    >>> m = cnndsl.load("network tiny { input 1x28x28\\n conv 8/3 -> relu -> fc 10 }")
-    >>> m.totals.params, m.outputs
-    (54170, [('output', (10,))])
+>>> import cnndsl
+>>> m = cnndsl.load("network tiny { input 1x28x28\\n conv 8/3 -> relu -> fc 10 }")
+>>> m.totals.params, m.outputs
+(54170, [('output', (10,))])
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import json
 import os
 import sys
 
-from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
-from cnndsl.version import __version__
 from cnndsl.errors import CnnError, Diagnostic
 from cnndsl.files import refuse_overwrite
+from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
+from cnndsl.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,8 +36,9 @@ def _graph_output(text: str) -> str:
 
     suffix = Path(text).suffix.lower()
     if suffix not in (".svg", ".png", ".dot"):
-        raise argparse.ArgumentTypeError(f"unknown format {suffix or '(no extension)'} of {text!r}; "
-                                         "choose .svg, .png or .dot")
+        raise argparse.ArgumentTypeError(
+            f"unknown format {suffix or '(no extension)'} of {text!r}; choose .svg, .png or .dot"
+        )
     return text
 
 
@@ -76,10 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def network_options(q):
         q.add_argument("--network", "-n", metavar="NAME", help="which network of the file (when it has several)")
-        q.add_argument("-D", dest="defines", metavar="NAME=VALUE", action="append", type=_define, default=[],
-                       help="set a network parameter, e.g. -D classes=10 (repeatable)")
+        q.add_argument(
+            "-D",
+            dest="defines",
+            metavar="NAME=VALUE",
+            action="append",
+            type=_define,
+            default=[],
+            help="set a network parameter, e.g. -D classes=10 (repeatable)",
+        )
         q.add_argument("--input", metavar="CxHxW", help="override the input shape, e.g. 3x512x512")
-        q.add_argument("--max-layers", type=_int_at_least(1), metavar="N", help="limit on unrolled layers (default 1,000,000)")
+        q.add_argument(
+            "--max-layers", type=_int_at_least(1), metavar="N", help="limit on unrolled layers (default 1,000,000)"
+        )
 
     info = sub.add_parser("info", help="per-layer shapes, parameters, MACs and totals")
     info.add_argument("file", metavar="FILE")
@@ -96,13 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--weights", metavar="FILE.npz", help="trained weights by name (<layer>.weight ...)")
     export.add_argument("--batch", type=int, metavar="N", help="a fixed batch size instead of a dynamic N")
     export.add_argument("--fold-bn", action="store_true", help="fold batch norm into the conv/fc before it")
-    export.add_argument("--dtype", choices=("float32", "float16", "float64"), default="float32",
-                        help="precision of inputs, outputs and weights (float16: for CUDA)")
+    export.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "float64"),
+        default="float32",
+        help="precision of inputs, outputs and weights (float16: for CUDA)",
+    )
     train_opts = export.add_argument_group("training graph (--train)")
-    train_opts.add_argument("--train", action="store_true",
-                            help="write the training-step graph: forward, loss, gradients, SGD update")
-    train_opts.add_argument("--loss", choices=("cross_entropy", "mse", "map"),
-                            help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy")
+    train_opts.add_argument(
+        "--train", action="store_true", help="write the training-step graph: forward, loss, gradients, SGD update"
+    )
+    train_opts.add_argument(
+        "--loss",
+        choices=("cross_entropy", "mse", "map"),
+        help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy",
+    )
     train_opts.add_argument("--optimizer", choices=("sgd",), default="sgd")
     train_opts.add_argument("--lr", type=float, default=0.01, help="default of the lr input (default 0.01)")
     train_opts.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
@@ -112,19 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
     trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
     trainp.add_argument("file", metavar="FILE")
     network_options(trainp)
-    trainp.add_argument("--data", required=True, metavar="SOURCE",
-                        help="digits (built in), DATA.npz (x, y), IMAGES.idx[,LABELS.idx] or a folder of class folders")
+    trainp.add_argument(
+        "--data",
+        required=True,
+        metavar="SOURCE",
+        help="digits (built in), DATA.npz (x, y), IMAGES.idx[,LABELS.idx] or a folder of class folders",
+    )
     trainp.add_argument("--epochs", type=int, default=10, help="passes over the training split (default 10)")
     trainp.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     trainp.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
     trainp.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     trainp.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
-    trainp.add_argument("--schedule", choices=("constant", "cosine", "step"), default="constant",
-                        help="learning rate per epoch: constant (default), cosine decay, or step (÷10 at 1/2 and 3/4)")
-    trainp.add_argument("--loss", choices=("cross_entropy", "map"),
-                        help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy")
-    trainp.add_argument("--held-out", type=float, default=0.2, metavar="FRACTION",
-                        help="fraction kept for evaluation, stratified (default 0.2)")
+    trainp.add_argument(
+        "--schedule",
+        choices=("constant", "cosine", "step"),
+        default="constant",
+        help="learning rate per epoch: constant (default), cosine decay, or step (÷10 at 1/2 and 3/4)",
+    )
+    trainp.add_argument(
+        "--loss",
+        choices=("cross_entropy", "map"),
+        help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy",
+    )
+    trainp.add_argument(
+        "--held-out",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="fraction kept for evaluation, stratified (default 0.2)",
+    )
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
     trainp.add_argument("--resume", metavar="WEIGHTS.npz", help="start from these weights")
@@ -145,10 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="a diagram of a network: SVG, PNG or Graphviz DOT")
     graph.add_argument("file", metavar="FILE")
     network_options(graph)
-    graph.add_argument("-o", "--output", type=_graph_output, metavar="OUT.svg|OUT.png|OUT.dot",
-                       help="where to write it; the extension picks the format (default NETWORK.svg here)")
-    graph.add_argument("--depth", type=_int_at_least(0, "a block depth"), metavar="N",
-                       help="draw block instances nested deeper than N calls as one box (default: expand all)")
+    graph.add_argument(
+        "-o",
+        "--output",
+        type=_graph_output,
+        metavar="OUT.svg|OUT.png|OUT.dot",
+        help="where to write it; the extension picks the format (default NETWORK.svg here)",
+    )
+    graph.add_argument(
+        "--depth",
+        type=_int_at_least(0, "a block depth"),
+        metavar="N",
+        help="draw block instances nested deeper than N calls as one box (default: expand all)",
+    )
     graph.set_defaults(run=cmd_graph)
 
     imp = sub.add_parser("import", help="convert a Caffe .prototxt, Darknet .cfg or ONNX model to a .net file")
@@ -165,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fmt = sub.add_parser("fmt", help="rewrite .net files in the canonical layout (comments kept)")
     fmt.add_argument("files", nargs="+", metavar="FILE", help=".net files or folders of them; - for stdin to stdout")
-    fmt.add_argument("--check", action="store_true",
-                     help="write nothing; list the files that would change, exit 1 if any would")
+    fmt.add_argument(
+        "--check", action="store_true", help="write nothing; list the files that would change, exit 1 if any would"
+    )
     fmt.set_defaults(run=cmd_fmt)
     return p
 
@@ -178,8 +222,9 @@ def _print_diagnostics(diags, stream=None) -> None:
 
 
 def cmd_info(args) -> int:
-    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
-                 max_layers=args.max_layers)
+    model = load(
+        args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+    )
     _print_diagnostics(model.warnings)
     if args.json:
         print(json.dumps(model.to_json(), indent=2))
@@ -197,15 +242,16 @@ def cmd_info(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
-    from cnndsl.lower.export import load_weights, to_onnx, write_atomic
     from cnndsl.lower.builder import DEFAULT_OPSET
+    from cnndsl.lower.export import load_weights, to_onnx, write_atomic
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
     if args.batch is not None and args.batch < 1:
         raise CnnError(f"--batch must be at least 1; received {args.batch}", code="E084")
-    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
-                 max_layers=args.max_layers)
+    model = load(
+        args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+    )
     _print_diagnostics(model.warnings)
     weights = load_weights(args.weights) if args.weights else None
     if args.train:
@@ -213,38 +259,64 @@ def cmd_export(args) -> int:
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
-        proto = _weights_fit(lambda: train_model(model, loss=args.loss, lr=args.lr, momentum=args.momentum,
-                                                 weight_decay=args.weight_decay, seed=args.seed, weights=weights,
-                                                 dtype=args.dtype, opset=args.opset or DEFAULT_OPSET), model)
+        proto = _weights_fit(
+            lambda: train_model(
+                model,
+                loss=args.loss,
+                lr=args.lr,
+                momentum=args.momentum,
+                weight_decay=args.weight_decay,
+                seed=args.seed,
+                weights=weights,
+                dtype=args.dtype,
+                opset=args.opset or DEFAULT_OPSET,
+            ),
+            model,
+        )
         size = write_atomic(proto, out)
         loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
-        print(f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
-              f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
-              f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
-              f"opset {proto.opset_import[0].version}")
+        print(
+            f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
+            f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
+            f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
+            f"opset {proto.opset_import[0].version}"
+        )
         return 0
-    proto = _weights_fit(lambda: to_onnx(model, opset=args.opset or DEFAULT_OPSET, seed=args.seed, weights=weights,
-                                         batch=args.batch, dtype=args.dtype, fold=args.fold_bn), model)
+    proto = _weights_fit(
+        lambda: to_onnx(
+            model,
+            opset=args.opset or DEFAULT_OPSET,
+            seed=args.seed,
+            weights=weights,
+            batch=args.batch,
+            dtype=args.dtype,
+            fold=args.fold_bn,
+        ),
+        model,
+    )
     size = write_atomic(proto, out)
-    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
-          f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}")
+    print(
+        f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
+        f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}"
+    )
     return 0
 
 
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from cnndsl.train.data import load_data, split
     from cnndsl.lower.export import load_weights
+    from cnndsl.train.data import load_data, split
     from cnndsl.train.trainer import progress_bar, train
 
     if args.epochs < 1 or args.batch < 2:
         raise CnnError("--epochs must be at least 1 and --batch at least 2", code="E084")
     if not 0 <= args.held_out < 1:
         raise CnnError(f"--held-out must be in [0, 1); received {args.held_out}", code="E084")
-    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
-                 max_layers=args.max_layers)
+    model = load(
+        args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+    )
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
     refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
@@ -265,15 +337,32 @@ def cmd_train(args) -> int:
             held_text = f"  held-out loss {e.held_out_loss:.4f} acc {e.held_out_accuracy:6.2%}"
         elif e.held_out_loss is not None:
             held_text = f"  held-out loss {e.held_out_loss:.4f}"
-        print(f"epoch {e.number:>3}/{args.epochs}  loss {e.loss:.4f}{acc}{held_text}  "
-              f"{e.samples_per_second:,.0f} samples/s  {e.seconds:.1f} s", flush=True)
+        print(
+            f"epoch {e.number:>3}/{args.epochs}  loss {e.loss:.4f}{acc}{held_text}  "
+            f"{e.samples_per_second:,.0f} samples/s  {e.seconds:.1f} s",
+            flush=True,
+        )
 
     bar, stop = progress_bar()
     try:
-        result = train(model, train_part, held, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                       momentum=args.momentum, weight_decay=args.weight_decay, provider=args.provider,
-                       seed=args.seed, out=out, resume=resume, report=report, progress=bar, loss=loss,
-                       schedule=args.schedule)
+        result = train(
+            model,
+            train_part,
+            held,
+            epochs=args.epochs,
+            batch=args.batch,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            provider=args.provider,
+            seed=args.seed,
+            out=out,
+            resume=resume,
+            report=report,
+            progress=bar,
+            loss=loss,
+            schedule=args.schedule,
+        )
     finally:
         stop()
     total = sum(e.seconds for e in result.epochs)
@@ -290,8 +379,13 @@ def cmd_run(args) -> int:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
     path = Path(args.file)
     if args.output:
-        refuse_overwrite("--output", args.output, args.file, args.data,
-                         imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file))
+        refuse_overwrite(
+            "--output",
+            args.output,
+            args.file,
+            args.data,
+            imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file),
+        )
     if path.suffix == ".onnx":
         from cnndsl.lang.modules import read_binary
 
@@ -300,8 +394,9 @@ def cmd_run(args) -> int:
     else:
         from cnndsl.lower.export import to_onnx
 
-        model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
-                     max_layers=args.max_layers)
+        model = load(
+            args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+        )
         _print_diagnostics(model.warnings)
         model_bytes = _weights_fit(lambda: to_onnx(model, seed=args.seed).SerializeToString(), model)
         name = f"{model.name} ({args.file})"
@@ -313,8 +408,9 @@ def cmd_run(args) -> int:
             data = np.load(args.data, allow_pickle=False)
         except Exception as err:
             raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
-    outputs, times, used, batch = run(model_bytes, args.provider, args.batch, args.iterations, data,
-                                      progress=bar() if args.iterations >= 50 else None)
+    outputs, times, used, batch = run(
+        model_bytes, args.provider, args.batch, args.iterations, data, progress=bar() if args.iterations >= 50 else None
+    )
     print(f"model {name} on {used}, batch {batch}")
     for k, v in outputs.items():
         print(f"  output {k}: {'x'.join(map(str, v.shape))} {v.dtype}")
@@ -332,8 +428,9 @@ def cmd_graph(args) -> int:
     from cnndsl.files import write_atomic
     from cnndsl.tools.diagram import diagram, output_path, render
 
-    model = load(args.file, network=args.network, defines=dict(args.defines), input=args.input,
-                 max_layers=args.max_layers)
+    model = load(
+        args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+    )
     _print_diagnostics(model.warnings)
     out = output_path(args.output, model.name, args.file)
     d = diagram(model, args.depth)
@@ -341,8 +438,10 @@ def cmd_graph(args) -> int:
     write_atomic(out, lambda f: f.write(data))
     size = len(data)
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
-    print(f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
-          f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}")
+    print(
+        f"wrote {out} ({size:,} bytes): network {model.name}, {len(d.boxes)} node{'s' if len(d.boxes) != 1 else ''}, "
+        f"{len(d.edges)} edge{'s' if len(d.edges) != 1 else ''}, {depth}"
+    )
     return 0
 
 
@@ -368,8 +467,10 @@ def cmd_import(args) -> int:
 
     text = run_deep(lambda: format_text(text, str(out)))  # the canonical layout (cnndsl fmt --check passes)
     write_atomic(out, lambda f: f.write(text.encode("utf-8")))
-    print(f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
-          f"{model.totals.macs:,} MACs")
+    print(
+        f"wrote {out}: network {model.name}, {len(model.layers)} layers, {model.totals.params:,} parameters, "
+        f"{model.totals.macs:,} MACs"
+    )
     return 0
 
 
@@ -381,9 +482,9 @@ def cmd_check(args) -> int:
     known: set = set()  # parameters of the networks checked, to catch a misspelt -D
     all_loaded = True
     for i, path in enumerate(args.files):
-        files.extend(args.files[i - 1:i] * (len(diags) - len(files)))  # the previous file's diagnostics
+        files.extend(args.files[i - 1 : i] * (len(diags) - len(files)))  # the previous file's diagnostics
         try:
-            module = run_deep(lambda: load_module(path))
+            module = run_deep(lambda path=path: load_module(path))
         except CnnError as err:
             diags.append(err.diagnostic)
             all_loaded = False
@@ -392,15 +493,24 @@ def cmd_check(args) -> int:
             definition = module.networks.get(name)
             params = [p.name for p in definition.node.params] if definition else []
             known.update(params)
-            needs = [p.name for p in definition.node.params if p.default is None and p.name not in given] if definition else []
+            needs = (
+                [p.name for p in definition.node.params if p.default is None and p.name not in given]
+                if definition
+                else []
+            )
             if needs:
-                diags.append(Diagnostic("note", f"network {name} not checked: give -D {needs[0]}=...",
-                                        definition.node.span, code="N200"))
+                diags.append(
+                    Diagnostic(
+                        "note", f"network {name} not checked: give -D {needs[0]}=...", definition.node.span, code="N200"
+                    )
+                )
                 continue
             # -D applies to the networks that have that parameter
             defines = {k: v for k, v in given.items() if definition is None or k in params}
             try:
-                model = run_deep(lambda: compile_network(module, name, defines, args.input, args.max_layers))
+                model = run_deep(
+                    lambda m=module, n=name, d=defines: compile_network(m, n, d, args.input, args.max_layers)
+                )
                 diags.extend(model.warnings)
             except CnnError as err:
                 diags.append(err.diagnostic)
@@ -409,8 +519,15 @@ def cmd_check(args) -> int:
 
         for name in given:
             if name not in known:
-                diags.append(Diagnostic("error", f"-D {name}: no network checked has a parameter '{name}'"
-                                        f"{did_you_mean(name, known)}", None, [], "E052"))
+                diags.append(
+                    Diagnostic(
+                        "error",
+                        f"-D {name}: no network checked has a parameter '{name}'{did_you_mean(name, known)}",
+                        None,
+                        [],
+                        "E052",
+                    )
+                )
     errors = sum(d.severity == "error" for d in diags)
     warnings = sum(d.severity == "warning" for d in diags)
     files.extend([args.files[-1]] * (len(diags) - len(files)))
@@ -421,8 +538,10 @@ def cmd_check(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         _print_diagnostics(diags)
-        print(f"checked {len(args.files)} file{'s' if len(args.files) != 1 else ''}: "
-              f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}")
+        print(
+            f"checked {len(args.files)} file{'s' if len(args.files) != 1 else ''}: "
+            f"{errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}"
+        )
     return 1 if errors else 0
 
 
@@ -446,8 +565,11 @@ def main(argv=None) -> int:
         print("cnndsl: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so plainly instead of a traceback
-        print(f"cnndsl: internal error (a bug in cnndsl {__version__}, please report it with the input): "
-              f"{type(err).__name__}: {err}", file=sys.stderr)
+        print(
+            f"cnndsl: internal error (a bug in cnndsl {__version__}, please report it with the input): "
+            f"{type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
         if os.environ.get("CNNDSL_DEBUG"):
             raise
         return 3

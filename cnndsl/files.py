@@ -34,8 +34,9 @@ def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
         inputs += tuple(imports())
     for given in inputs:
         if given and Path(given).exists() and out.resolve() == Path(given).resolve():
-            raise CnnError(f"{option} {out} is an input of this command ({given}); choose another output path",
-                           code=WRITE_ERROR)
+            raise CnnError(
+                f"{option} {out} is an input of this command ({given}); choose another output path", code=WRITE_ERROR
+            )
 
 
 def write_atomic(path, write) -> None:

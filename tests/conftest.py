@@ -23,8 +23,9 @@ block inception(c1, c3r, c3, c5r, c5, pp) {
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fuzz-long", action="store_true",
-                     help="long fuzz run: CNNDSL_FUZZ_EXAMPLES=5000 unless that variable is set")
+    parser.addoption(
+        "--fuzz-long", action="store_true", help="long fuzz run: CNNDSL_FUZZ_EXAMPLES=5000 unless that variable is set"
+    )
 
 
 def pytest_configure(config):

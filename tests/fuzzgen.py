@@ -19,16 +19,29 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "scaled_tanh", "abs", "gelu", "silu", "hardswish", "prelu",
-               "leaky_relu 0.1", "elu alpha=0.5"]
+ACTIVATIONS = [
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
+    "scaled_tanh",
+    "abs",
+    "gelu",
+    "silu",
+    "hardswish",
+    "prelu",
+    "leaky_relu 0.1",
+    "elu alpha=0.5",
+]
 # Largest spatial size per input rank: small tensors keep onnxruntime fast.
 MAX_SIZE = {1: 24, 2: 12, 3: 6}
 MAX_CHANNELS = 12
 # Block templates (parameters and body); k_block knows the shape each gives.
 BLOCKS = {
     "cbr": "(c, s = 1) {\n    conv c/3/s/1 -> bn -> relu\n}",
-    "basic": ("(c) {\n    residual {\n        conv c/3/1/1 -> bn -> relu\n        conv c/3/1/1 -> bn\n    }\n"
-              "    relu\n}"),
+    "basic": (
+        "(c) {\n    residual {\n        conv c/3/1/1 -> bn -> relu\n        conv c/3/1/1 -> bn\n    }\n    relu\n}"
+    ),
     "widen": "(m = 2) {\n    conv (in.c * m)/1 -> relu\n}",
     "stack": "(n) {\n    repeat n { conv in.c/3/1/1 -> relu }\n}",
 }
@@ -78,8 +91,20 @@ class Gen:
             return self.vector_step(x, keep_shape)
         kinds = ["act", "bn", "norm", "dropout", "shuffle", "conv_same"]
         if not keep_shape:
-            kinds += ["conv", "conv", "pool", "gpool", "subsample", "upsample", "deconv", "pad", "crop", "fc",
-                      "flatten", "conv_in_c"]
+            kinds += [
+                "conv",
+                "conv",
+                "pool",
+                "gpool",
+                "subsample",
+                "upsample",
+                "deconv",
+                "pad",
+                "crop",
+                "fc",
+                "flatten",
+                "conv_in_c",
+            ]
         if self.depth < 3:
             kinds += ["residual", "add", "concat", "mul", "group", "repeat", "block"]
             if not keep_shape:
@@ -111,8 +136,17 @@ class Gen:
 
     def k_norm(self, x, _):
         divisors = [g for g in range(1, x.c + 1) if x.c % g == 0]
-        return self.pick(["lrn 3", "lrn 5 alpha=1e-4 beta=0.75 k=2", "lcn 3", "ln", "instnorm",
-                          f"gn {self.pick(divisors)}", "softmax"]), x
+        return self.pick(
+            [
+                "lrn 3",
+                "lrn 5 alpha=1e-4 beta=0.75 k=2",
+                "lcn 3",
+                "ln",
+                "instnorm",
+                f"gn {self.pick(divisors)}",
+                "softmax",
+            ]
+        ), x
 
     def k_shuffle(self, x, _):
         return f"shuffle {self.pick([g for g in range(1, x.c + 1) if x.c % g == 0])}", x
@@ -146,8 +180,7 @@ class Gen:
         if d > 1:
             text += f" dilation={d}"
         if groups == 1 and d == 1 and self.coin(0.1) and x.c >= 2:
-            rows = [sorted(self.draw(st.sets(st.integers(0, x.c - 1), min_size=1, max_size=x.c)))
-                    for _ in range(k)]
+            rows = [sorted(self.draw(st.sets(st.integers(0, x.c - 1), min_size=1, max_size=x.c))) for _ in range(k)]
             name = f"t{len(self.tables)}"
             self.tables.append(f"table {name} = [{', '.join('[' + ','.join(map(str, r)) + ']' for r in rows)}]")
             text += f" table={name}"
@@ -219,8 +252,11 @@ class Gen:
         return f"pad 1{mode}", Shape(x.c, tuple(n + 2 for n in x.sp))
 
     def k_crop(self, x, _):
-        smaller = [lab for lab, s in self.labels.items() if len(s.sp) == len(x.sp) and s.sp <= x.sp
-                   and all(a <= b for a, b in zip(s.sp, x.sp))]
+        smaller = [
+            lab
+            for lab, s in self.labels.items()
+            if len(s.sp) == len(x.sp) and s.sp <= x.sp and all(a <= b for a, b in zip(s.sp, x.sp))
+        ]
         if smaller and self.coin(0.3):
             lab = self.pick(sorted(smaller))
             return f"crop to=@{lab}" + (" center" if self.coin() else ""), Shape(x.c, self.labels[lab].sp)
@@ -369,7 +405,9 @@ def net_files(draw):
     x = Shape(c, sp)
     lines, y = g.body(x, max_len=6)
     if draw(st.booleans()):  # a classifier head with a network parameter
-        heads = ["fc k", "fc k -> softmax"] + ([] if y.vector else ["gap -> fc k", "flatten -> fc k", "gap -> conv k/1"])
+        heads = ["fc k", "fc k -> softmax"] + (
+            [] if y.vector else ["gap -> fc k", "flatten -> fc k", "gap -> conv k/1"]
+        )
         head = draw(st.sampled_from(heads))
         lines.append(f"head: {head}")
     outputs = []
@@ -377,8 +415,13 @@ def net_files(draw):
         outputs = draw(st.lists(st.sampled_from(sorted(g.labels)), min_size=1, max_size=2, unique=True))
     defaults_file = draw(st.sampled_from(["", "default conv bias=false\n", "default bn eps=0.001\n"]))
     # "default relu" has no keyword: a syntax error, rarely
-    defaults_net = draw(st.sampled_from(["", "", "    default maxpool ceil\n", "    default conv pad_mode=replicate\n"]
-                                        + ["", "", ""] * 4 + ["    default relu\n"]))
+    defaults_net = draw(
+        st.sampled_from(
+            ["", "", "    default maxpool ceil\n", "    default conv pad_mode=replicate\n"]
+            + ["", "", ""] * 4
+            + ["    default relu\n"]
+        )
+    )
     param = draw(st.integers(1, 10))
     out = [*g.tables, defaults_file]
     for template, name in g.blocks.items():

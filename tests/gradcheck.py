@@ -14,14 +14,27 @@ from onnx.reference.op_run import OpRun
 from cnndsl import load
 from cnndsl.train.step import train_model
 
+
 class ConvTranspose(OpRun):
     """ConvTranspose as the ONNX specification defines it: every input position scatters
     ``x · w[k]`` to output ``i·s − p + k·d``. (onnx.reference's own mishandles groups.)"""
 
     op_domain = ""
 
-    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-             output_padding=None, output_shape=None, pads=None, strides=None):
+    def _run(
+        self,
+        X,
+        W,
+        B=None,
+        auto_pad=None,
+        dilations=None,
+        group=None,
+        kernel_shape=None,
+        output_padding=None,
+        output_shape=None,
+        pads=None,
+        strides=None,
+    ):
         r = X.ndim - 2
         size, f = X.shape[2:], W.shape[2:]
         strides, dilations = strides or [1] * r, dilations or [1] * r
@@ -32,10 +45,12 @@ class ConvTranspose(OpRun):
         y = np.zeros((n, m, *full), X.dtype)
         cg, mg = c // g, m // g
         for j in range(g):
-            xs, ws = X[:, j * cg:(j + 1) * cg], W[j * cg:(j + 1) * cg]
+            xs, ws = X[:, j * cg : (j + 1) * cg], W[j * cg : (j + 1) * cg]
             for k in np.ndindex(*f):
                 part = np.einsum("nc...,cm->nm...", xs, ws[(slice(None), slice(None), *k)])
-                where = tuple(slice(ki * d, ki * d + (w - 1) * s + 1, s) for ki, d, w, s in zip(k, dilations, size, strides))
+                where = tuple(
+                    slice(ki * d, ki * d + (w - 1) * s + 1, s) for ki, d, w, s in zip(k, dilations, size, strides)
+                )
                 y[(slice(None), slice(j * mg, (j + 1) * mg), *where)] += part
         out = [fl - p0 - p1 for fl, p0, p1 in zip(full, pads[:r], pads[r:])]
         y = y[(slice(None), slice(None), *(slice(p0, p0 + o) for p0, o in zip(pads[:r], out)))]
@@ -71,8 +86,9 @@ class MaxPool(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, auto_pad=None, ceil_mode=0, dilations=None, kernel_shape=None, pads=None,
-             storage_order=0, strides=None):
+    def _run(
+        self, x, auto_pad=None, ceil_mode=0, dilations=None, kernel_shape=None, pads=None, storage_order=0, strides=None
+    ):
         r = x.ndim - 2
         k, s = list(kernel_shape), list(strides or [1] * r)
         pads = list(pads or [0] * (2 * r))
@@ -91,8 +107,10 @@ class MaxPool(OpRun):
         idx = np.lib.stride_tricks.sliding_window_view(where, k, axis=axes)[pick]
         vals = vals.reshape(*vals.shape[: 2 + r], -1)
         best = vals.argmax(-1)[..., None]
-        return (np.take_along_axis(vals, best, -1)[..., 0],
-                np.take_along_axis(idx.reshape(vals.shape), best, -1)[..., 0].astype(np.int64))
+        return (
+            np.take_along_axis(vals, best, -1)[..., 0],
+            np.take_along_axis(idx.reshape(vals.shape), best, -1)[..., 0].astype(np.int64),
+        )
 
 
 FIXED = [ConvTranspose, Erf, GatherElements, MaxPool]
@@ -145,8 +163,11 @@ class Check:
             if t.name.endswith((".weight", ".bias")) and any(i.name == t.name for i in self.proto.graph.input)
         }
         # random parameters instead of the initial ones (BN scale 1 / bias 0 hides mistakes)
-        self.params = {k: rng.standard_normal(v.shape) * (0.5 if k.endswith(".weight") else 0.1) + (
-            1.0 if k.endswith(".weight") and v.ndim == 1 else 0.0) for k, v in self.params.items()}
+        self.params = {
+            k: rng.standard_normal(v.shape) * (0.5 if k.endswith(".weight") else 0.1)
+            + (1.0 if k.endswith(".weight") and v.ndim == 1 else 0.0)
+            for k, v in self.params.items()
+        }
 
     def feeds(self, **override):
         f = {"x": self.x, "y": self.y, **self.params}

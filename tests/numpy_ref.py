@@ -141,8 +141,9 @@ def deconv(x, w, b=None, stride=1, pad=0, outpad=0, dilation=1, groups=1):
         for tap in itertools.product(*(range(k) for k in f)):
             wt = w[(slice(g * cg, (g + 1) * cg), slice(None)) + tap]  # (cg, kg)
             contrib = np.moveaxis(np.tensordot(xg, wt, axes=([1], [0])), -1, 1)  # (N, kg, *sizes)
-            where = tuple(slice(j * d, j * d + (wi - 1) * s + 1, s)
-                          for j, d, wi, s in zip(tap, dilation, sizes, stride))
+            where = tuple(
+                slice(j * d, j * d + (wi - 1) * s + 1, s) for j, d, wi, s in zip(tap, dilation, sizes, stride)
+            )
             y[(slice(None), slice(g * kg, (g + 1) * kg)) + where] += contrib
     y = y[(slice(None), slice(None)) + tuple(slice(p, p + o) for p, o in zip(pad, out))]
     if b is not None:
@@ -161,8 +162,9 @@ def _pool_geometry(x, size, stride, pad, ceil):
     pads = pads_for(pad, x.shape[2:], size, stride)
     out = tuple(window_count(w, f, s, pb, pe, ceil) for w, f, s, (pb, pe) in zip(x.shape[2:], size, stride, pads))
     # windows of a ceil-rounded last position may reach past the end padding
-    beyond = tuple(max((o - 1) * s + f - (w + pb + pe), 0)
-                   for o, s, f, w, (pb, pe) in zip(out, stride, size, x.shape[2:], pads))
+    beyond = tuple(
+        max((o - 1) * s + f - (w + pb + pe), 0) for o, s, f, w, (pb, pe) in zip(out, stride, size, x.shape[2:], pads)
+    )
     return size, stride, pads, out, beyond
 
 
@@ -475,11 +477,28 @@ def _run_node(node, xs, weights, values, pool_indices):
 
     if k == "conv":
         table = a["table"].rows if a["table"] is not None else None
-        return conv(x, wt("weight"), wt("bias") if a["bias"] else None, a["stride"], a["pad"], a["dilation"],
-                    a["groups"], a["pad_mode"], table)
+        return conv(
+            x,
+            wt("weight"),
+            wt("bias") if a["bias"] else None,
+            a["stride"],
+            a["pad"],
+            a["dilation"],
+            a["groups"],
+            a["pad_mode"],
+            table,
+        )
     if k == "deconv":
-        return deconv(x, wt("weight"), wt("bias") if a["bias"] else None, a["stride"], a["pad"], a["outpad"],
-                      a["dilation"], a["groups"])
+        return deconv(
+            x,
+            wt("weight"),
+            wt("bias") if a["bias"] else None,
+            a["stride"],
+            a["pad"],
+            a["outpad"],
+            a["dilation"],
+            a["groups"],
+        )
     if k == "maxpool":
         y, idx = maxpool(x, a["size"], a["stride"], a["pad"], a["ceil"], indices=True)
         pool_indices[node.id] = idx
@@ -526,9 +545,22 @@ def _run_node(node, xs, weights, values, pool_indices):
         return mul(*xs)
     if k == "concat":
         return concat(*xs)
-    simple = {"gap": gap, "gmp": gmp, "flatten": flatten, "softmax": softmax, "dropout": dropout, "relu": relu,
-              "relu6": relu6, "sigmoid": sigmoid, "tanh": tanh, "scaled_tanh": scaled_tanh, "abs": abs_,
-              "gelu": gelu, "silu": silu, "hardswish": hardswish}
+    simple = {
+        "gap": gap,
+        "gmp": gmp,
+        "flatten": flatten,
+        "softmax": softmax,
+        "dropout": dropout,
+        "relu": relu,
+        "relu6": relu6,
+        "sigmoid": sigmoid,
+        "tanh": tanh,
+        "scaled_tanh": scaled_tanh,
+        "abs": abs_,
+        "gelu": gelu,
+        "silu": silu,
+        "hardswish": hardswish,
+    }
     if k in simple:
         return simple[k](x)
     raise NotImplementedError(f"no NumPy reference for layer kind {k!r}")

@@ -73,8 +73,9 @@ def run_tree(tree: Path, only: list[str]) -> dict:
             with tempfile.TemporaryDirectory() as out:
                 args = [a.replace("{out}", out) for a in argv]
                 text = (tree / stdin).read_bytes() if stdin else None
-                p = subprocess.run([sys.executable, "-m", "cnndsl", *args], cwd=tree, env=env, input=text,
-                                   capture_output=True)
+                p = subprocess.run(
+                    [sys.executable, "-m", "cnndsl", *args], cwd=tree, env=env, input=text, capture_output=True
+                )
                 stdout, stderr = p.stdout.replace(out.encode(), b"OUT"), p.stderr.replace(out.encode(), b"OUT")
                 row = {"rc": p.returncode, "stdout": digest(stdout), "stderr": digest(stderr)}
                 if written:
@@ -97,8 +98,9 @@ def main() -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             tree = Path(tmp) / "base"
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True, capture_output=True
+            )
             try:
                 print(f"base {commit[:10]}:", file=sys.stderr)
                 base = run_tree(tree, opts.only)
@@ -112,8 +114,10 @@ def main() -> int:
     differ = [k for k in sorted(set(base) | set(mine)) if base.get(k) != mine.get(k)]
     for k in differ:
         print(f"DIFFERS {k}: base {base.get(k)} now {mine.get(k)}")
-    print(f"{len(mine) - len(differ)} of {len(mine)} outputs byte-identical to {commit[:10]}"
-          + ("" if differ else " (all)"))
+    print(
+        f"{len(mine) - len(differ)} of {len(mine)} outputs byte-identical to {commit[:10]}"
+        + ("" if differ else " (all)")
+    )
     return 1 if differ else 0
 
 

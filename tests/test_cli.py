@@ -29,14 +29,32 @@ def test_info_json_shape(cli):
     assert data["input"] == [1, 32, 32]
     assert data["outputs"] == [{"name": "output", "shape": [10]}]
     layer = data["layers"][0]
-    for key in ("name", "kind", "line", "output", "params", "trainable_params", "macs", "connections",
-                "receptive_field", "jump"):
+    for key in (
+        "name",
+        "kind",
+        "line",
+        "output",
+        "params",
+        "trainable_params",
+        "macs",
+        "connections",
+        "receptive_field",
+        "jump",
+    ):
         assert key in layer
     assert (layer["name"], layer["kind"], layer["line"], layer["output"]) == ("C1", "conv", 8, [6, 28, 28])
     assert layer["receptive_field"] == [5, 5] and layer["jump"] == [1, 1]
     totals = data["totals"]
-    for key in ("params", "trainable_params", "non_trainable_params", "macs", "flops", "connections",
-                "param_bytes", "activation_bytes"):
+    for key in (
+        "params",
+        "trainable_params",
+        "non_trainable_params",
+        "macs",
+        "flops",
+        "connections",
+        "param_bytes",
+        "activation_bytes",
+    ):
         assert key in totals
     assert totals["trainable_params"] == 60_000 and totals["non_trainable_params"] == 840
     assert totals["flops"] == 2 * totals["macs"]
@@ -44,7 +62,9 @@ def test_info_json_shape(cli):
 
 
 def test_defines_and_input_override(cli):
-    r = cli("info", NETWORKS / "resnet.net", "--network", "resnet18", "-D", "classes=10", "--input", "3x64x64", "--json")
+    r = cli(
+        "info", NETWORKS / "resnet.net", "--network", "resnet18", "-D", "classes=10", "--input", "3x64x64", "--json"
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["input"] == [3, 64, 64]

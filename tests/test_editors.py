@@ -13,8 +13,8 @@ import pytest
 from conftest import NETWORKS, ROOT
 
 from cnndsl.lang import tree as ast
-from cnndsl.layers import PUBLIC
 from cnndsl.lang.parser import parse_text
+from cnndsl.layers import PUBLIC
 
 try:  # closer to Oniguruma than re, when installed
     import regex as rx
@@ -131,7 +131,7 @@ def test_networks_tokenise(grammar, path):
 
 def test_scopes_of_one_line(grammar):
     rules = _rules(grammar)
-    line = 'c3: conv 64/3/1/1 table=t -> relu * (n - 1) # note'
+    line = "c3: conv 64/3/1/1 table=t -> relu * (n - 1) # note"
     scopes = tokenise(line, rules)
 
     def at(text):

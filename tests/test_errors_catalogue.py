@@ -22,8 +22,9 @@ from cnndsl.cli import main
 
 CATALOGUE = ROOT / "docs" / "errors.md"
 _BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-_DIAG = re.compile(r"^(?:(?P<loc>\S+?:\d+:\d+)|cnndsl): (?P<sev>error|warning): (?P<msg>.*) \[(?P<code>[EW]\d{3})\]$",
-                   re.MULTILINE)
+_DIAG = re.compile(
+    r"^(?:(?P<loc>\S+?:\d+:\d+)|cnndsl): (?P<sev>error|warning): (?P<msg>.*) \[(?P<code>[EW]\d{3})\]$", re.MULTILINE
+)
 
 
 @dataclass
@@ -70,15 +71,21 @@ def run_example(entry: Entry, folder: Path, capsys) -> tuple[int, list[dict], st
         rc = main(["check", "t.net", "--format", "json"])
         out = capsys.readouterr().out
         diags = json.loads(out)
-        return rc, [
-            {"code": d["code"], "message": d["message"].split("\n")[0], "located": d["line"] is not None}
-            for d in diags
-        ], out
+        return (
+            rc,
+            [
+                {"code": d["code"], "message": d["message"].split("\n")[0], "located": d["line"] is not None}
+                for d in diags
+            ],
+            out,
+        )
     rc = main(command)
     out = capsys.readouterr()
-    return rc, [
-        {"code": m["code"], "message": m["msg"], "located": m["loc"] is not None} for m in _DIAG.finditer(out.err)
-    ], out.out + out.err
+    return (
+        rc,
+        [{"code": m["code"], "message": m["msg"], "located": m["loc"] is not None} for m in _DIAG.finditer(out.err)],
+        out.out + out.err,
+    )
 
 
 def _overcommit() -> str:

@@ -22,8 +22,14 @@ def _cases():
 
 # Large networks run at a reduced input size so that the suite stays fast; the
 # export path is the same.
-SMALL_INPUT = {"vgg16": "3x64x64", "vgg16_bn": "3x64x64", "vnet": "1x32x32x16", "unet": "1x188x188",
-               "segnet": "3x64x64", "fcn32s": "3x64x64"}
+SMALL_INPUT = {
+    "vgg16": "3x64x64",
+    "vgg16_bn": "3x64x64",
+    "vnet": "1x32x32x16",
+    "unet": "1x188x188",
+    "segnet": "3x64x64",
+    "fcn32s": "3x64x64",
+}
 
 
 @pytest.mark.parametrize("path, name", list(_cases()))
@@ -43,8 +49,16 @@ def test_names_follow_the_source():
     proto = to_onnx(m)
     inits = {t.name for t in proto.graph.initializer}
     # PyTorch-like state-dict keys
-    for key in ("stem.conv.weight", "stem.bn.weight", "stem.bn.bias", "stem.bn.running_mean", "stem.bn.running_var",
-                "fc.weight", "fc.bias", "layer2.shortcut.weight"):
+    for key in (
+        "stem.conv.weight",
+        "stem.bn.weight",
+        "stem.bn.bias",
+        "stem.bn.running_mean",
+        "stem.bn.running_var",
+        "fc.weight",
+        "fc.bias",
+        "layer2.shortcut.weight",
+    ):
         assert key in inits, key
     assert "stem.conv.bias" not in inits  # default conv bias=false
     assert proto.graph.input[0].name == "input"
@@ -89,7 +103,9 @@ def test_export_refuses_to_overwrite_its_input(cli, netfile):
 def test_weights_round_trip_and_mismatch(tmp_path, cli):
     m = cnndsl.load(NETWORKS / "lenet5.net")
     proto = to_onnx(m, seed=3)
-    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if "." in t.name and "/" not in t.name}
+    weights = {
+        t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if "." in t.name and "/" not in t.name
+    }
     npz = tmp_path / "w.npz"
     np.savez(npz, **weights)
     out = tmp_path / "m.onnx"
@@ -146,7 +162,9 @@ def test_fold_bn_keeps_outputs():
     x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
 
     def run(p):
-        return ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        return ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[
+            0
+        ]
 
     np.testing.assert_allclose(run(folded), run(plain), atol=1e-5, rtol=1e-5)
 
@@ -155,7 +173,11 @@ def test_float16_export_runs():
     m = cnndsl.load(NETWORKS / "lenet5.net")
     proto = to_onnx(m, dtype="float16")
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-    assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer if t.data_type != onnx.TensorProto.INT64)
+    assert all(
+        t.data_type == onnx.TensorProto.FLOAT16
+        for t in proto.graph.initializer
+        if t.data_type != onnx.TensorProto.INT64
+    )
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32))
     half = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     full = ort.InferenceSession(to_onnx(m).SerializeToString(), providers=["CPUExecutionProvider"])

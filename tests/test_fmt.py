@@ -51,43 +51,74 @@ def _figures(path: Path):
 # ---- hand-written layouts ------------------------------------------------------
 CASES = [
     # spacing: '->' spaced, keywords tight, ',' then one space, label ':' then one space, 4-space indent
-    ("network n{\ninput 3x8x8\n  c1 :conv 8/3/1/1   ->relu\n\tpool:maxpool 2/2 ceil\n}\n",
-     "network n {\n    input 3x8x8\n    c1: conv 8/3/1/1 -> relu\n    pool: maxpool 2/2 ceil\n}\n"),
+    (
+        "network n{\ninput 3x8x8\n  c1 :conv 8/3/1/1   ->relu\n\tpool:maxpool 2/2 ceil\n}\n",
+        "network n {\n    input 3x8x8\n    c1: conv 8/3/1/1 -> relu\n    pool: maxpool 2/2 ceil\n}\n",
+    ),
     # '=' spaced in parameter lists and tables, tight in keywords and named arguments
-    ("table t=[[0,1] ,[1 , 2]]\nblock b(c,s=1){conv c/3/s/1 bias = false}\nnetwork n(k=4){input 3x8x8\nb(k,s = 2)}\n",
-     ("table t = [[0, 1], [1, 2]]\nblock b(c, s = 1) {\n    conv c/3/s/1 bias=false\n}\n"
-      "network n(k = 4) {\n    input 3x8x8\n    b(k, s=2)\n}\n")),
+    (
+        "table t=[[0,1] ,[1 , 2]]\nblock b(c,s=1){conv c/3/s/1 bias = false}\nnetwork n(k=4){input 3x8x8\nb(k,s = 2)}\n",
+        (
+            "table t = [[0, 1], [1, 2]]\nblock b(c, s = 1) {\n    conv c/3/s/1 bias=false\n}\n"
+            "network n(k = 4) {\n    input 3x8x8\n    b(k, s=2)\n}\n"
+        ),
+    ),
     # expressions: binary operators spaced, unary minus tight, a parenthesised field apart from its kind
-    (("network n {\n input 3x8x8\n conv (in.c//2)/1 -> conv(4*in.c)/3/1/1 -> leaky_relu -0.1\n"
-      " repeat (2-1) { relu }\n bn * (1+1)\n}\n"),
-     ("network n {\n    input 3x8x8\n    conv (in.c // 2)/1 -> conv (4 * in.c)/3/1/1 -> leaky_relu -0.1\n"
-      "    repeat (2 - 1) { relu }\n    bn * (1 + 1)\n}\n")),
+    (
+        (
+            "network n {\n input 3x8x8\n conv (in.c//2)/1 -> conv(4*in.c)/3/1/1 -> leaky_relu -0.1\n"
+            " repeat (2-1) { relu }\n bn * (1+1)\n}\n"
+        ),
+        (
+            "network n {\n    input 3x8x8\n    conv (in.c // 2)/1 -> conv (4 * in.c)/3/1/1 -> leaky_relu -0.1\n"
+            "    repeat (2 - 1) { relu }\n    bn * (1 + 1)\n}\n"
+        ),
+    ),
     # ';' in a one-line body stays; between the statements of a network it becomes a line break
-    ("network n{input 3x8x8;add{_;conv 3/3/1/1};concat{ _ ;@x}}\n",
-     "network n {\n    input 3x8x8\n    add { _ ; conv 3/3/1/1 }\n    concat { _ ; @x }\n}\n"),
+    (
+        "network n{input 3x8x8;add{_;conv 3/3/1/1};concat{ _ ;@x}}\n",
+        "network n {\n    input 3x8x8\n    add { _ ; conv 3/3/1/1 }\n    concat { _ ; @x }\n}\n",
+    ),
     # blank lines: at most one, none at the start of a body or the file, none before '}'
-    ("\n\n# head\n\n\n\nnetwork n {\n\n    input 3x8x8\n\n\n    relu\n\n}\n\n\n",
-     "# head\n\nnetwork n {\n    input 3x8x8\n\n    relu\n}\n"),
+    (
+        "\n\n# head\n\n\n\nnetwork n {\n\n    input 3x8x8\n\n\n    relu\n\n}\n\n\n",
+        "# head\n\nnetwork n {\n    input 3x8x8\n\n    relu\n}\n",
+    ),
     # comments: comment lines indented like the statement after them; trailing comments
     # of consecutive lines share a column, at least 42, else two spaces after the longest code
-    ("network n {   # top\n# about input\ninput 3x8x8 # a\nconv 8/3 -> relu # b\n    # last\n}\n",
-     ("network n {                              # top\n    # about input\n"
-      "    input 3x8x8                          # a\n    conv 8/3 -> relu                     # b\n"
-      "    # last\n}\n")),
-    ("network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu # x\n    relu # y\n}\n",
-     ("network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu  # x\n"
-      "    relu                                             # y\n}\n")),
+    (
+        "network n {   # top\n# about input\ninput 3x8x8 # a\nconv 8/3 -> relu # b\n    # last\n}\n",
+        (
+            "network n {                              # top\n    # about input\n"
+            "    input 3x8x8                          # a\n    conv 8/3 -> relu                     # b\n"
+            "    # last\n}\n"
+        ),
+    ),
+    (
+        "network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu # x\n    relu # y\n}\n",
+        (
+            "network n {\n    input 3x8x8\n    a_rather_long_label: conv 8/3/1/1 -> bn -> relu  # x\n"
+            "    relu                                             # y\n}\n"
+        ),
+    ),
     # chains broken after '->' continue one level deeper; multi-line bodies and groups
-    ("network n {\ninput 3x8x8\nx: conv 8/3 ->\nrelu ->\n   bn\nconcat {\nconv 4/1\n{ conv 4/1 -> relu\nconv 4/3/1/1 }\n} -> relu\n}\n",
-     ("network n {\n    input 3x8x8\n    x: conv 8/3 ->\n        relu ->\n        bn\n    concat {\n        conv 4/1\n"
-      "        { conv 4/1 -> relu\n          conv 4/3/1/1 }\n    } -> relu\n}\n")),
+    (
+        "network n {\ninput 3x8x8\nx: conv 8/3 ->\nrelu ->\n   bn\nconcat {\nconv 4/1\n{ conv 4/1 -> relu\nconv 4/3/1/1 }\n} -> relu\n}\n",
+        (
+            "network n {\n    input 3x8x8\n    x: conv 8/3 ->\n        relu ->\n        bn\n    concat {\n        conv 4/1\n"
+            "        { conv 4/1 -> relu\n          conv 4/3/1/1 }\n    } -> relu\n}\n"
+        ),
+    ),
     # a list continued on the next lines lines up after its bracket (as networks/lenet5.net does)
-    ("table t = [[0,1],\n [1,2],\n        [2,3]]\n",
-     "table t = [[0, 1],\n           [1, 2],\n           [2, 3]]\n"),
+    ("table t = [[0,1],\n [1,2],\n        [2,3]]\n", "table t = [[0, 1],\n           [1, 2],\n           [2, 3]]\n"),
     # strings and imports, output lists, a ';' ending a line before a trailing comment
-    ('import   "a b.net"  # lib\nnetwork n {\n input 3x8x8 ;   # in\n x: relu\n output x ,y\n}\n',
-     ('import "a b.net"                         # lib\nnetwork n {\n    input 3x8x8                          # in\n'
-      "    x: relu\n    output x, y\n}\n")),
+    (
+        'import   "a b.net"  # lib\nnetwork n {\n input 3x8x8 ;   # in\n x: relu\n output x ,y\n}\n',
+        (
+            'import "a b.net"                         # lib\nnetwork n {\n    input 3x8x8                          # in\n'
+            "    x: relu\n    output x, y\n}\n"
+        ),
+    ),
 ]
 
 
@@ -231,8 +262,13 @@ def test_check_json_positions(cli, tmp_path):
     by_file = {d["file"]: d for d in diags}
     assert set(by_file) == set(files) | {"missing.net"}
     assert [by_file["eof.net"][k] for k in ("line", "column", "end_line", "end_column")] == [3, 10, 3, 11]
-    assert [by_file["kind.net"][k] for k in ("code", "line", "column", "end_line", "end_column")] == \
-        ["E010", 3, 14, 3, 18]
+    assert [by_file["kind.net"][k] for k in ("code", "line", "column", "end_line", "end_column")] == [
+        "E010",
+        3,
+        14,
+        3,
+        18,
+    ]
     assert (by_file["warn.net"]["severity"], by_file["warn.net"]["code"]) == ("warning", "W001")
     assert (by_file["note.net"]["severity"], by_file["note.net"]["code"]) == ("note", "N200")
     assert by_file["missing.net"]["line"] is None and by_file["missing.net"]["code"] == "E040"

@@ -32,17 +32,69 @@ from cnndsl.lang.modules import Loader
 EXAMPLES = int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Generated networks are exported and run: fewer of them in CI (~30 ms each).
-GENERATED = settings(FUZZ, max_examples=int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "60")),
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+GENERATED = settings(
+    FUZZ,
+    max_examples=int(os.environ.get("CNNDSL_FUZZ_EXAMPLES", "60")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 SOURCES = {p.name: p.read_text() for p in sorted(NETWORKS.glob("*.net"))}
 CORPUS = Path(__file__).resolve().parent / "corpus"
 TOKEN = re.compile(r"\s+|[A-Za-z_]\w*|\d+(?:x\d+)+|\d+\.\d*|\d+|->|//|.", re.DOTALL)
 NUMBER = re.compile(r"\d+(?:x\d+)+|\d+\.\d*|\d+")
-REPLACEMENTS = ["0", "-1", "99999999999999999999", "2.5", "1e9", "{", "}", "(", ")", "@x", "->", "*", "/", "_",
-                ";", "\n", "x", "3x3", "in.c", "same", "ceil", "true", "#", '"', "repeat", "output", "input"]
+REPLACEMENTS = [
+    "0",
+    "-1",
+    "99999999999999999999",
+    "2.5",
+    "1e9",
+    "{",
+    "}",
+    "(",
+    ")",
+    "@x",
+    "->",
+    "*",
+    "/",
+    "_",
+    ";",
+    "\n",
+    "x",
+    "3x3",
+    "in.c",
+    "same",
+    "ceil",
+    "true",
+    "#",
+    '"',
+    "repeat",
+    "output",
+    "input",
+]
 # Numbers put in place of a number: zero, negatives, huge, floats where integers belong, odd dimensions.
-NUMBERS = ["0", "-1", "-3", "1", "2", "7", "65537", "99999999999999999999", "9223372036854775808", "0.5", "2.5",
-           "1e9", "1e400", "1e-30", "0.0", "3x0", "0x3", "1x1x1x1x1", "2x2", "(0 - 5)", "(2 // 0)", "true"]
+NUMBERS = [
+    "0",
+    "-1",
+    "-3",
+    "1",
+    "2",
+    "7",
+    "65537",
+    "99999999999999999999",
+    "9223372036854775808",
+    "0.5",
+    "2.5",
+    "1e9",
+    "1e400",
+    "1e-30",
+    "0.0",
+    "3x0",
+    "0x3",
+    "1x1x1x1x1",
+    "2x2",
+    "(0 - 5)",
+    "(2 // 0)",
+    "true",
+]
 # Activations (elements per sample) and parameters beyond which a network that compiles counts as
 # too big to run here (a mutated VGG-16 on a tiny input still has 100M+ weights to draw).
 RUN_LIMIT = 200_000
@@ -58,7 +110,6 @@ def save_failure(text) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
         (Path(folder) / f"{name}.net").write_bytes(data)
-
 
 
 def compile_all(text: str, filename: str = "fuzz.net") -> list:
@@ -153,8 +204,13 @@ def test_random_text_from_the_language_alphabet(text):
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
 @settings(FUZZ, max_examples=max(1, EXAMPLES // 10))
-@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.integers(0, 10**6),
-                                st.sampled_from(REPLACEMENTS)), min_size=1, max_size=4))
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(0, 3), st.integers(0, 10**6), st.sampled_from(REPLACEMENTS)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_mutated_networks(name, edits):
     """Token edits of each file: deletion, duplication, swap, replacement."""
     tokens = TOKEN.findall(SOURCES[name])
@@ -179,21 +235,25 @@ def test_path_like_strings_are_user_errors():
         cnndsl.load("\0\0\0")
 
 
-@pytest.mark.parametrize("text", [
-    "",
-    "\0\0\0",
-    "network n {" * 50,
-    "network n { input 3x8x8\n" + "{ " * 300 + "relu" + " }" * 300 + "\n}",
-    "network n { input 3x8x8\n conv (" + "(" * 200 + "1" + ")" * 200 + ")/1\n}",
-    "network n { input 3x8x8\n conv (99999999999 * 99999999999 * 99999999999)/1\n}",
-    "network n { input 3x99999999x99999999\n conv 99999999/3 -> fc 99999999\n}",
-    "network n { input 3x8x8\n repeat 100000000000 { relu }\n}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\0\0\0",
+        "network n {" * 50,
+        "network n { input 3x8x8\n" + "{ " * 300 + "relu" + " }" * 300 + "\n}",
+        "network n { input 3x8x8\n conv (" + "(" * 200 + "1" + ")" * 200 + ")/1\n}",
+        "network n { input 3x8x8\n conv (99999999999 * 99999999999 * 99999999999)/1\n}",
+        "network n { input 3x99999999x99999999\n conv 99999999/3 -> fc 99999999\n}",
+        "network n { input 3x8x8\n repeat 100000000000 { relu }\n}",
+    ],
+)
 def test_hostile_inputs(text):
     compile_all(text)
 
 
 # -- (a) bytes: through a file, and the command line -------------------------------------------
+
 
 def insert_bytes(name: str, where: int, data: bytes) -> bytes:
     """A file of networks/ with bytes inserted somewhere."""
@@ -203,10 +263,14 @@ def insert_bytes(name: str, where: int, data: bytes) -> bytes:
 
 
 @FUZZ
-@given(data=st.one_of(
-    st.binary(max_size=300),
-    st.builds(insert_bytes, st.sampled_from(sorted(SOURCES)), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)),
-))
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            insert_bytes, st.sampled_from(sorted(SOURCES)), st.integers(0, 10**6), st.binary(min_size=1, max_size=8)
+        ),
+    )
+)
 def test_random_bytes_through_a_file(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz-bytes.net"
     path.write_bytes(data)
@@ -257,8 +321,14 @@ def test_a_file_name_that_is_not_utf8(tmp_path):
 
     def cli(*args):  # bytes out: the name's byte goes back to the terminal as it came
         env = dict(os.environ, NO_COLOR="1")
-        return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, cwd=tmp_path, env=env,
-                              timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "cnndsl", *args],
+            capture_output=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
     r = cli("info", name)
     assert r.returncode == 0 and b"network n (caf\xe9.net), input 3x8x8" in r.stdout
@@ -281,6 +351,7 @@ def test_random_bytes_as_a_model_for_run(tmp_path):
 
 # -- (b) number mutations of every file in networks/ ---------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(SOURCES))
 @settings(FUZZ, max_examples=max(1, EXAMPLES // 10))
 @given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(NUMBERS)), min_size=1, max_size=3))
@@ -297,6 +368,7 @@ def test_number_mutations(name, edits):
 
 # -- (c) grammar-aware random networks -----------------------------------------------------------
 
+
 @GENERATED
 @given(net_files())
 def test_generated_networks(text):
@@ -310,8 +382,8 @@ def test_generated_networks_format_and_draw(text):
     the same syntax tree: format_text checks it) and every network draws as SVG and DOT."""
     from xml.etree import ElementTree
 
-    from cnndsl.tools.fmt import format_text
     from cnndsl.tools.diagram import diagram, render
+    from cnndsl.tools.fmt import format_text
 
     models = compile_all(text)
     if not models:
@@ -330,8 +402,7 @@ def test_generated_networks_mostly_compile():
     exercises the errors); measured over a fixed sample."""
     ok = total = 0
 
-    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(net_files())
     def sample(text):
         nonlocal ok, total
@@ -344,6 +415,7 @@ def test_generated_networks_mostly_compile():
 
 # -- (d) the regression corpus ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.net")), ids=lambda p: p.name)
 def test_corpus(path):
     data = path.read_bytes()
@@ -353,6 +425,7 @@ def test_corpus(path):
 
 
 # -- compiler fixes found by fuzzing, each with its own check --------------------------------------
+
 
 def test_in_c_before_the_input_is_a_located_error():
     """Found by test_mutated_networks[vnet.net]: in.c in a network parameter's default crashed

@@ -168,7 +168,9 @@ NETWORKS = {
     "lenet5": ("networks/lenet5.net", None, {}),  # its default loss: the MAP criterion (checked below too)
     # ResNet-8 (He et al. §4.2 with n = 1) on 8x8 input: every rule of ResNet-20, a quarter of the work
     "cifar_resnet8": ("networks/cifar_resnet.net", None, {"depth": 8}),
-    "small_unet": (None, """
+    "small_unet": (
+        None,
+        """
 block double(c) { conv c/3/1/1 -> relu -> conv c/3/1/1 -> relu }
 network small_unet {
     input 1x12x12
@@ -179,16 +181,27 @@ network small_unet {
     concat(crop=center) { @d1 ; _ }
     double(4)
     conv 2/1
-}""", {}),
-    "inception": (None, INCEPTION_BLOCK + """
-network inception_block { input 4x6x6\n inception(2, 2, 3, 1, 2, 2)\n gap -> fc 3 }""", {}),
-    "se_block": (None, """
+}""",
+        {},
+    ),
+    "inception": (
+        None,
+        INCEPTION_BLOCK
+        + """
+network inception_block { input 4x6x6\n inception(2, 2, 3, 1, 2, 2)\n gap -> fc 3 }""",
+        {},
+    ),
+    "se_block": (
+        None,
+        """
 network se {
     input 8x5x5
     conv 8/3/1/1 -> bn -> relu
     mul { _ ; gap -> conv 2/1 -> relu -> conv 8/1 -> sigmoid }
     gap -> fc 3
-}""", {}),
+}""",
+        {},
+    ),
 }
 
 
@@ -220,15 +233,20 @@ def test_one_sgd_step_equals_the_hand_computed_update():
     """fc 3 on a 4-vector, cross-entropy: ∂L/∂W = (softmax(Wx + b) − onehot(y))ᵀ·x / N,
     then v = μ·v + g + λ·W and W' = W − lr·v (PyTorch's SGD), computed here in NumPy."""
     lr, mu, wd = 0.1, 0.9, 0.01
-    proto = train_model(load("network n { input 4\n fc 3 }"), dtype="float64", lr=lr, momentum=mu,
-                        weight_decay=wd)
+    proto = train_model(load("network n { input 4\n fc 3 }"), dtype="float64", lr=lr, momentum=mu, weight_decay=wd)
     ev = ReferenceEvaluator(proto)
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((5, 4)), np.array([0, 2, 1, 2, 0])
     w, b = rng.standard_normal((3, 4)), rng.standard_normal(3)
     vw, vb = rng.standard_normal((3, 4)), rng.standard_normal(3)
-    out = dict(zip([o.name for o in proto.graph.output], ev.run(None, {
-        "x": x, "y": y, "fc.weight": w, "fc.bias": b, "fc.weight.momentum": vw, "fc.bias.momentum": vb})))
+    out = dict(
+        zip(
+            [o.name for o in proto.graph.output],
+            ev.run(
+                None, {"x": x, "y": y, "fc.weight": w, "fc.bias": b, "fc.weight.momentum": vw, "fc.bias.momentum": vb}
+            ),
+        )
+    )
 
     z = x @ w.T + b
     p = np.exp(z - z.max(1, keepdims=True))

@@ -34,8 +34,8 @@ import pytest
 from conftest import NETWORKS
 
 from cnndsl import load
-from cnndsl.tools.diagram import diagram, layer_op, render
 from cnndsl.layers.arith import fmt_shape
+from cnndsl.tools.diagram import diagram, layer_op, render
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -142,7 +142,7 @@ def test_layout_keeps_edges_downwards_and_boxes_apart():
         assert all(q[1] >= r[1] for r, q in pairwise(points))
     rects = sorted(p.boxes.values(), key=lambda r: r[1])
     for i, (x, y, w, h) in enumerate(rects):
-        for x2, y2, w2, h2 in rects[i + 1 :]:
+        for x2, y2, w2, _ in rects[i + 1 :]:
             if y2 >= y + h:
                 break
             assert x2 >= x + w or x2 + w2 <= x  # same band: no overlap
@@ -169,8 +169,10 @@ def test_cli_writes_svg_png_dot(cli, tmp_path):
     net = NETWORKS / "lenet5.net"
     r = cli("graph", net, "-o", tmp_path / "l.svg")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"wrote {tmp_path / 'l.svg'} ({(tmp_path / 'l.svg').stat().st_size:,} bytes): network lenet5, " \
-                       "15 nodes, 14 edges, all blocks expanded\n"
+    assert (
+        r.stdout == f"wrote {tmp_path / 'l.svg'} ({(tmp_path / 'l.svg').stat().st_size:,} bytes): network lenet5, "
+        "15 nodes, 14 edges, all blocks expanded\n"
+    )
     ET.parse(tmp_path / "l.svg")
     umask = os.umask(0)
     os.umask(umask)
@@ -193,7 +195,9 @@ def test_cli_writes_svg_png_dot(cli, tmp_path):
 def test_cli_default_output_and_depth(cli, tmp_path):
     r = cli("graph", NETWORKS / "resnet.net", "-n", "resnet18", "--depth", "0", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("wrote resnet18.svg (") and "13 nodes, 12 edges, blocks below depth 0 collapsed" in r.stdout
+    assert (
+        r.stdout.startswith("wrote resnet18.svg (") and "13 nodes, 12 edges, blocks below depth 0 collapsed" in r.stdout
+    )
     _, nodes, _ = parse_svg((tmp_path / "resnet18.svg").read_bytes())
     assert sum(g.get("data-role") == "block" for g in nodes.values()) == 9  # stem + 8 basic blocks
 
@@ -242,7 +246,9 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     svg = tmp_path / "r.svg"
     svg.write_bytes(render(d, ".svg"))
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run([*flags, "--dump-dom", svg.as_uri()], capture_output=True, text=True, timeout=90, check=True).stdout
+    dom = subprocess.run(
+        [*flags, "--dump-dom", svg.as_uri()], capture_output=True, text=True, timeout=90, check=True
+    ).stdout
     assert "parsererror" not in dom and dom.count('class="node"') == 70
     # the screenshot: the stem conv's box is filled with its shade where the SVG says it is
     from PIL import Image
@@ -253,8 +259,12 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     p = layout(d)
     width, _, top = _canvas(d, p)
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={shot}", f"--window-size={width:.0f},700", svg.as_uri()],
-                   capture_output=True, timeout=90, check=True)
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", f"--window-size={width:.0f},700", svg.as_uri()],
+        capture_output=True,
+        timeout=90,
+        check=True,
+    )
     with Image.open(shot) as im:
         rgb = im.convert("RGB")
         x, y, w, h = p.boxes["n1"]

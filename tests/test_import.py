@@ -41,12 +41,17 @@ def shape_of(model, name):
 
 # --------------------------------------------------------------------------- Caffe
 
+
 def _conv(name, bottom, n, k, s=1, p=0, group=1, bias=True):
-    extra = (f" pad: {p}" if p else "") + (f" stride: {s}" if s != 1 else "") + (f" group: {group}" if group != 1 else "")
+    extra = (
+        (f" pad: {p}" if p else "") + (f" stride: {s}" if s != 1 else "") + (f" group: {group}" if group != 1 else "")
+    )
     extra += "" if bias else " bias_term: false"
-    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"\n'
-            f'  param {{ lr_mult: 1 decay_mult: 1 }}\n'
-            f'  convolution_param {{ num_output: {n} kernel_size: {k}{extra} }} }}\n')
+    return (
+        f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"\n'
+        f"  param {{ lr_mult: 1 decay_mult: 1 }}\n"
+        f"  convolution_param {{ num_output: {n} kernel_size: {k}{extra} }} }}\n"
+    )
 
 
 def _relu(name, blob):
@@ -55,18 +60,24 @@ def _relu(name, blob):
 
 def _pool(name, bottom, k, s, kind="MAX", p=0):
     pad = f" pad: {p}" if p else ""
-    return (f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}"\n'
-            f'  pooling_param {{ pool: {kind} kernel_size: {k} stride: {s}{pad} }} }}\n')
+    return (
+        f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}"\n'
+        f"  pooling_param {{ pool: {kind} kernel_size: {k} stride: {s}{pad} }} }}\n"
+    )
 
 
 def _lrn(name, bottom):
-    return (f'layer {{ name: "{name}" type: "LRN" bottom: "{bottom}" top: "{name}"\n'
-            f'  lrn_param {{ local_size: 5 alpha: 0.0001 beta: 0.75 }} }}\n')
+    return (
+        f'layer {{ name: "{name}" type: "LRN" bottom: "{bottom}" top: "{name}"\n'
+        f"  lrn_param {{ local_size: 5 alpha: 0.0001 beta: 0.75 }} }}\n"
+    )
 
 
 def _fc(name, bottom, n):
-    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}"\n'
-            f'  inner_product_param {{ num_output: {n} }} }}\n')
+    return (
+        f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}"\n'
+        f"  inner_product_param {{ num_output: {n} }} }}\n"
+    )
 
 
 def _drop(name, blob, r=0.5):
@@ -74,21 +85,34 @@ def _drop(name, blob, r=0.5):
 
 
 # BVLC models/bvlc_alexnet/deploy.prototxt (the layer list, verbatim in content).
-ALEXNET = ('name: "AlexNet"\n'
-           'layer { name: "data" type: "Input" top: "data"\n'
-           '  input_param { shape: { dim: 10 dim: 3 dim: 227 dim: 227 } } }\n'
-           + _conv("conv1", "data", 96, 11, s=4) + _relu("relu1", "conv1") + _lrn("norm1", "conv1")
-           + _pool("pool1", "norm1", 3, 2)
-           + _conv("conv2", "pool1", 256, 5, p=2, group=2) + _relu("relu2", "conv2") + _lrn("norm2", "conv2")
-           + _pool("pool2", "norm2", 3, 2)
-           + _conv("conv3", "pool2", 384, 3, p=1) + _relu("relu3", "conv3")
-           + _conv("conv4", "conv3", 384, 3, p=1, group=2) + _relu("relu4", "conv4")
-           + _conv("conv5", "conv4", 256, 3, p=1, group=2) + _relu("relu5", "conv5")
-           + _pool("pool5", "conv5", 3, 2)
-           + _fc("fc6", "pool5", 4096) + _relu("relu6", "fc6") + _drop("drop6", "fc6")
-           + _fc("fc7", "fc6", 4096) + _relu("relu7", "fc7") + _drop("drop7", "fc7")
-           + _fc("fc8", "fc7", 1000)
-           + 'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }\n')
+ALEXNET = (
+    'name: "AlexNet"\n'
+    'layer { name: "data" type: "Input" top: "data"\n'
+    "  input_param { shape: { dim: 10 dim: 3 dim: 227 dim: 227 } } }\n"
+    + _conv("conv1", "data", 96, 11, s=4)
+    + _relu("relu1", "conv1")
+    + _lrn("norm1", "conv1")
+    + _pool("pool1", "norm1", 3, 2)
+    + _conv("conv2", "pool1", 256, 5, p=2, group=2)
+    + _relu("relu2", "conv2")
+    + _lrn("norm2", "conv2")
+    + _pool("pool2", "norm2", 3, 2)
+    + _conv("conv3", "pool2", 384, 3, p=1)
+    + _relu("relu3", "conv3")
+    + _conv("conv4", "conv3", 384, 3, p=1, group=2)
+    + _relu("relu4", "conv4")
+    + _conv("conv5", "conv4", 256, 3, p=1, group=2)
+    + _relu("relu5", "conv5")
+    + _pool("pool5", "conv5", 3, 2)
+    + _fc("fc6", "pool5", 4096)
+    + _relu("relu6", "fc6")
+    + _drop("drop6", "fc6")
+    + _fc("fc7", "fc6", 4096)
+    + _relu("relu7", "fc7")
+    + _drop("drop7", "fc7")
+    + _fc("fc8", "fc7", 1000)
+    + 'layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }\n'
+)
 
 
 def test_alexnet_prototxt(tmp_path):
@@ -104,33 +128,57 @@ def test_alexnet_prototxt(tmp_path):
 
 # GoogLeNet: BVLC models/bvlc_googlenet/deploy.prototxt, inception modules generated.
 INCEPTIONS = [  # Szegedy et al. 2014, table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
-    ("3a", 64, 96, 128, 16, 32, 32), ("3b", 128, 128, 192, 32, 96, 64), ("4a", 192, 96, 208, 16, 48, 64),
-    ("4b", 160, 112, 224, 24, 64, 64), ("4c", 128, 128, 256, 24, 64, 64), ("4d", 112, 144, 288, 32, 64, 64),
-    ("4e", 256, 160, 320, 32, 128, 128), ("5a", 256, 160, 320, 32, 128, 128), ("5b", 384, 192, 384, 48, 128, 128)]
+    ("3a", 64, 96, 128, 16, 32, 32),
+    ("3b", 128, 128, 192, 32, 96, 64),
+    ("4a", 192, 96, 208, 16, 48, 64),
+    ("4b", 160, 112, 224, 24, 64, 64),
+    ("4c", 128, 128, 256, 24, 64, 64),
+    ("4d", 112, 144, 288, 32, 64, 64),
+    ("4e", 256, 160, 320, 32, 128, 128),
+    ("5a", 256, 160, 320, 32, 128, 128),
+    ("5b", 384, 192, 384, 48, 128, 128),
+]
 
 
 def _inception(bottom, n, c1, c3r, c3, c5r, c5, pp):
     p = f"inception_{n}"
-    t = (_conv(f"{p}/1x1", bottom, c1, 1) + _relu(f"{p}/relu_1x1", f"{p}/1x1")
-         + _conv(f"{p}/3x3_reduce", bottom, c3r, 1) + _relu(f"{p}/relu_3x3_reduce", f"{p}/3x3_reduce")
-         + _conv(f"{p}/3x3", f"{p}/3x3_reduce", c3, 3, p=1) + _relu(f"{p}/relu_3x3", f"{p}/3x3")
-         + _conv(f"{p}/5x5_reduce", bottom, c5r, 1) + _relu(f"{p}/relu_5x5_reduce", f"{p}/5x5_reduce")
-         + _conv(f"{p}/5x5", f"{p}/5x5_reduce", c5, 5, p=2) + _relu(f"{p}/relu_5x5", f"{p}/5x5")
-         + _pool(f"{p}/pool", bottom, 3, 1, p=1)
-         + _conv(f"{p}/pool_proj", f"{p}/pool", pp, 1) + _relu(f"{p}/relu_pool_proj", f"{p}/pool_proj"))
-    t += (f'layer {{ name: "{p}/output" type: "Concat" bottom: "{p}/1x1" bottom: "{p}/3x3" bottom: "{p}/5x5"'
-          f' bottom: "{p}/pool_proj" top: "{p}/output" }}\n')
+    t = (
+        _conv(f"{p}/1x1", bottom, c1, 1)
+        + _relu(f"{p}/relu_1x1", f"{p}/1x1")
+        + _conv(f"{p}/3x3_reduce", bottom, c3r, 1)
+        + _relu(f"{p}/relu_3x3_reduce", f"{p}/3x3_reduce")
+        + _conv(f"{p}/3x3", f"{p}/3x3_reduce", c3, 3, p=1)
+        + _relu(f"{p}/relu_3x3", f"{p}/3x3")
+        + _conv(f"{p}/5x5_reduce", bottom, c5r, 1)
+        + _relu(f"{p}/relu_5x5_reduce", f"{p}/5x5_reduce")
+        + _conv(f"{p}/5x5", f"{p}/5x5_reduce", c5, 5, p=2)
+        + _relu(f"{p}/relu_5x5", f"{p}/5x5")
+        + _pool(f"{p}/pool", bottom, 3, 1, p=1)
+        + _conv(f"{p}/pool_proj", f"{p}/pool", pp, 1)
+        + _relu(f"{p}/relu_pool_proj", f"{p}/pool_proj")
+    )
+    t += (
+        f'layer {{ name: "{p}/output" type: "Concat" bottom: "{p}/1x1" bottom: "{p}/3x3" bottom: "{p}/5x5"'
+        f' bottom: "{p}/pool_proj" top: "{p}/output" }}\n'
+    )
     return t, f"{p}/output"
 
 
 def googlenet_prototxt():
-    t = ('name: "GoogleNet"\nlayer { name: "data" type: "Input" top: "data"\n'
-         '  input_param { shape: { dim: 10 dim: 3 dim: 224 dim: 224 } } }\n'
-         + _conv("conv1/7x7_s2", "data", 64, 7, s=2, p=3) + _relu("conv1/relu_7x7", "conv1/7x7_s2")
-         + _pool("pool1/3x3_s2", "conv1/7x7_s2", 3, 2) + _lrn("pool1/norm1", "pool1/3x3_s2")
-         + _conv("conv2/3x3_reduce", "pool1/norm1", 64, 1) + _relu("conv2/relu_3x3_reduce", "conv2/3x3_reduce")
-         + _conv("conv2/3x3", "conv2/3x3_reduce", 192, 3, p=1) + _relu("conv2/relu_3x3", "conv2/3x3")
-         + _lrn("conv2/norm2", "conv2/3x3") + _pool("pool2/3x3_s2", "conv2/norm2", 3, 2))
+    t = (
+        'name: "GoogleNet"\nlayer { name: "data" type: "Input" top: "data"\n'
+        "  input_param { shape: { dim: 10 dim: 3 dim: 224 dim: 224 } } }\n"
+        + _conv("conv1/7x7_s2", "data", 64, 7, s=2, p=3)
+        + _relu("conv1/relu_7x7", "conv1/7x7_s2")
+        + _pool("pool1/3x3_s2", "conv1/7x7_s2", 3, 2)
+        + _lrn("pool1/norm1", "pool1/3x3_s2")
+        + _conv("conv2/3x3_reduce", "pool1/norm1", 64, 1)
+        + _relu("conv2/relu_3x3_reduce", "conv2/3x3_reduce")
+        + _conv("conv2/3x3", "conv2/3x3_reduce", 192, 3, p=1)
+        + _relu("conv2/relu_3x3", "conv2/3x3")
+        + _lrn("conv2/norm2", "conv2/3x3")
+        + _pool("pool2/3x3_s2", "conv2/norm2", 3, 2)
+    )
     bottom = "pool2/3x3_s2"
     for n, *c in INCEPTIONS:
         text, bottom = _inception(bottom, n, *c)
@@ -139,9 +187,12 @@ def googlenet_prototxt():
             pool = f"pool{n[0]}/3x3_s2"
             t += _pool(pool, bottom, 3, 2)
             bottom = pool
-    t += (_pool("pool5/7x7_s1", bottom, 7, 1, kind="AVE") + _drop("pool5/drop_7x7_s1", "pool5/7x7_s1", 0.4)
-          + _fc("loss3/classifier", "pool5/7x7_s1", 1000)
-          + 'layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }\n')
+    t += (
+        _pool("pool5/7x7_s1", bottom, 7, 1, kind="AVE")
+        + _drop("pool5/drop_7x7_s1", "pool5/7x7_s1", 0.4)
+        + _fc("loss3/classifier", "pool5/7x7_s1", 1000)
+        + 'layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }\n'
+    )
     return t
 
 
@@ -162,41 +213,62 @@ def test_googlenet_prototxt(tmp_path):
     assert text.count("concat_unit(") == 10
     # Table 1 output sizes.
     sizes = [layer.output for layer in m.layers if layer.kind == "concat"]
-    assert sizes == [(256, 28, 28), (480, 28, 28), (512, 14, 14), (512, 14, 14), (512, 14, 14), (528, 14, 14),
-                     (832, 14, 14), (832, 7, 7), (1024, 7, 7)]
+    assert sizes == [
+        (256, 28, 28),
+        (480, 28, 28),
+        (512, 14, 14),
+        (512, 14, 14),
+        (512, 14, 14),
+        (528, 14, 14),
+        (832, 14, 14),
+        (832, 7, 7),
+        (1024, 7, 7),
+    ]
 
 
 def _bn_scale(name, blob):
-    return (f'layer {{ name: "bn{name}" type: "BatchNorm" bottom: "{blob}" top: "{blob}"'
-            f' batch_norm_param {{ use_global_stats: true }} }}\n'
-            f'layer {{ name: "scale{name}" type: "Scale" bottom: "{blob}" top: "{blob}"'
-            f' scale_param {{ bias_term: true }} }}\n')
+    return (
+        f'layer {{ name: "bn{name}" type: "BatchNorm" bottom: "{blob}" top: "{blob}"'
+        f" batch_norm_param {{ use_global_stats: true }} }}\n"
+        f'layer {{ name: "scale{name}" type: "Scale" bottom: "{blob}" top: "{blob}"'
+        f" scale_param {{ bias_term: true }} }}\n"
+    )
 
 
 def resnet50_prototxt():
     # KaimingHe/deep-residual-networks prototxt/ResNet-50-deploy.prototxt: conv without bias,
     # BatchNorm + Scale, the stride in branch2a and branch1, pool1 3/2 (Caffe rounds up).
-    t = ('name: "ResNet-50"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 224\ninput_dim: 224\n'
-         + _conv("conv1", "data", 64, 7, s=2, p=3, bias=False) + _bn_scale("_conv1", "conv1")
-         + _relu("conv1_relu", "conv1") + _pool("pool1", "conv1", 3, 2))
+    t = (
+        'name: "ResNet-50"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 224\ninput_dim: 224\n'
+        + _conv("conv1", "data", 64, 7, s=2, p=3, bias=False)
+        + _bn_scale("_conv1", "conv1")
+        + _relu("conv1_relu", "conv1")
+        + _pool("pool1", "conv1", 3, 2)
+    )
     bottom = "pool1"
     for stage, (c, n) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], start=2):
         for i in range(n):
             u = f"{stage}{'abcdef'[i]}"
             s = 2 if i == 0 and stage > 2 else 1
             if i == 0:
-                t += _conv(f"res{u}_branch1", bottom, 4 * c, 1, s=s, bias=False) + _bn_scale(f"{u}_branch1", f"res{u}_branch1")
+                t += _conv(f"res{u}_branch1", bottom, 4 * c, 1, s=s, bias=False) + _bn_scale(
+                    f"{u}_branch1", f"res{u}_branch1"
+                )
                 short = f"res{u}_branch1"
             else:
                 short = bottom
-            t += _conv(f"res{u}_branch2a", bottom, c, 1, s=s, bias=False) + _bn_scale(f"{u}_branch2a", f"res{u}_branch2a")
+            t += _conv(f"res{u}_branch2a", bottom, c, 1, s=s, bias=False) + _bn_scale(
+                f"{u}_branch2a", f"res{u}_branch2a"
+            )
             t += _relu(f"res{u}_branch2a_relu", f"res{u}_branch2a")
             t += _conv(f"res{u}_branch2b", f"res{u}_branch2a", c, 3, p=1, bias=False)
             t += _bn_scale(f"{u}_branch2b", f"res{u}_branch2b") + _relu(f"res{u}_branch2b_relu", f"res{u}_branch2b")
             t += _conv(f"res{u}_branch2c", f"res{u}_branch2b", 4 * c, 1, bias=False)
             t += _bn_scale(f"{u}_branch2c", f"res{u}_branch2c")
-            t += (f'layer {{ name: "res{u}" type: "Eltwise" bottom: "{short}" bottom: "res{u}_branch2c"'
-                  f' top: "res{u}" }}\n') + _relu(f"res{u}_relu", f"res{u}")
+            t += (
+                f'layer {{ name: "res{u}" type: "Eltwise" bottom: "{short}" bottom: "res{u}_branch2c"'
+                f' top: "res{u}" }}\n'
+            ) + _relu(f"res{u}_relu", f"res{u}")
             bottom = f"res{u}"
     t += _pool("pool5", bottom, 7, 1, kind="AVE") + _fc("fc1000", "pool5", 1000)
     t += 'layer { name: "prob" type: "Softmax" bottom: "fc1000" top: "prob" }\n'
@@ -220,20 +292,44 @@ def test_resnet50_prototxt(tmp_path):
 
 # --------------------------------------------------------------------------- Darknet
 
+
 def _dconv(filters, size, stride=1, bn=True, act="leaky"):
-    return ("[convolutional]\n" + ("batch_normalize=1\n" if bn else "")
-            + f"filters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={act}\n\n")
+    return (
+        "[convolutional]\n"
+        + ("batch_normalize=1\n" if bn else "")
+        + f"filters={filters}\nsize={size}\nstride={stride}\npad=1\nactivation={act}\n\n"
+    )
 
 
 # pjreddie/darknet cfg/darknet19.cfg (the layers; training options left out)
-DARKNET19 = ("[net]\nbatch=128\nsubdivisions=1\nheight=224\nwidth=224\nchannels=3\n\n"
-             + _dconv(32, 3) + "[maxpool]\nsize=2\nstride=2\n\n" + _dconv(64, 3) + "[maxpool]\nsize=2\nstride=2\n\n"
-             + _dconv(128, 3) + _dconv(64, 1) + _dconv(128, 3) + "[maxpool]\nsize=2\nstride=2\n\n"
-             + _dconv(256, 3) + _dconv(128, 1) + _dconv(256, 3) + "[maxpool]\nsize=2\nstride=2\n\n"
-             + _dconv(512, 3) + _dconv(256, 1) + _dconv(512, 3) + _dconv(256, 1) + _dconv(512, 3)
-             + "[maxpool]\nsize=2\nstride=2\n\n"
-             + _dconv(1024, 3) + _dconv(512, 1) + _dconv(1024, 3) + _dconv(512, 1) + _dconv(1024, 3)
-             + _dconv(1000, 1, bn=False, act="linear") + "[avgpool]\n\n[softmax]\ngroups=1\n")
+DARKNET19 = (
+    "[net]\nbatch=128\nsubdivisions=1\nheight=224\nwidth=224\nchannels=3\n\n"
+    + _dconv(32, 3)
+    + "[maxpool]\nsize=2\nstride=2\n\n"
+    + _dconv(64, 3)
+    + "[maxpool]\nsize=2\nstride=2\n\n"
+    + _dconv(128, 3)
+    + _dconv(64, 1)
+    + _dconv(128, 3)
+    + "[maxpool]\nsize=2\nstride=2\n\n"
+    + _dconv(256, 3)
+    + _dconv(128, 1)
+    + _dconv(256, 3)
+    + "[maxpool]\nsize=2\nstride=2\n\n"
+    + _dconv(512, 3)
+    + _dconv(256, 1)
+    + _dconv(512, 3)
+    + _dconv(256, 1)
+    + _dconv(512, 3)
+    + "[maxpool]\nsize=2\nstride=2\n\n"
+    + _dconv(1024, 3)
+    + _dconv(512, 1)
+    + _dconv(1024, 3)
+    + _dconv(512, 1)
+    + _dconv(1024, 3)
+    + _dconv(1000, 1, bn=False, act="linear")
+    + "[avgpool]\n\n[softmax]\ngroups=1\n"
+)
 
 
 def test_darknet19_cfg(tmp_path):
@@ -243,9 +339,26 @@ def test_darknet19_cfg(tmp_path):
     assert convs[0] == (32, 224, 224) and convs[1] == (64, 112, 112) and convs[-2] == (1024, 7, 7)
     assert convs[-1] == (1000, 7, 7) and m.layers[-1].output == (1000, 1, 1)
     # By hand: conv weights (no bias with batch_normalize), BN scale+bias (and 2 running stats) per filter
-    spec = [(3, 32, 3), (32, 64, 3), (64, 128, 3), (128, 64, 1), (64, 128, 3), (128, 256, 3), (256, 128, 1),
-            (128, 256, 3), (256, 512, 3), (512, 256, 1), (256, 512, 3), (512, 256, 1), (256, 512, 3),
-            (512, 1024, 3), (1024, 512, 1), (512, 1024, 3), (1024, 512, 1), (512, 1024, 3)]
+    spec = [
+        (3, 32, 3),
+        (32, 64, 3),
+        (64, 128, 3),
+        (128, 64, 1),
+        (64, 128, 3),
+        (128, 256, 3),
+        (256, 128, 1),
+        (128, 256, 3),
+        (256, 512, 3),
+        (512, 256, 1),
+        (256, 512, 3),
+        (512, 256, 1),
+        (256, 512, 3),
+        (512, 1024, 3),
+        (1024, 512, 1),
+        (512, 1024, 3),
+        (1024, 512, 1),
+        (512, 1024, 3),
+    ]
     trainable = sum(c * k * f * f + 2 * k for c, k, f in spec) + 1024 * 1000 + 1000
     assert m.totals.trainable_params == trainable
     assert "repeat 2 {" in text  # the 512/256 and 1024/512 pairs fold
@@ -254,15 +367,25 @@ def test_darknet19_cfg(tmp_path):
     assert round(m.totals.flops / 1e9, 2) == 5.58
 
 
-YOLOV3_TINY = ("[net]\nbatch=1\nsubdivisions=1\nwidth=416\nheight=416\nchannels=3\n\n"
-               + "".join(_dconv(f, 3) + f"[maxpool]\nsize=2\nstride={2 if f < 512 else 1}\n\n"
-                         for f in (16, 32, 64, 128, 256, 512))
-               + _dconv(1024, 3) + "###########\n\n" + _dconv(256, 1) + _dconv(512, 3)
-               + _dconv(255, 1, bn=False, act="linear")
-               + "[yolo]\nmask = 3,4,5\nanchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319\nclasses=80\nnum=6\n\n"
-               + "[route]\nlayers = -4\n\n" + _dconv(128, 1) + "[upsample]\nstride=2\n\n"
-               + "[route]\nlayers = -1, 8\n\n" + _dconv(256, 3) + _dconv(255, 1, bn=False, act="linear")
-               + "[yolo]\nmask = 0,1,2\nanchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319\nclasses=80\nnum=6\n")
+YOLOV3_TINY = (
+    "[net]\nbatch=1\nsubdivisions=1\nwidth=416\nheight=416\nchannels=3\n\n"
+    + "".join(
+        _dconv(f, 3) + f"[maxpool]\nsize=2\nstride={2 if f < 512 else 1}\n\n" for f in (16, 32, 64, 128, 256, 512)
+    )
+    + _dconv(1024, 3)
+    + "###########\n\n"
+    + _dconv(256, 1)
+    + _dconv(512, 3)
+    + _dconv(255, 1, bn=False, act="linear")
+    + "[yolo]\nmask = 3,4,5\nanchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319\nclasses=80\nnum=6\n\n"
+    + "[route]\nlayers = -4\n\n"
+    + _dconv(128, 1)
+    + "[upsample]\nstride=2\n\n"
+    + "[route]\nlayers = -1, 8\n\n"
+    + _dconv(256, 3)
+    + _dconv(255, 1, bn=False, act="linear")
+    + "[yolo]\nmask = 0,1,2\nanchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319\nclasses=80\nnum=6\n"
+)
 
 
 def test_yolov3_tiny_cfg(tmp_path):
@@ -282,8 +405,9 @@ def test_yolov3_tiny_cfg(tmp_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=ROOT,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=ROOT, check=False
+    )
 
 
 def test_unknown_caffe_type_names_layer_and_line(tmp_path):
@@ -310,14 +434,20 @@ def test_unknown_darknet_section(tmp_path):
 HEAD = 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
 
 
-@pytest.mark.parametrize("text, message", [
-    ('layer { name: "x" type: "ReLU" bottom: "data" top: "data" ', "never closed"),
-    (HEAD + 'layer { name: "e" type: "Eltwise" bottom: "data" bottom: "data" top: "e" '
-     'eltwise_param { operation: MAX } }', "operation: MAX"),
-    (HEAD + 'layer { name: "c" type: "ReLU" bottom: "nothing" top: "c" }', "reads blob 'nothing'"),
-    (HEAD + 'layer { name: "c" type: "ReLU" bottom: "data" top: "data" } }', "without a matching '{'"),
-    (HEAD + 'layer { name: "s" type: "Scale" bottom: "data" top: "data" }', "does not follow a BatchNorm"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('layer { name: "x" type: "ReLU" bottom: "data" top: "data" ', "never closed"),
+        (
+            HEAD + 'layer { name: "e" type: "Eltwise" bottom: "data" bottom: "data" top: "e" '
+            "eltwise_param { operation: MAX } }",
+            "operation: MAX",
+        ),
+        (HEAD + 'layer { name: "c" type: "ReLU" bottom: "nothing" top: "c" }', "reads blob 'nothing'"),
+        (HEAD + 'layer { name: "c" type: "ReLU" bottom: "data" top: "data" } }', "without a matching '{'"),
+        (HEAD + 'layer { name: "s" type: "Scale" bottom: "data" top: "data" }', "does not follow a BatchNorm"),
+    ],
+)
 def test_malformed_prototxt(tmp_path, text, message):
     src = tmp_path / "m.prototxt"
     src.write_text(text)
@@ -400,18 +530,27 @@ def _foreign_model(path, op="Relu"):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w"),
-             numpy_helper.from_array(np.zeros(8, np.float32), "b"),
-             numpy_helper.from_array(np.zeros((8 * 4 * 4, 10), np.float32), "fc_w"),
-             numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node(op, ["c"], ["r"], name="/act/Op"),
-             helper.make_node("MaxPool", ["r"], ["p"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"], name="/Flatten", axis=1),
-             helper.make_node("MatMul", ["f", "fc_w"], ["m"], name="/fc/MatMul"),
-             helper.make_node("Add", ["m", "fc_b"], ["y"], name="/fc/Add")]
-    graph = helper.make_graph(nodes, "torch_jit", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    inits = [
+        numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b"),
+        numpy_helper.from_array(np.zeros((8 * 4 * 4, 10), np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["c"], ["r"], name="/act/Op"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], name="/Flatten", axis=1),
+        helper.make_node("MatMul", ["f", "fc_w"], ["m"], name="/fc/MatMul"),
+        helper.make_node("Add", ["m", "fc_b"], ["y"], name="/fc/Add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "torch_jit",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     model = helper.make_model(graph, producer_name="pytorch", opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
 
@@ -437,12 +576,15 @@ def test_malformed_onnx(tmp_path):
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("body, line, message", [
-    ("[convolutional]\nfilters=abc\nsize=3\n", 7, "filters must be an integer; received filters=abc"),
-    ("[convolutional]\nfilters=4\nsize=3\nactivation=mish\n", 9, "activation=mish has no equivalent"),
-    ("[convolutional]\nfilters=4\n[route]\nlayers=-1\ngroups=2\ngroup_id=1\n", 10, "channel slice"),
-    ("[shortcut]\nfrom=-3\n", 7, "refers to layer -3, which is not before layer 0"),
-])
+@pytest.mark.parametrize(
+    "body, line, message",
+    [
+        ("[convolutional]\nfilters=abc\nsize=3\n", 7, "filters must be an integer; received filters=abc"),
+        ("[convolutional]\nfilters=4\nsize=3\nactivation=mish\n", 9, "activation=mish has no equivalent"),
+        ("[convolutional]\nfilters=4\n[route]\nlayers=-1\ngroups=2\ngroup_id=1\n", 10, "channel slice"),
+        ("[shortcut]\nfrom=-3\n", 7, "refers to layer -3, which is not before layer 0"),
+    ],
+)
 def test_darknet_errors(tmp_path, body, line, message):
     src = tmp_path / "e.cfg"
     src.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n" + body)
@@ -472,34 +614,46 @@ def test_docstring_examples():
 @pytest.mark.parametrize("field", ['num_output: "many"', "num_output: 2.5", "kernel_size: x", "group: { }"])
 def test_caffe_bad_numbers(tmp_path, field):
     src = tmp_path / "n.prototxt"
-    src.write_text(HEAD + f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c"\n'
-                          f'  convolution_param {{ num_output: 4 kernel_size: 3 {field} }} }}\n')
+    src.write_text(
+        HEAD + f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+        f"  convolution_param {{ num_output: 4 kernel_size: 3 {field} }} }}\n"
+    )
     r = run_cli("import", str(src), "-o", str(tmp_path / "n.net"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "n.prototxt:3:" in r.stderr
 
 
 def test_caffe_other_layers(tmp_path):
-    text = ('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
-            'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
-            '  convolution_param { num_output: 8 kernel_h: 3 kernel_w: 1 pad_h: 1 bias_term: false } }\n'
-            'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" batch_norm_param { eps: 0.001 } }\n'
-            'layer { name: "sc" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }\n'
-            'layer { name: "g" type: "Pooling" bottom: "c" top: "g" pooling_param { pool: AVE global_pooling: true } }\n'
-            'layer { name: "m" type: "Eltwise" bottom: "c" bottom: "g" top: "m" eltwise_param { operation: PROD } }\n'
-            'layer { name: "d" type: "Deconvolution" bottom: "m" top: "d"\n'
-            '  convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }\n')
+    text = (
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+        "  convolution_param { num_output: 8 kernel_h: 3 kernel_w: 1 pad_h: 1 bias_term: false } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" batch_norm_param { eps: 0.001 } }\n'
+        'layer { name: "sc" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }\n'
+        'layer { name: "g" type: "Pooling" bottom: "c" top: "g" pooling_param { pool: AVE global_pooling: true } }\n'
+        'layer { name: "m" type: "Eltwise" bottom: "c" bottom: "g" top: "m" eltwise_param { operation: PROD } }\n'
+        'layer { name: "d" type: "Deconvolution" bottom: "m" top: "d"\n'
+        "  convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }\n"
+    )
     m, out = imported(tmp_path, "o.prototxt", text)
     # by hand: conv 3·1·3·8 = 72 (no bias); bn 2·8 + 2·8 = 32; deconv 8·4·2·2 + 4 = 132
     assert m.totals.params == 72 + 32 + 132
     assert [layer.output for layer in m.layers if layer.kind in ("conv", "gap", "mul", "deconv")] == [
-        (8, 16, 16), (8, 1, 1), (8, 16, 16), (4, 32, 32)]
+        (8, 16, 16),
+        (8, 1, 1),
+        (8, 16, 16),
+        (4, 32, 32),
+    ]
     assert "conv 8/3x1/1/1x0" in out and "bn eps=0.001" in out and "mul {" in out
 
 
 def test_darknet_shortcut_connected(tmp_path):
-    cfg = ("[net]\nwidth=8\nheight=8\nchannels=4\n\n" + _dconv(4, 3) + _dconv(4, 3, act="linear")
-           + "[shortcut]\nfrom=-2\nactivation=leaky\n\n[connected]\noutput=10\nactivation=linear\n\n"
-           + "[dropout]\nprobability=0.2\n\n[softmax]\n")
+    cfg = (
+        "[net]\nwidth=8\nheight=8\nchannels=4\n\n"
+        + _dconv(4, 3)
+        + _dconv(4, 3, act="linear")
+        + "[shortcut]\nfrom=-2\nactivation=leaky\n\n[connected]\noutput=10\nactivation=linear\n\n"
+        + "[dropout]\nprobability=0.2\n\n[softmax]\n"
+    )
     m, out = imported(tmp_path, "s.cfg", cfg)
     # by hand: two convs 3·3·4·4 = 144 + bn 4·4 each; fc 4·8·8·10 + 10 = 2,570
     assert m.totals.params == 2 * (144 + 16) + 2_570
@@ -533,8 +687,9 @@ def test_torch_exported_resnet_like(tmp_path):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+            )
             self.blocks = nn.Sequential(Block(16), Block(16))
             self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(16, 10)
 
@@ -563,7 +718,7 @@ SMALL_ROUND_TRIPS = {
     "gelu inside a residual": "network n {\n input 1x2\n residual { conv 1/3/1/1 -> gelu }\n}",
     # `same` with an even window pads one more at the end: explicit, unequal ONNX pads
     "same padding of even windows": "network n {\n input 3x9x9\n conv 4/4/1/same\n conv 4/2/2/same\n"
-                                    " maxpool 2/1/same\n}",
+    " maxpool 2/1/same\n}",
     # the network input read again after other layers, and an output that is the input itself
     "the input read later": "network n {\n input 1x3\n concat(crop=center) { _ ; conv 2/3 }\n}",
     "an output that is the input": "network n {\n input 1x2\n l0: relu * 0\n l1: relu\n output l0, l1\n}",

@@ -117,11 +117,14 @@ def test_resnet50_example():
     assert big.layers[-2].output == (2048, 1, 1)
 
 
-INCEPTION = INCEPTION_BLOCK + """# inception(64, 96, 128, 16, 32, 32) on 192x28x28 gives 256x28x28 (GoogLeNet 3a)
+INCEPTION = (
+    INCEPTION_BLOCK
+    + """# inception(64, 96, 128, 16, 32, 32) on 192x28x28 gives 256x28x28 (GoogLeNet 3a)
 network g { input 192x28x28
     inception(64, 96, 128, 16, 32, 32)
 }
 """
+)
 
 
 def test_inception_example():
@@ -150,7 +153,11 @@ def _net(body, shape="64x16x16"):
         ("add { _ ; conv 64/3/1/1 }", "64x16x16", (64, 16, 16)),
         ("concat {\n conv 64/1 -> relu\n { conv 96/1 -> relu\n conv 128/3/1/1 -> relu }\n}", "32x16x16", (192, 16, 16)),
         ("mul { _ ; gap -> conv (in.c // 16)/1 -> relu -> conv in.c/1 -> sigmoid }", "64x16x16", (64, 16, 16)),
-        ("enc4: conv 8/3/1/1\nmaxpool 2 -> upsample 2 -> conv 8/3\nconcat(crop=center) { _ ; @enc4 }", "8x16x16", (16, 14, 14)),
+        (
+            "enc4: conv 8/3/1/1\nmaxpool 2 -> upsample 2 -> conv 8/3\nconcat(crop=center) { _ ; @enc4 }",
+            "8x16x16",
+            (16, 14, 14),
+        ),
         ("residual { conv 64/3/1/1 -> bn -> relu ; conv 64/3/1/1 -> bn }", "64x16x16", (64, 16, 16)),
     ],
 )
@@ -166,7 +173,13 @@ def test_se_block_parameters():
 
 @pytest.mark.parametrize(
     "call",
-    ["conv 64/3/2/1", "conv(64, 3, 2, 1)", "conv (4*k)/3/2/1", "conv filters=64 size=3 stride=2 pad=1", "conv 64/3x3/2x2/1x1"],
+    [
+        "conv 64/3/2/1",
+        "conv(64, 3, 2, 1)",
+        "conv (4*k)/3/2/1",
+        "conv filters=64 size=3 stride=2 pad=1",
+        "conv 64/3x3/2x2/1x1",
+    ],
 )
 def test_argument_forms_are_equivalent(call):
     m = cnndsl.load(f"network t(k = 16) {{\n input 3x32x32\n {call}\n}}")
@@ -196,7 +209,9 @@ def test_chain_continues_after_arrow_and_semicolons():
 
 
 def test_output_names_several_labels():
-    m = cnndsl.load("network t {\n input 3x8x8\n a: conv 4/3\n b: @a -> gap -> fc 10\n c: @a -> conv 2/1\n output b, c\n}")
+    m = cnndsl.load(
+        "network t {\n input 3x8x8\n a: conv 4/3\n b: @a -> gap -> fc 10\n c: @a -> conv 2/1\n output b, c\n}"
+    )
     assert m.outputs == [("b", (10,)), ("c", (2, 6, 6))]
 
 

@@ -10,12 +10,12 @@ import functools
 import re
 
 import pytest
-
-import cnndsl
 from conftest import NETWORKS, run_cli
 
+import cnndsl
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _load(file, network, defines):
     return cnndsl.load(NETWORKS / file, network=network, defines=dict(defines) or None)
 
@@ -375,9 +375,7 @@ def test_segnet():
     m = load("segnet.net")
     # Encoder: the 13 VGG-16 convolutions, by hand 14,714,688
     # (Badrinarayanan et al. §3: "from 134M to 14.7M" trainable parameters).
-    encoder_convs = sum(
-        row.params for row in m.layers if row.kind == "conv" and re.match(r"enc\d\.", row.name)
-    )
+    encoder_convs = sum(row.params for row in m.layers if row.kind == "conv" and re.match(r"enc\d\.", row.name))
     assert vgg16_conv_params() == 14_714_688
     assert encoder_convs == 14_714_688
     assert round(encoder_convs / 1e6, 1) == 14.7
@@ -385,17 +383,31 @@ def test_segnet():
     # | conv(128,128) + conv(128,64) | conv(64,64) | classifier conv(64,11); bn (2C trainable) after every
     # conv but the classifier: encoder 2·4224, decoder 2·3712.
     decoder = (
-        5 * conv_p(512, 512, 3) + conv_p(512, 256, 3)
-        + 2 * conv_p(256, 256, 3) + conv_p(256, 128, 3)
-        + conv_p(128, 128, 3) + conv_p(128, 64, 3)
-        + conv_p(64, 64, 3) + conv_p(64, 11, 3)
+        5 * conv_p(512, 512, 3)
+        + conv_p(512, 256, 3)
+        + 2 * conv_p(256, 256, 3)
+        + conv_p(256, 128, 3)
+        + conv_p(128, 128, 3)
+        + conv_p(128, 64, 3)
+        + conv_p(64, 64, 3)
+        + conv_p(64, 11, 3)
     )
     assert m.totals.trainable_params == 14_714_688 + 2 * 4224 + decoder + 2 * 3712 == 29_449_355
     # Shapes by hand (2x2/2 pools rounding up as Caffe does; unpool restores the pool's input shape).
-    pools = {"pool1": (64, 180, 240), "pool2": (128, 90, 120), "pool3": (256, 45, 60),
-             "pool4": (512, 23, 30), "pool5": (512, 12, 15)}
-    unpools = {"unpool5": (512, 23, 30), "unpool4": (512, 45, 60), "unpool3": (256, 90, 120),
-               "unpool2": (128, 180, 240), "unpool1": (64, 360, 480)}
+    pools = {
+        "pool1": (64, 180, 240),
+        "pool2": (128, 90, 120),
+        "pool3": (256, 45, 60),
+        "pool4": (512, 23, 30),
+        "pool5": (512, 12, 15),
+    }
+    unpools = {
+        "unpool5": (512, 23, 30),
+        "unpool4": (512, 45, 60),
+        "unpool3": (256, 90, 120),
+        "unpool2": (128, 180, 240),
+        "unpool1": (64, 360, 480),
+    }
     for name, shp in {**pools, **unpools}.items():
         assert shape(m, name) == shp, name
     assert m.outputs == [("output", (11, 360, 480))]  # classes x 360 x 480 (CamVid, paper §4)
@@ -409,15 +421,29 @@ def test_unet():
     m = load("unet.net")
     # Ronneberger et al. 2015 figure 1: the sizes of every map.
     expected = {
-        "enc1.conv": (64, 570, 570), "enc1.conv_1": (64, 568, 568), "maxpool": (64, 284, 284),
-        "enc2.conv_1": (128, 280, 280), "maxpool_1": (128, 140, 140),
-        "enc3.conv_1": (256, 136, 136), "maxpool_2": (256, 68, 68),
-        "enc4.conv_1": (512, 64, 64), "maxpool_3": (512, 32, 32),
-        "bottom.conv": (1024, 30, 30), "bottom.conv_1": (1024, 28, 28),
-        "up4": (512, 56, 56), "concat": (1024, 56, 56), "dec4.conv_1": (512, 52, 52),
-        "up3": (256, 104, 104), "concat_1": (512, 104, 104), "dec3.conv_1": (256, 100, 100),
-        "up2": (128, 200, 200), "concat_2": (256, 200, 200), "dec2.conv_1": (128, 196, 196),
-        "up1": (64, 392, 392), "concat_3": (128, 392, 392), "dec1.conv_1": (64, 388, 388),
+        "enc1.conv": (64, 570, 570),
+        "enc1.conv_1": (64, 568, 568),
+        "maxpool": (64, 284, 284),
+        "enc2.conv_1": (128, 280, 280),
+        "maxpool_1": (128, 140, 140),
+        "enc3.conv_1": (256, 136, 136),
+        "maxpool_2": (256, 68, 68),
+        "enc4.conv_1": (512, 64, 64),
+        "maxpool_3": (512, 32, 32),
+        "bottom.conv": (1024, 30, 30),
+        "bottom.conv_1": (1024, 28, 28),
+        "up4": (512, 56, 56),
+        "concat": (1024, 56, 56),
+        "dec4.conv_1": (512, 52, 52),
+        "up3": (256, 104, 104),
+        "concat_1": (512, 104, 104),
+        "dec3.conv_1": (256, 100, 100),
+        "up2": (128, 200, 200),
+        "concat_2": (256, 200, 200),
+        "dec2.conv_1": (128, 196, 196),
+        "up1": (64, 392, 392),
+        "concat_3": (128, 392, 392),
+        "dec1.conv_1": (64, 388, 388),
     }
     for name, shp in expected.items():
         assert shape(m, name) == shp, name
@@ -449,6 +475,7 @@ def test_vnet():
     assert shape(m, "dec2.residual") == (64, 64, 64, 32)
     assert shape(m, "dec1.residual") == (32, 128, 128, 64)
     assert m.outputs == [("output", (2, 128, 128, 64))]
+
     # Parameters by hand: 5x5x5 convs with bias, 2x2x2 down convs and up deconvs with bias,
     # one PReLU slope per channel after every conv / deconv.
     def conv5(cin, c):
@@ -462,10 +489,22 @@ def test_vnet():
 
     total = (
         conv5(1, 16)
-        + two(16, 32) + stage(32, 2) + two(32, 64) + stage(64, 3)
-        + two(64, 128) + stage(128, 3) + two(128, 256) + stage(256, 3)
-        + two(256, 128) + stage(256, 3) + two(256, 64) + stage(128, 3)
-        + two(128, 32) + stage(64, 2) + two(64, 16) + stage(32, 1)
+        + two(16, 32)
+        + stage(32, 2)
+        + two(32, 64)
+        + stage(64, 3)
+        + two(64, 128)
+        + stage(128, 3)
+        + two(128, 256)
+        + stage(256, 3)
+        + two(256, 128)
+        + stage(256, 3)
+        + two(256, 64)
+        + stage(128, 3)
+        + two(128, 32)
+        + stage(64, 2)
+        + two(64, 16)
+        + stage(32, 1)
         + conv_p(32, 2, 1, n=3)
     )
     assert total == 65_175_314

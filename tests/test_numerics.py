@@ -9,15 +9,15 @@ mistakes), then loaded with ``to_onnx(weights=...)``.
 """
 
 import numpy as np
+import numpy_ref as ref
 import onnxruntime as ort
 import pytest
 from conftest import NETWORKS
 from numpy_ref import onnx_weights, run_graph
 
 import cnndsl
-import numpy_ref as ref
-from cnndsl.lower.export import to_onnx
 from cnndsl.layers import CATALOGUE
+from cnndsl.lower.export import to_onnx
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 against float64
 
@@ -71,6 +71,7 @@ def net(input_shape: str, body: str, tables: str = "") -> str:
 # one table of cases: (input shape, body, input scale)
 
 TABLE_T = "table t = [[0, 2], [1], [0, 1, 2, 3]]"
+
 
 def case(id, input_shape, body, scale=1.0, tables="", marks=()):
     return pytest.param(input_shape, body, scale, tables, id=id, marks=marks)

@@ -79,7 +79,11 @@ def test_max_layers_below_one_is_a_usage_error(run, tmp_path, value):
 def test_repeat_count_over_the_limit_is_refused_before_unrolling():
     t0 = time.perf_counter()
     assert error(net("relu * (1000 * 1000 * 1000 * 1000)")) == (
-        "E062", "repeat count 1,000,000,000,000 exceeds the limit of 1,000,000 layers", 3, 13)
+        "E062",
+        "repeat count 1,000,000,000,000 exceeds the limit of 1,000,000 layers",
+        3,
+        13,
+    )
     assert time.perf_counter() - t0 < 5
 
 
@@ -102,7 +106,11 @@ def test_100000_layer_chain_compiles():
 def test_layer_output_beyond_int64_elements():
     # 3 filters x 2e9 x 2e9 = 1.2e19 elements > 2^63 - 1 = 9.22e18; the input (4e18) still fits.
     assert error(net("conv 3/1", shape="1x2000000000x2000000000")) == (
-        "E064", "tensor of shape 3x2000000000x2000000000 has more elements than fit in 64 bits", 3, 5)
+        "E064",
+        "tensor of shape 3x2000000000x2000000000 has more elements than fit in 64 bits",
+        3,
+        5,
+    )
 
 
 def test_parameters_beyond_int64_in_total():
@@ -110,7 +118,10 @@ def test_parameters_beyond_int64_in_total():
     n = 2**61
     code, message, line, _ = error(net(f"add {{ fc {n} ; fc {n} }}", shape="1"))
     assert (code, line) == ("E300", 3)
-    assert message == f"the parameters up to this layer bring the network to {2**63:,} parameters, more than fit in 64 bits"
+    assert (
+        message
+        == f"the parameters up to this layer bring the network to {2**63:,} parameters, more than fit in 64 bits"
+    )
 
 
 def test_parameters_just_below_the_limit_compile():
@@ -122,7 +133,11 @@ def test_parameters_just_below_the_limit_compile():
 def test_huge_integer_literal_is_an_error_at_once():
     t0 = time.perf_counter()
     assert error(net("conv 8/" + "9" * 100_000)) == (
-        "E031", "integer too large: the value does not fit in 64 bits", 3, 12)
+        "E031",
+        "integer too large: the value does not fit in 64 bits",
+        3,
+        12,
+    )
     assert time.perf_counter() - t0 < 5
 
 
@@ -133,7 +148,11 @@ def test_largest_int64_literal_is_accepted_and_one_more_is_not():
 
 def test_products_beyond_int64_are_errors():
     assert error(net("conv (4294967296 * 4294967296)/3")) == (
-        "E031", "integer too large: the value does not fit in 64 bits", 3, 11)
+        "E031",
+        "integer too large: the value does not fit in 64 bits",
+        3,
+        11,
+    )
     # (2^32)^64 would be a 2,049-bit number: refused without computing it
     big = " * ".join(["4294967296"] * 64)
     assert error(net(f"conv ({big})/3"))[0] == "E031"
@@ -177,7 +196,8 @@ def test_1000_nested_block_calls_compile():
 
 def test_indirect_block_recursion(run, tmp_path):
     (tmp_path / "t.net").write_text(
-        "block a() {\n    b()\n}\nblock b() {\n    c()\n}\nblock c() {\n    a()\n}\n" + net("a()"))
+        "block a() {\n    b()\n}\nblock b() {\n    c()\n}\nblock c() {\n    a()\n}\n" + net("a()")
+    )
     rc, _, err = run("check", "t.net")
     assert rc == 1
     assert "t.net:8:5: error: block a calls itself: a -> b -> c -> a" in err
@@ -210,8 +230,14 @@ def test_imports_resolve_relative_to_the_importing_file(run, tmp_path):
     [
         (lambda p: p.mkdir(), "cannot read lib.net: it is a directory, not a .net file"),
         (lambda p: None, "cannot read lib.net: no such file"),
-        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"), "cannot read lib.net: it is a binary file, not a .net text file"),
-        (lambda p: p.write_bytes(b"block b() {\n    relu # caf\xe9\n}\n"), "cannot read lib.net: it is not UTF-8 text (byte 26)"),
+        (
+            lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00"),
+            "cannot read lib.net: it is a binary file, not a .net text file",
+        ),
+        (
+            lambda p: p.write_bytes(b"block b() {\n    relu # caf\xe9\n}\n"),
+            "cannot read lib.net: it is not UTF-8 text (byte 26)",
+        ),
     ],
     ids=["directory", "missing", "binary", "latin-1"],
 )
@@ -248,8 +274,14 @@ def test_export_failure_leaves_an_existing_output_untouched(run, tmp_path):
         ("run", "t.net", "--output", "t.net", "--iterations", "0"),
         ("run", "t.net", "--data", "x.npy", "--output", "x.npy", "--iterations", "0"),
     ],
-    ids=["export -o input", "export -o weights", "train --out data", "train --out input", "run --output input",
-         "run --output data"],
+    ids=[
+        "export -o input",
+        "export -o weights",
+        "train --out data",
+        "train --out input",
+        "run --output input",
+        "run --output data",
+    ],
 )
 def test_output_equal_to_an_input_is_refused(run, tmp_path, args):
     (tmp_path / "t.net").write_text(net("c: conv 4/3", shape="1x8x8"))
@@ -307,7 +339,9 @@ def test_dilation_makes_the_kernel_larger_than_the_input():
     assert error(net("conv 8/3 dilation=5")) == (
         "E019",
         "conv 8/3 dilation=5 needs at least 11x11 input, got 3x8x8 (padding 0); dilation 5x5 widens the kernel to 11x11",
-        3, 5)
+        3,
+        5,
+    )
 
 
 def test_ceil_pooling_drops_a_window_starting_in_the_padding():
@@ -331,8 +365,11 @@ def test_mul_broadcasts_axes_of_size_one():
 def test_add_of_mismatched_channels():
     assert error(net("add { conv 4/1 ; conv 5/1 }"))[:2] == (
         "E019",
-        ("add { conv 4/1 ; conv 5/1 }: branches must have equal shapes: branch 1 (conv 4/1) gives 4x8x8; "
-         "branch 2 (conv 5/1) gives 5x8x8"))
+        (
+            "add { conv 4/1 ; conv 5/1 }: branches must have equal shapes: branch 1 (conv 4/1) gives 4x8x8; "
+            "branch 2 (conv 5/1) gives 5x8x8"
+        ),
+    )
 
 
 def test_label_inside_another_block_instance():
@@ -377,8 +414,10 @@ def test_unknown_define_through_the_cli(run, tmp_path):
     (tmp_path / "t.net").write_text("network n(classes = 10) {\n    input 3x8x8\n    fc classes\n}\n")
     rc, _, err = run("info", "t.net", "-D", "clases=3")
     assert rc == 1
-    assert ("t.net:1:1: error: -D clases: network n has no parameter 'clases'; did you mean 'classes'? "
-            "(its parameters: classes)") in err
+    assert (
+        "t.net:1:1: error: -D clases: network n has no parameter 'clases'; did you mean 'classes'? "
+        "(its parameters: classes)"
+    ) in err
 
 
 def test_check_reports_a_define_no_network_has(run, tmp_path):
@@ -399,8 +438,11 @@ def test_output_over_an_imported_file_is_refused(tmp_path, cli):
     blocks.write_text("block b(c) { conv c/3/1/1 -> relu }\n")
     (tmp_path / "a.net").write_text('import "blocks.net"\nnetwork n {\n    input 3x8x8\n    b(4)\n}\n')
     before = blocks.read_bytes()
-    for command in (["export", "a.net", "-o", "blocks.net"], ["run", "a.net", "--output", "blocks.net"],
-                    ["train", "a.net", "--data", "digits", "--epochs", "1", "--out", "blocks.net"]):
+    for command in (
+        ["export", "a.net", "-o", "blocks.net"],
+        ["run", "a.net", "--output", "blocks.net"],
+        ["train", "a.net", "--data", "digits", "--epochs", "1", "--out", "blocks.net"],
+    ):
         r = cli(*command, cwd=tmp_path)
         assert r.returncode == 1 and "is an input of this command" in r.stderr and "[E083]" in r.stderr, command
         assert blocks.read_bytes() == before

@@ -20,6 +20,7 @@ import cnndsl
 
 DEPTH = 200
 
+
 def test_200_nested_blocks_compile():
     m = cnndsl.load(nested_blocks(DEPTH))
     (layer,) = m.layers

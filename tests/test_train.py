@@ -11,9 +11,9 @@ import pytest
 from conftest import NETWORKS, run_cli
 
 from cnndsl import load
-from cnndsl.train.data import load_data, split
 from cnndsl.errors import CnnError
 from cnndsl.lower.export import load_weights, to_onnx
+from cnndsl.train.data import load_data, split
 
 LENET = NETWORKS / "lenet5.net"
 
@@ -31,7 +31,7 @@ def test_lenet5_learns_the_digits(trained):
     lines = r.stdout.splitlines()
     assert lines[0] == "network lenet5: 60,000 trainable parameters, loss map"  # LeNet-5's criterion for rbf
     assert lines[1].startswith("data digits: 1,797 images") and lines[1].endswith("1,438 training, 359 held out")
-    epochs = [l for l in lines if l.startswith("epoch")]
+    epochs = [line for line in lines if line.startswith("epoch")]
     assert len(epochs) == 3
     held = [float(m) for m in re.findall(r"held-out loss [0-9.]+ acc +([0-9.]+)%", r.stdout)]
     losses = [float(m) for m in re.findall(r"^epoch .*?  loss ([0-9.]+)", r.stdout, re.M)]
@@ -124,8 +124,20 @@ def test_export_train_rejects_bad_options(tmp_path):
 
 
 def test_train_with_a_schedule_and_cross_entropy(tmp_path):
-    r = run_cli("train", LENET, "--data", "digits", "--epochs", "2", "--schedule", "cosine", "--loss",
-                "cross_entropy", "--out", tmp_path / "w.npz")
+    r = run_cli(
+        "train",
+        LENET,
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--schedule",
+        "cosine",
+        "--loss",
+        "cross_entropy",
+        "--out",
+        tmp_path / "w.npz",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("network lenet5: 60,000 trainable parameters, loss cross_entropy")
     assert len(re.findall(r"^epoch ", r.stdout, re.M)) == 2

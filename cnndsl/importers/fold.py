@@ -68,11 +68,19 @@ def render(w) -> str:
             lines[0] = prefix + lines[0]
             names = [n for _, chain in g.branches[layer.name] for n in chain] + [layer.name]
             unit = Unit(lines, names, layer.name, merge=True, start=entry if prefix else None, prefix=prefix)
-            unit.template, unit.values, unit.kinds = _template(w, lambda s, layer=layer, entry=entry: w.merge_text(layer, entry, s))
+            unit.template, unit.values, unit.kinds = _template(
+                w, lambda s, layer=layer, entry=entry: w.merge_text(layer, entry, s)
+            )
             units.append(unit)
-        elif (layer.kind in MINOR and last is not None and last.end == current and layer.inputs[0] == current
-              and current not in w.referenced and layer.name not in starts
-              and not (last.merge and layer.kind in AFTER_MERGE_NEW_LINE)):
+        elif (
+            layer.kind in MINOR
+            and last is not None
+            and last.end == current
+            and layer.inputs[0] == current
+            and current not in w.referenced
+            and layer.name not in starts
+            and not (last.merge and layer.kind in AFTER_MERGE_NEW_LINE)
+        ):
             text = w.call(layer)
             last.lines[-1] += " -> " + text
             last.names.append(layer.name)
@@ -196,18 +204,18 @@ def _fold_repeats(units: list) -> list[str]:
     while i < len(units):
         best = (1, 1)  # (period, count)
         for p in range(1, 5):
-            if key[i] is None or i + p > len(units) or any(k is None for k in key[i:i + p]):
+            if key[i] is None or i + p > len(units) or any(k is None for k in key[i : i + p]):
                 break
             n = 1
-            while key[i + n * p: i + (n + 1) * p] == key[i: i + p]:
+            while key[i + n * p : i + (n + 1) * p] == key[i : i + p]:
                 n += 1
             if n > 1 and n * p > best[0] * best[1]:
                 best = (p, n)
         p, n = best
         if n > 1:
-            group = units[i: i + p * n]
+            group = units[i : i + p * n]
             comment = _comment([x for u in group for x in (u.names[-1:] if u.merge else u.names[:1])])
-            lines = [x for u in units[i: i + p] for x in u.lines]
+            lines = [x for u in units[i : i + p] for x in u.lines]
             if len(lines) == 1 and "->" not in lines[0] and "{" not in lines[0]:
                 out.append(_with_comment(f"{lines[0]} * {n}", comment))
             else:

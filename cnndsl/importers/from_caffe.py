@@ -15,12 +15,34 @@ from pathlib import Path
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.importers.writer import Layer, Net, read_text
 
-_TOKEN = re.compile(r'\s+|#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|(?P<punct>[{}:<>\[\],;])'
-                    r"|(?P<word>[A-Za-z0-9_.+\-]+)")
+_TOKEN = re.compile(
+    r'\s+|#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|(?P<punct>[{}:<>\[\],;])'
+    r"|(?P<word>[A-Za-z0-9_.+\-]+)"
+)
 
-TYPES = ("Input", "Data", "Convolution", "Deconvolution", "Pooling", "LRN", "InnerProduct", "ReLU", "PReLU", "ELU",
-         "Sigmoid", "TanH", "AbsVal", "Dropout", "Concat", "Eltwise", "BatchNorm", "Scale", "Softmax", "Flatten",
-         "Split")
+TYPES = (
+    "Input",
+    "Data",
+    "Convolution",
+    "Deconvolution",
+    "Pooling",
+    "LRN",
+    "InnerProduct",
+    "ReLU",
+    "PReLU",
+    "ELU",
+    "Sigmoid",
+    "TanH",
+    "AbsVal",
+    "Dropout",
+    "Concat",
+    "Eltwise",
+    "BatchNorm",
+    "Scale",
+    "Softmax",
+    "Flatten",
+    "Split",
+)
 
 
 class Msg:
@@ -117,8 +139,11 @@ def read_caffe(path: Path) -> Net:
     text = read_text(path)
     root = parse_prototxt(text, str(path))
     if root.all("layers"):
-        raise CnnError("the V1 'layers { }' format is not supported; upgrade the file with Caffe's "
-                       "upgrade_net_proto_text", root.span_of("layers"), code="E245")
+        raise CnnError(
+            "the V1 'layers { }' format is not supported; upgrade the file with Caffe's upgrade_net_proto_text",
+            root.span_of("layers"),
+            code="E245",
+        )
     blobs: dict[str, str] = {}  # blob -> producing layer ("input" for the data)
     shape = None
     inputs = root.all("input")
@@ -129,8 +154,9 @@ def read_caffe(path: Path) -> Net:
         if shapes:
             dims = shapes[0].all("dim")
         if len(dims) < 2:
-            raise CnnError("input needs input_shape { dim: ... } or input_dim fields", root.span_of("input"),
-                           code="E247")
+            raise CnnError(
+                "input needs input_shape { dim: ... } or input_dim fields", root.span_of("input"), code="E247"
+            )
         where = root if root.all("input_dim") and not shapes else shapes[0]
         shape = tuple(_one_int(where, "dim" if shapes else "input_dim", d) for d in dims[1:])
     r = _Reader(blobs)
@@ -141,8 +167,9 @@ def read_caffe(path: Path) -> Net:
         if got is not None:
             shape = got
     if shape is None:
-        raise CnnError("no input shape: expected input/input_shape, input_dim, or an Input layer", root.span,
-                       code="E247")
+        raise CnnError(
+            "no input shape: expected input/input_shape, input_dim, or an Input layer", root.span, code="E247"
+        )
     name = root.one("name", path.stem)
     return Net(str(name), shape, r.layers, notes=["Caffe layer names are in the comments"])
 
@@ -173,8 +200,10 @@ def _spatial(p: Msg, base: str, default):
     """kernel_size / kernel_h+kernel_w style fields (pad, stride too) as an int or HxW."""
     h, w = p.one(f"{base}_h"), p.one(f"{base}_w")
     if h is not None or w is not None:
-        return (_one_int(p, f"{base}_h", h if h is not None else default),
-                _one_int(p, f"{base}_w", w if w is not None else default))
+        return (
+            _one_int(p, f"{base}_h", h if h is not None else default),
+            _one_int(p, f"{base}_w", w if w is not None else default),
+        )
     name = {"kernel": "kernel_size"}.get(base, base)
     values = _ints(p, name, [default])
     if len(values) > 2:
@@ -210,12 +239,18 @@ class _Reader:
                 self.blobs[t] = "input"
             return tuple(_one_int(p, "dim", d) for d in dims[1:])
         if typ not in TYPES:
-            raise CnnError(f"layer {name}: unknown or unsupported Caffe layer type {typ!r}{did_you_mean(str(typ), TYPES)}",
-                           span, code="E244")
+            raise CnnError(
+                f"layer {name}: unknown or unsupported Caffe layer type {typ!r}{did_you_mean(str(typ), TYPES)}",
+                span,
+                code="E244",
+            )
         for b in bottoms:
             if b not in self.blobs:
-                raise CnnError(f"layer {name} reads blob {b!r}, which no layer before it produces",
-                               m.span_of("bottom"), code="E246")
+                raise CnnError(
+                    f"layer {name} reads blob {b!r}, which no layer before it produces",
+                    m.span_of("bottom"),
+                    code="E246",
+                )
         if typ != "Split" and (not bottoms or not tops):
             raise CnnError(f"layer {name} ({typ}) needs bottom and top", span, code="E246")
 
@@ -224,8 +259,12 @@ class _Reader:
 
         if typ in ("Convolution", "Deconvolution"):
             p = m.one("convolution_param") or Msg(span)
-            args = [_get(p, "num_output", 0, int), _spatial(p, "kernel", 1), _spatial(p, "stride", 1),
-                    _spatial(p, "pad", 0)]
+            args = [
+                _get(p, "num_output", 0, int),
+                _spatial(p, "kernel", 1),
+                _spatial(p, "stride", 1),
+                _spatial(p, "pad", 0),
+            ]
             kw = {}
             if _get(p, "group", 1, int) != 1:
                 kw["groups"] = _get(p, "group", 1, int)
@@ -254,7 +293,11 @@ class _Reader:
             p = m.one("lrn_param") or Msg(span)
             if str(p.one("norm_region", "ACROSS_CHANNELS")) != "ACROSS_CHANNELS":
                 unsupported("norm_region: WITHIN_CHANNEL")
-            kw = {"alpha": _get(p, "alpha", 1.0, float), "beta": _get(p, "beta", 0.75, float), "k": _get(p, "k", 1.0, float)}
+            kw = {
+                "alpha": _get(p, "alpha", 1.0, float),
+                "beta": _get(p, "beta", 0.75, float),
+                "k": _get(p, "k", 1.0, float),
+            }
             self.add(name, "lrn", [_get(p, "local_size", 5, int)], kw, bottoms, tops, span)
         elif typ == "InnerProduct":
             p = m.one("inner_product_param") or Msg(span)
@@ -264,8 +307,15 @@ class _Reader:
             slope = _get((m.one("relu_param") or Msg(span)), "negative_slope", 0.0, float)
             self.add(name, "leaky_relu" if slope else "relu", [slope] if slope else [], {}, bottoms, tops, span)
         elif typ in ("PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "Softmax", "Flatten"):
-            kind = {"PReLU": "prelu", "ELU": "elu", "Sigmoid": "sigmoid", "TanH": "tanh", "AbsVal": "abs",
-                    "Softmax": "softmax", "Flatten": "flatten"}[typ]
+            kind = {
+                "PReLU": "prelu",
+                "ELU": "elu",
+                "Sigmoid": "sigmoid",
+                "TanH": "tanh",
+                "AbsVal": "abs",
+                "Softmax": "softmax",
+                "Flatten": "flatten",
+            }[typ]
             self.add(name, kind, [], {}, bottoms, tops, span)
         elif typ == "Dropout":
             ratio = _get((m.one("dropout_param") or Msg(span)), "dropout_ratio", 0.5, float)
@@ -298,6 +348,10 @@ class _Reader:
             for t in tops:
                 self.blobs[t] = self.blobs[bottoms[0]]
         elif typ == "Data":
-            raise CnnError(f"layer {name}: a Data layer reads a database; use a deploy prototxt with an Input "
-                           "layer or input_shape", span, code="E247")
+            raise CnnError(
+                f"layer {name}: a Data layer reads a database; use a deploy prototxt with an Input "
+                "layer or input_shape",
+                span,
+                code="E247",
+            )
         return None

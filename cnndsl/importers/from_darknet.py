@@ -19,14 +19,42 @@ from pathlib import Path
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.importers.writer import Layer, Net, read_text
 
-ACTIVATIONS = {"linear": None, "relu": ("relu", []), "leaky": ("leaky_relu", [0.1]), "logistic": ("sigmoid", []),
-               "tanh": ("tanh", []), "elu": ("elu", []), "relu6": ("relu6", []), "swish": ("silu", []),
-               "gelu": ("gelu", []), "hardswish": ("hardswish", [])}
-SECTIONS = ("net", "network", "convolutional", "conv", "maxpool", "max", "avgpool", "avg", "route", "shortcut",
-            "upsample", "connected", "softmax", "dropout", "yolo", "region", "detection", "cost", "deconvolutional",
-            "deconv", "batchnorm")
-SHORT = {"convolutional": "conv", "deconvolutional": "deconv", "connected": "fc", "max": "maxpool",
-         "avg": "avgpool"}
+ACTIVATIONS = {
+    "linear": None,
+    "relu": ("relu", []),
+    "leaky": ("leaky_relu", [0.1]),
+    "logistic": ("sigmoid", []),
+    "tanh": ("tanh", []),
+    "elu": ("elu", []),
+    "relu6": ("relu6", []),
+    "swish": ("silu", []),
+    "gelu": ("gelu", []),
+    "hardswish": ("hardswish", []),
+}
+SECTIONS = (
+    "net",
+    "network",
+    "convolutional",
+    "conv",
+    "maxpool",
+    "max",
+    "avgpool",
+    "avg",
+    "route",
+    "shortcut",
+    "upsample",
+    "connected",
+    "softmax",
+    "dropout",
+    "yolo",
+    "region",
+    "detection",
+    "cost",
+    "deconvolutional",
+    "deconv",
+    "batchnorm",
+)
+SHORT = {"convolutional": "conv", "deconvolutional": "deconv", "connected": "fc", "max": "maxpool", "avg": "avgpool"}
 HEADS = ("yolo", "region", "detection")
 
 
@@ -113,15 +141,19 @@ class _Reader:
             raise CnnError(f"[{s.kind}] expected a layer number; received {text!r}", span, code="E253") from None
         j = index + k if k < 0 else k
         if not 0 <= j < index:
-            raise CnnError(f"[{s.kind}] layer {text} refers to layer {j}, which is not before layer {index}", span,
-                           code="E253")
+            raise CnnError(
+                f"[{s.kind}] layer {text} refers to layer {j}, which is not before layer {index}", span, code="E253"
+            )
         return j
 
     def activation(self, s, base):
         act = s.get("activation", "linear", str)
         if act not in ACTIVATIONS:
-            raise CnnError(f"activation={act} has no equivalent in the language{did_you_mean(act, ACTIVATIONS)}",
-                           s.options["activation"][1], code="E252")
+            raise CnnError(
+                f"activation={act} has no equivalent in the language{did_you_mean(act, ACTIVATIONS)}",
+                s.options["activation"][1],
+                code="E252",
+            )
         if ACTIVATIONS[act]:
             kind, args = ACTIVATIONS[act]
             self.add(f"{base}_{act}", kind, args)
@@ -163,8 +195,12 @@ class _Reader:
             elif out == tuple(-(-w // st) for w in spatial):
                 args = [f, st, "same"]
             else:
-                raise CnnError(f"[maxpool] padding={padding} with size={f} stride={st} has no equivalent in the "
-                               "language (an odd padding other than size-1)", s.span, code="E252")
+                raise CnnError(
+                    f"[maxpool] padding={padding} with size={f} stride={st} has no equivalent in the "
+                    "language (an odd padding other than size-1)",
+                    s.span,
+                    code="E252",
+                )
             self.add(base, "maxpool", args, span=s.span, shape=(c, *out))
         elif kind in ("avgpool", "avg"):
             self.add(base, "gap", span=s.span, shape=(c,) + (1,) * len(spatial))
@@ -175,27 +211,39 @@ class _Reader:
             if not refs:
                 raise CnnError("[route] needs layers=...", s.span, code="E253")
             if s.get("groups", 1) != 1:
-                raise CnnError("[route] groups/group_id (a channel slice) has no equivalent in the language",
-                               s.options["groups"][1], code="E252")
+                raise CnnError(
+                    "[route] groups/group_id (a channel slice) has no equivalent in the language",
+                    s.options["groups"][1],
+                    code="E252",
+                )
             values = [self.values[j] for j in refs]
             if len(values) == 1:
                 self.current = values[0]
             else:
                 if len({v[1][1:] for v in values}) > 1:
-                    raise CnnError(f"[route] layers {text} have different sizes: "
-                                   + ", ".join("x".join(map(str, v[1])) for v in values), span, code="E253")
+                    raise CnnError(
+                        f"[route] layers {text} have different sizes: "
+                        + ", ".join("x".join(map(str, v[1])) for v in values),
+                        span,
+                        code="E253",
+                    )
                 channels = sum(v[1][0] for v in values)
-                self.add(base, "concat", inputs=[v[0] for v in values], span=s.span,
-                         shape=(channels, *values[0][1][1:]))
+                self.add(
+                    base, "concat", inputs=[v[0] for v in values], span=s.span, shape=(channels, *values[0][1][1:])
+                )
         elif kind == "shortcut":
             text, span = s.options.get("from", ("", s.span))
             s.used.add("from")
             j = self.ref(s, index, text, span)
             other = self.values[j]
             if other[1] != self.current[1]:
-                raise CnnError(f"[shortcut] from={text}: shapes {'x'.join(map(str, other[1]))} and "
-                               f"{'x'.join(map(str, self.current[1]))} differ (Darknet's padded shortcut has no "
-                               "equivalent)", span, code="E252")
+                raise CnnError(
+                    f"[shortcut] from={text}: shapes {'x'.join(map(str, other[1]))} and "
+                    f"{'x'.join(map(str, self.current[1]))} differ (Darknet's padded shortcut has no "
+                    "equivalent)",
+                    span,
+                    code="E252",
+                )
             self.add(base, "add", inputs=[self.current[0], other[0]], span=s.span)
             self.activation(s, base)
         elif kind == "upsample":

@@ -63,16 +63,19 @@ def read_onnx(path: Path) -> Net:
             constants.add(k)
     inputs = [i for i in g.input if i.name not in inits]
     if len(inputs) != 1:
-        raise CnnError(f"{path}: expected one input, found {len(inputs)} ({', '.join(i.name for i in inputs)})",
-                       code="E262")
+        raise CnnError(
+            f"{path}: expected one input, found {len(inputs)} ({', '.join(i.name for i in inputs)})", code="E262"
+        )
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value for d in dims[1:])
     if not shape or any(d.dim_value <= 0 for d in dims[1:]):
         raise CnnError(f"{path}: the input {inputs[0].name} needs fixed sizes after the batch axis", code="E262")
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-        shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)[1:]
-                  for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)}
+        shapes = {
+            vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)[1:]
+            for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+        }
     except Exception:  # noqa: BLE001 - shape inference is a help (pools, crops), not a requirement
         shapes = {}
     ours = model.producer_name == "cnndsl"
@@ -121,7 +124,9 @@ class _Reader:
             if self.ours and n.op_type == "Identity" and n.output[0] in graph_outputs:
                 key = n.output[0] + "#output"  # an output alias, on its own even when named <layer>/output
             else:
-                key = (n.name.split("/")[0] or n.output[0]) if self.ours else (n.name or n.output[0]) + f"#{len(groups)}"
+                key = (
+                    (n.name.split("/")[0] or n.output[0]) if self.ours else (n.name or n.output[0]) + f"#{len(groups)}"
+                )
             groups.setdefault(key, []).append(n)
         for key, group in groups.items():
             produced = {o for n in group for o in n.output}
@@ -131,21 +136,31 @@ class _Reader:
                 ext = list(dict.fromkeys(ext))
             missing = [i for i in ext if i not in self.producer and not i.endswith(".indices")]
             if missing:
-                raise CnnError(f"node {group[0].name or group[0].op_type} reads {missing[0]}, which nothing before "
-                               "it computes", code="E262")
+                raise CnnError(
+                    f"node {group[0].name or group[0].op_type} reads {missing[0]}, which nothing before it computes",
+                    code="E262",
+                )
             name = key.split("#")[0] if not self.ours else key
             out = key if self.ours and key in produced else group[-1].output[0]
             # an output alias written by cnndsl: Identity(layer) named after the output
-            if (self.ours and len(group) == 1 and group[0].op_type == "Identity" and out in graph_outputs
-                    and self.producer.get(group[0].input[0]) is not None):  # (the input itself, too)
+            if (
+                self.ours
+                and len(group) == 1
+                and group[0].op_type == "Identity"
+                and out in graph_outputs
+                and self.producer.get(group[0].input[0]) is not None
+            ):  # (the input itself, too)
                 self.producer[out] = self.producer[group[0].input[0]]
                 continue
             try:
                 layer = self.classify(name, group, ext, out)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 # a foreign model with an operator in a form this reader does not know
-                raise CnnError(f"ONNX node {group[0].name or group[0].op_type} ({group[0].op_type}): unexpected "
-                               f"inputs or attributes ({type(err).__name__}: {err})", code="E262") from None
+                raise CnnError(
+                    f"ONNX node {group[0].name or group[0].op_type} ({group[0].op_type}): unexpected "
+                    f"inputs or attributes ({type(err).__name__}: {err})",
+                    code="E262",
+                ) from None
             if layer is None:  # folded into the layer before (the bias Add of a MatMul)
                 for o in produced:
                     self.producer[o] = self.layers[-1].name
@@ -200,11 +215,17 @@ class _Reader:
                 kw["pad_mode"] = {"reflect": "reflect", "edge": "replicate", "constant": "zeros"}[mode]
                 pads = self.const(pnode.input[1])
                 n = len(f)
-                pad = tuple(int(p) for p in pads[2: 2 + n])
+                pad = tuple(int(p) for p in pads[2 : 2 + n])
             if "Mul" in kinds:
                 mul = next(n for n in group if n.op_type == "Mul")
-                mask = next((self.const(i) for i in mul.input if self.const(i) is not None
-                             and set(self.const(i).ravel().tolist()) <= {0.0, 1.0}), None)
+                mask = next(
+                    (
+                        self.const(i)
+                        for i in mul.input
+                        if self.const(i) is not None and set(self.const(i).ravel().tolist()) <= {0.0, 1.0}
+                    ),
+                    None,
+                )
                 if mask is None:
                     unsupported("a weight mask must be a constant")
                 rows = [[int(c) for c in range(mask.shape[1]) if mask[j, c].any()] for j in range(mask.shape[0])]
@@ -237,8 +258,17 @@ class _Reader:
         if kinds == {"AveragePool", "Mul", "Add"}:  # subsample: window sum × coefficient + bias
             avg = next(n for n in group if n.op_type == "AveragePool")
             return Layer(name, "subsample", [tuple(_attrs(avg)["kernel_shape"])])
-        simple = {"GlobalAveragePool": "gap", "GlobalMaxPool": "gmp", "Relu": "relu", "Sigmoid": "sigmoid",
-                  "Tanh": "tanh", "Abs": "abs", "HardSwish": "hardswish", "PRelu": "prelu", "Flatten": "flatten"}
+        simple = {
+            "GlobalAveragePool": "gap",
+            "GlobalMaxPool": "gmp",
+            "Relu": "relu",
+            "Sigmoid": "sigmoid",
+            "Tanh": "tanh",
+            "Abs": "abs",
+            "HardSwish": "hardswish",
+            "PRelu": "prelu",
+            "Flatten": "flatten",
+        }
         if len(group) == 1 and main.op_type in simple:
             return Layer(name, simple[main.op_type])
         if kinds == {"Flatten", "Gemm"} or kinds == {"Gemm"}:
@@ -254,8 +284,14 @@ class _Reader:
             if w is None or len(w.shape) != 2:
                 unsupported("MatMul is read as a fully connected layer: its second input must be a 2-D initializer")
             return Layer(name, "fc", [int(w.shape[1])], {"bias": False})
-        if (kinds == {"Add"} and len(ext) == 1 and self.layers and self.layers[-1].kind == "fc"
-                and self.layers[-1].kw.get("bias") is False and self.producer.get(ext[0]) == self.layers[-1].name):
+        if (
+            kinds == {"Add"}
+            and len(ext) == 1
+            and self.layers
+            and self.layers[-1].kind == "fc"
+            and self.layers[-1].kw.get("bias") is False
+            and self.producer.get(ext[0]) == self.layers[-1].name
+        ):
             del self.layers[-1].kw["bias"]  # MatMul + Add of a bias vector
             return None
         if kinds == {"BatchNormalization"}:
@@ -268,8 +304,12 @@ class _Reader:
                 kw["momentum"] = float(f"{mom:.6g}")
             return Layer(name, "bn", [], kw)
         if kinds == {"LRN"}:
-            return Layer(name, "lrn", [a["size"]], {"alpha": _f(a.get("alpha", 1e-4)), "beta": _f(a.get("beta", 0.75)),
-                                                     "k": _f(a.get("bias", 1.0))})
+            return Layer(
+                name,
+                "lrn",
+                [a["size"]],
+                {"alpha": _f(a.get("alpha", 1e-4)), "beta": _f(a.get("beta", 0.75)), "k": _f(a.get("bias", 1.0))},
+            )
         if ops.get("Pow") and ops.get("Conv") and ops.get("Div"):  # the elementary LRN of cnndsl
             conv = next(n for n in group if n.op_type == "Conv")
             size = _attrs(conv)["kernel_shape"][0]
@@ -299,7 +339,11 @@ class _Reader:
         if main.op_type == "Softmax":
             return Layer(name, "softmax")
         if kinds in ({"Identity"}, {"Dropout"}):
-            ratio = self.const(main.input[1]) if main.op_type == "Dropout" and len(main.input) > 1 and main.input[1] else None
+            ratio = (
+                self.const(main.input[1])
+                if main.op_type == "Dropout" and len(main.input) > 1 and main.input[1]
+                else None
+            )
             p = _f(float(ratio)) if ratio is not None else _f(a.get("ratio", 0.5))
             return Layer(name, "dropout", [p])
         if kinds == {"Concat"}:
@@ -414,8 +458,11 @@ class _Reader:
             # cnndsl writes a ceil-mode pool as floor mode with extra end padding: undo that
             x, y = self.shape(ext[0]), self.shape(out)
             p = tuple(pads[:n])
-            if x is not None and y is not None and tuple(_ceil_out(w, k, st, q) for w, k, st, q in
-                                                         zip(x[1:], f, s, p)) == y[1:]:
+            if (
+                x is not None
+                and y is not None
+                and tuple(_ceil_out(w, k, st, q) for w, k, st, q in zip(x[1:], f, s, p)) == y[1:]
+            ):
                 ceil = True
             elif self._same(node, a, pads, n):  # the same padded input either way: same computation
                 return Layer(name, kind, _fields(f, s, "same"), kw)

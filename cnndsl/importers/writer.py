@@ -30,11 +30,35 @@ from cnndsl.errors import CnnError, Span
 
 MERGES = ("add", "concat", "mul")
 # Layers chained onto the line of the layer before them.
-MINOR = {"bn", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "scaled_tanh", "abs", "elu", "gelu", "silu",
-         "hardswish", "prelu", "dropout", "softmax", "lrn", "flatten"}
+MINOR = {
+    "bn",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "scaled_tanh",
+    "abs",
+    "elu",
+    "gelu",
+    "silu",
+    "hardswish",
+    "prelu",
+    "dropout",
+    "softmax",
+    "lrn",
+    "flatten",
+}
 # Trailing positional values that equal the kind's default are left out ("S" = same as F).
-TRAILING_DEFAULTS = {"conv": (None, None, 1, 0), "deconv": (None, None, 1, 0), "maxpool": (None, "F", 0),
-                     "avgpool": (None, "F", 0), "dropout": (0.5,), "leaky_relu": (0.01,), "upsample": (2,)}
+TRAILING_DEFAULTS = {
+    "conv": (None, None, 1, 0),
+    "deconv": (None, None, 1, 0),
+    "maxpool": (None, "F", 0),
+    "avgpool": (None, "F", 0),
+    "dropout": (0.5,),
+    "leaky_relu": (0.01,),
+    "upsample": (2,),
+}
 # Block parameter names after the field they fill: K/F/S/P of conv, F/S/P of pooling.
 FIELD_HINTS = {"conv": "cfsp", "deconv": "cfsp", "maxpool": "fsp", "avgpool": "fsp", "fc": "n"}
 BARE_FLAGS = {"ceil", "center", "count_pad"}  # written without =true
@@ -104,8 +128,11 @@ def import_file(path, name: str | None = None) -> str:
 
         net = read_onnx(path)
     else:
-        raise CnnError(f"cannot import {path}: expected a .prototxt (Caffe), .cfg (Darknet) or .onnx file; "
-                       f"received {suffix or 'no extension'}", code="E240")
+        raise CnnError(
+            f"cannot import {path}: expected a .prototxt (Caffe), .cfg (Darknet) or .onnx file; "
+            f"received {suffix or 'no extension'}",
+            code="E240",
+        )
     if name is not None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in RESERVED:
             raise CnnError(f"--name {name}: expected a name like resnet50 (letters, digits, _)", code="E240")
@@ -180,8 +207,12 @@ def fmt_call(layer: Layer, slot=None) -> str:
             break
         args.pop()
     hints = FIELD_HINTS.get(layer.kind, "n" * len(args))
-    fields = [slot(a, hints[i] if i < len(hints) else "n") if slot and isinstance(a, int) and not isinstance(a, bool)
-              else fmt_value(a) for i, a in enumerate(args)]
+    fields = [
+        slot(a, hints[i] if i < len(hints) else "n")
+        if slot and isinstance(a, int) and not isinstance(a, bool)
+        else fmt_value(a)
+        for i, a in enumerate(args)
+    ]
     text = layer.kind + (" " + "/".join(fields) if fields else "")
     for k, v in layer.kw.items():
         if v is True and k in BARE_FLAGS:
@@ -204,8 +235,9 @@ class _Graph:
                 layer.inputs = [prev]
             for i in layer.inputs:
                 if i != "input" and i not in self.layers:
-                    raise CnnError(f"layer {layer.name} reads {i}, which is not defined before it", layer.span,
-                                   code="E242")
+                    raise CnnError(
+                        f"layer {layer.name} reads {i}, which is not defined before it", layer.span, code="E242"
+                    )
             if layer.name in self.layers or layer.name == "input":
                 raise CnnError(f"two layers are named {layer.name}", layer.span, code="E242")
             self.layers[layer.name] = layer
@@ -281,8 +313,11 @@ class Writer:
         from cnndsl.layers import CATALOGUE
 
         specs = CATALOGUE[layer.kind].keywords if layer.kind in CATALOGUE else {}
-        kw = {k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v) for k, v in layer.kw.items()
-              if not (k in specs and k != "bias" and specs[k].default == v)}  # defaults go without saying
+        kw = {
+            k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v)
+            for k, v in layer.kw.items()
+            if not (k in specs and k != "bias" and specs[k].default == v)
+        }  # defaults go without saying
         if layer.kind == "conv" and self.no_bias and kw.pop("bias", True):
             kw["bias"] = True  # under `default conv bias=false`
         return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)
@@ -304,9 +339,16 @@ class Writer:
             if len(short) == 2:
                 conv, bn = (self.g.layers[n] for n in short)
                 bias = conv.kw.get("bias", True)
-                if (conv.kind == "conv" and bn.kind == "bn" and not bn.kw and bn.args == []
-                        and _int(conv.args[1]) == 1 and _int(conv.args[3] if len(conv.args) > 3 else 0) == 0
-                        and set(conv.kw) <= {"bias"} and bias == (not self.no_bias)):
+                if (
+                    conv.kind == "conv"
+                    and bn.kind == "bn"
+                    and not bn.kw
+                    and bn.args == []
+                    and _int(conv.args[1]) == 1
+                    and _int(conv.args[3] if len(conv.args) > 3 else 0) == 0
+                    and set(conv.kw) <= {"bias"}
+                    and bias == (not self.no_bias)
+                ):
                     return body, "auto"
         return None
 

@@ -68,7 +68,9 @@ def load_module(source, loader=None):
     return loader.load_text(source)
 
 
-def load(source, network: str | None = None, defines: dict | None = None, input=None, max_layers: int | None = None) -> Model:
+def load(
+    source, network: str | None = None, defines: dict | None = None, input=None, max_layers: int | None = None
+) -> Model:
     """Compile one network of a .net file or text: shapes, parameters, MACs, connections.
 
     ``source``: a path (``str`` or ``Path``) or the text itself. ``defines`` sets
@@ -122,7 +124,9 @@ def pick_network(module, name: str | None):
     if len(nets) == 1:
         return next(iter(nets.values()))
     if not nets:
-        raise CnnError(f"{module.path} defines no network (only blocks and tables)", Span(module.path, 1, 1), code="E057")
+        raise CnnError(
+            f"{module.path} defines no network (only blocks and tables)", Span(module.path, 1, 1), code="E057"
+        )
     raise CnnError(
         f"{module.path} defines {len(nets)} networks ({', '.join(nets)}); choose one with --network NAME", code="E057"
     )

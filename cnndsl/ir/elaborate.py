@@ -15,15 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from cnndsl.lang import tree as ast
 from cnndsl.errors import CnnError, Diagnostic, Span, did_you_mean, source_text
 from cnndsl.ir.graph import Graph, Node
+from cnndsl.ir.rules import CombinatorRules, LabelRules
+from cnndsl.lang import tree as ast
+from cnndsl.lang.modules import Definition, Module, with_default
+from cnndsl.lang.values import INT_LIMIT, evaluate
 from cnndsl.layers import PUBLIC, LayerError, Symbol, ValueRef, coerce
 from cnndsl.layers.arith import fmt_shape, prod
 from cnndsl.layers.base import REQUIRED, describe
-from cnndsl.ir.rules import CombinatorRules, LabelRules
-from cnndsl.lang.modules import Definition, Module, with_default
-from cnndsl.lang.values import INT_LIMIT, evaluate
 
 MAX_LAYERS = 1_000_000  # unrolled layers per network (overridable: load(max_layers=...))
 MAX_DEPTH = 10_000  # nested blocks, groups, branches and repeats
@@ -38,7 +38,7 @@ class Scope:
     prefix: str
     calls: tuple
     definition: ast.BlockDef
-    parent: "Scope | None" = None
+    parent: Scope | None = None
     everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
     labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
     counters: dict = field(default_factory=dict)
@@ -72,7 +72,7 @@ class Env:
     defaults: dict  # kind -> {keyword: (value, span)}
     depth: int
 
-    def nested(self, inp: tuple | None = None) -> "Env":
+    def nested(self, inp: tuple | None = None) -> Env:
         """The environment one level deeper (a group, repeat or branch), with ``in`` = inp."""
         return Env(self.scope, self.inp if inp is None else inp, self.defaults, self.depth + 1)
 
@@ -132,7 +132,24 @@ class Elaborator(CombinatorRules, LabelRules):
             )
         self._check_size(shape, inp.span)
         spatial = len(shape) - 1
-        self._add(Node(0, "input", "input", MappingProxyType({}), (), shape, 0, 0, 0, 0, (1,) * spatial, (1,) * spatial, inp.span, ()))
+        self._add(
+            Node(
+                0,
+                "input",
+                "input",
+                MappingProxyType({}),
+                (),
+                shape,
+                0,
+                0,
+                0,
+                0,
+                (1,) * spatial,
+                (1,) * spatial,
+                inp.span,
+                (),
+            )
+        )
         scope.everywhere.add("input")
         env = Env(scope, shape, env.defaults, 0)
         last = self.body(body, env, 0, network=True)
@@ -231,7 +248,9 @@ class Elaborator(CombinatorRules, LabelRules):
             n = self._eval(step.count, env)
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise CnnError(
-                    f"a repeat count must be an integer of at least 0; received {describe(n)}", step.count.span, code="E061"
+                    f"a repeat count must be an integer of at least 0; received {describe(n)}",
+                    step.count.span,
+                    code="E061",
                 )
             if n > self.max_layers:
                 raise CnnError(
@@ -265,7 +284,9 @@ class Elaborator(CombinatorRules, LabelRules):
         if kind.combinator:
             return self.combinator(c, kind, env, cur, hint)
         if c.body is not None:
-            raise CnnError(f"{c.kind} does not take a {{ body }}; only add, concat, mul and residual do", c.span, code="E012")
+            raise CnnError(
+                f"{c.kind} does not take a {{ body }}; only add, concat, mul and residual do", c.span, code="E012"
+            )
         x = self.nodes[cur].shape
         a, spans = self.arguments(c, kind, env, x)
         return self.layer(kind, a, (cur,), c.span, env, hint or kind.name, spans)
@@ -378,20 +399,27 @@ class Elaborator(CombinatorRules, LabelRules):
         if c.body is not None:
             raise CnnError(f"block {block.name} does not take a {{ body }}", c.span, code="E012")
         for _, span in c.stray:
-            raise CnnError(f"unexpected field '{source_text(span)}'; block arguments go in parentheses", span, code="E013")
+            raise CnnError(
+                f"unexpected field '{source_text(span)}'; block arguments go in parentheses", span, code="E013"
+            )
         if len(env.scope.calls) >= MAX_DEPTH:
             raise CnnError(f"blocks nested deeper than {MAX_DEPTH} calls", c.span, code="E060")
         if any(s.definition is block for s in self._active_scopes(env)):
             active = [name for name, _ in env.scope.calls]
             cycle = " -> ".join(active[active.index(block.name) :] + [block.name])
-            raise CnnError(f"block {block.name} calls itself: {cycle}", c.span, notes=self._call_notes(env), code="E063")
+            raise CnnError(
+                f"block {block.name} calls itself: {cycle}", c.span, notes=self._call_notes(env), code="E063"
+            )
         x = self.nodes[cur].shape
-        signature = f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
+        signature = (
+            f"{block.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in block.params)})"
+        )
         bound: dict = {}
         names = [p.name for p in block.params]
         if len(c.positional) > len(names):
             raise CnnError(
-                f"block {signature} takes {len(names)} argument{'s' if len(names) != 1 else ''}; received {len(c.positional)}",
+                f"block {signature} takes {len(names)} argument{'s' if len(names) != 1 else ''}; "
+                f"received {len(c.positional)}",
                 c.positional[len(names)].span,
                 code="E014",
             )
@@ -408,8 +436,16 @@ class Elaborator(CombinatorRules, LabelRules):
                 raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
             bound[arg.name] = True if arg.value is None else self._eval(arg.value, env)
         prefix_name = env.scope.unique(hint or block.name)
-        scope = Scope(d.module, {}, prefix_name + ".", env.scope.calls + ((block.name, c.span),), block, env.scope,
-                      env.scope.everywhere, instances=env.scope.instances + (prefix_name,))
+        scope = Scope(
+            d.module,
+            {},
+            prefix_name + ".",
+            env.scope.calls + ((block.name, c.span),),
+            block,
+            env.scope,
+            env.scope.everywhere,
+            instances=env.scope.instances + (prefix_name,),
+        )
         inner = Env(scope, x, d.defaults, env.depth + 1)
         for p in block.params:
             if p.name in bound:
@@ -461,7 +497,9 @@ class Elaborator(CombinatorRules, LabelRules):
 
     def _layer_error(self, err: LayerError, span: Span, spans: dict, env: Env) -> CnnError:
         where = spans.get(err.arg, span) if err.arg else span
-        return CnnError(err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code="E019")
+        return CnnError(
+            err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code="E019"
+        )
 
     def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
         main = max(inputs, key=lambda i: prod(self.nodes[i].rf))
@@ -470,8 +508,23 @@ class Elaborator(CombinatorRules, LabelRules):
             steps, strides = window
             rf = tuple(r + (s - 1) * j for r, s, j in zip(rf, steps, jump))
             jump = tuple(j * s for j, s in zip(jump, strides))
-        node = Node(len(self.nodes), name, kind, MappingProxyType(a), tuple(inputs), y, trainable, fixed, macs, conns, rf, jump, span, env.scope.calls,
-                    env.scope.instances)
+        node = Node(
+            len(self.nodes),
+            name,
+            kind,
+            MappingProxyType(a),
+            tuple(inputs),
+            y,
+            trainable,
+            fixed,
+            macs,
+            conns,
+            rf,
+            jump,
+            span,
+            env.scope.calls,
+            env.scope.instances,
+        )
         return self._add(node)
 
     def _add(self, node: Node) -> int:

@@ -152,7 +152,11 @@ class Model:
             "totals": dict(self.totals.__dict__),
             "conventions": CONVENTION.replace("\n", " "),
             "warnings": [
-                {"line": w.span.line if w.span else None, "column": w.span.column if w.span else None, "message": w.message}
+                {
+                    "line": w.span.line if w.span else None,
+                    "column": w.span.column if w.span else None,
+                    "message": w.message,
+                }
                 for w in g.warnings
             ],
         }

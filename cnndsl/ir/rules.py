@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cnndsl.lang import tree as ast
 from cnndsl.errors import CnnError, Diagnostic, Span, did_you_mean, source_text
+from cnndsl.lang import tree as ast
 from cnndsl.layers import CATALOGUE, LayerError
 from cnndsl.layers.arith import fmt_shape, window_out
 
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 class CombinatorRules:
     def combinator(self, c: ast.Call, kind, env: Env, cur: int, hint: str | None) -> int:
         if c.body is None:
-            raise CnnError(f"{c.kind} needs a {{ body }} of branches, e.g. {c.kind} {{ _ ; conv 64/3/1/1 }}", c.span, code="E012")
+            raise CnnError(
+                f"{c.kind} needs a {{ body }} of branches, e.g. {c.kind} {{ _ ; conv 64/3/1/1 }}", c.span, code="E012"
+            )
         x = self.nodes[cur].shape
         a, spans = self.arguments(c, kind, env, x)
         name = env.scope.unique(hint or kind.name)
@@ -36,7 +38,9 @@ class CombinatorRules:
                     inner = self._default(st, inner)
                     continue
                 if not isinstance(st, ast.Statement):
-                    raise CnnError(f"{'input' if isinstance(st, ast.Input) else 'output'} cannot be a branch", st.span, code="E055")
+                    raise CnnError(
+                        f"{'input' if isinstance(st, ast.Input) else 'output'} cannot be a branch", st.span, code="E055"
+                    )
                 outs.append(self.statement(st, inner, cur))
                 labels.append(st.span)
             if not outs:
@@ -48,7 +52,13 @@ class CombinatorRules:
                 crop = CATALOGUE["crop"]
                 for i, o in enumerate(outs):
                     if self.nodes[o].shape[1:] != target:
-                        ca, _ = self.resolve(crop, {"size": (target, c.span), "center": (True, c.span)}, inner, self.nodes[o].shape, c.span)
+                        ca, _ = self.resolve(
+                            crop,
+                            {"size": (target, c.span), "center": (True, c.span)},
+                            inner,
+                            self.nodes[o].shape,
+                            c.span,
+                        )
                         outs[i] = self.layer(crop, ca, (o,), c.span, inner, "crop")
                 shapes = [self.nodes[o].shape for o in outs]
         try:
@@ -88,7 +98,9 @@ class CombinatorRules:
             a, _ = self.resolve(kind, {"stride": (stride, c.span), "channels": (y[0], c.span)}, env, x, c.span)
             return self.layer(kind, a, (cur,), c.span, env, "shortcut")
         conv = CATALOGUE["conv"]
-        a, _ = self.resolve(conv, {"filters": (y[0], c.span), "size": (1, c.span), "stride": (stride, c.span)}, env, x, c.span)
+        a, _ = self.resolve(
+            conv, {"filters": (y[0], c.span), "size": (1, c.span), "stride": (stride, c.span)}, env, x, c.span
+        )
         out = self.layer(conv, a, (cur,), c.span, env, "shortcut")
         if mode == "auto":
             bn = CATALOGUE["bn"]
@@ -122,9 +134,7 @@ class LabelRules:
         if home is not None and home != env.scope.prefix:
             where = f"inside block instance {home.rstrip('.')}" if home else "at the network level"
             notes.append((f"a label '{name}' exists {where}; labels are local to their block", None))
-        raise CnnError(
-            f"unknown label @{name}{did_you_mean(name, env.scope.labels)}", span, notes=notes, code="E020"
-        )
+        raise CnnError(f"unknown label @{name}{did_you_mean(name, env.scope.labels)}", span, notes=notes, code="E020")
 
     def _unused_labels(self) -> None:
         """W300 for a label that nothing reads and that names no layer.
@@ -138,9 +148,15 @@ class LabelRules:
                 continue
             seen.add(span)  # once per source position, not once per block instance
             name = key[1]
-            self.warnings.append(Diagnostic(
-                "warning", f"label '{name}' is never used: no @{name} reads it and it names no layer",
-                span, [], "W300"))
+            self.warnings.append(
+                Diagnostic(
+                    "warning",
+                    f"label '{name}' is never used: no @{name} reads it and it names no layer",
+                    span,
+                    [],
+                    "W300",
+                )
+            )
 
     def _outputs(self, st: ast.Output, env: Env) -> None:
         seen = {n for n, _, _ in self.outputs}
@@ -162,14 +178,9 @@ def _find_label(body, name: str):
                 for step in st.steps:
                     while isinstance(step, ast.Repeat) and step.is_step:
                         step = step.body[0]
-                    if isinstance(step, ast.Group):
-                        stack.append(step.body)
-                    elif isinstance(step, ast.Repeat):
-                        stack.append(step.body)
-                    elif isinstance(step, ast.Call) and step.body:
+                    if isinstance(step, (ast.Group, ast.Repeat, ast.Call)) and step.body:
                         stack.append(step.body)
     return None
-
 
 
 class _Texts:

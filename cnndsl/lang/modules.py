@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnndsl.lang import tree as ast
 from cnndsl.errors import CnnError, Span, did_you_mean
-from cnndsl.layers import PUBLIC, Table
+from cnndsl.lang import tree as ast
 from cnndsl.lang.parser import parse_text
 from cnndsl.lang.values import evaluate
+from cnndsl.layers import PUBLIC, Table
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
@@ -25,7 +25,7 @@ class Definition:
     """A block or network together with where it was defined."""
 
     node: ast.BlockDef
-    module: "Module"
+    module: Module
     defaults: dict  # kind -> {keyword: (value, span)} in force at the definition
 
 
@@ -124,7 +124,9 @@ class Loader:
                 self._define(module, module.tables, item.name, Table(item.name, tuple(item.value)), item.span)
         for item in tree.items:
             if isinstance(item, ast.Import):
-                target = (module.directory / item.path).resolve() if not Path(item.path).is_absolute() else Path(item.path)
+                target = (
+                    (module.directory / item.path).resolve() if not Path(item.path).is_absolute() else Path(item.path)
+                )
                 other = self.load_path(target, item.path, item.span)
                 for name, d in other.blocks.items():
                     self._import(module, module.blocks, name, d, item.span, imported)

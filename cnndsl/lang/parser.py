@@ -1,7 +1,7 @@
 """Text to syntax tree: the Lark parser, its post-lexer and syntax diagnostics.
 
-    >>> parse_text("network n { input 3x32x32\\n conv 16/3 -> relu }", "n.net").items[0].name
-    'n'
+>>> parse_text("network n { input 3x32x32\\n conv 16/3 -> relu }", "n.net").items[0].name
+'n'
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from cnndsl.lang import tree as ast
 from cnndsl.errors import CnnError, Span, remember_source
+from cnndsl.lang import tree as ast
 from cnndsl.lang.values import INT_LIMIT
 
 _HERE = Path(__file__).resolve().parent

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from cnndsl.lang import tree as ast
 from cnndsl.errors import CnnError, Span, did_you_mean
+from cnndsl.lang import tree as ast
 from cnndsl.layers import Symbol, Table
 
 INT_LIMIT = 2**63 - 1
@@ -84,7 +84,13 @@ def evaluate(expr, lookup_name, lookup_label, in_shape, _depth: int = 0):
         elif op == "-":
             out = a - b
         elif op == "*":
-            if isinstance(a, int) and isinstance(b, int) and a and b and (abs(a).bit_length() + abs(b).bit_length() > 130):
+            if (
+                isinstance(a, int)
+                and isinstance(b, int)
+                and a
+                and b
+                and (abs(a).bit_length() + abs(b).bit_length() > 130)
+            ):
                 raise CnnError("integer too large: the value does not fit in 64 bits", expr.span, code="E031")
             out = a * b
         elif op == "//":

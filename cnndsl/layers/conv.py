@@ -22,10 +22,20 @@ def sliding_window(kind_text, a, x, f, stride, pad, dilation=None, ceil=False):
     pads = resolve_pads(pad, size, f_eff, stride)
     out = tuple(window_out(w, k, s, p0, p1, ceil) for w, k, s, (p0, p1) in zip(size, f_eff, stride, pads))
     if any(o < 1 for o in out):
-        padding = "same" if pad == "same" else fmt_shape(tuple(p0 for p0, _ in pads)) if len(set(pads)) > 1 else str(pads[0][0])
+        padding = (
+            "same"
+            if pad == "same"
+            else fmt_shape(tuple(p0 for p0, _ in pads))
+            if len(set(pads)) > 1
+            else str(pads[0][0])
+        )
         raise LayerError(
             f"{{call}} needs at least {fmt_shape(f_eff)} input, got {fmt_shape(x)} (padding {padding})"
-            + (f"; dilation {fmt_shape(dilation)} widens the kernel to {fmt_shape(f_eff)}" if dilation and any(d > 1 for d in dilation) else "")
+            + (
+                f"; dilation {fmt_shape(dilation)} widens the kernel to {fmt_shape(f_eff)}"
+                if dilation and any(d > 1 for d in dilation)
+                else ""
+            )
         )
     return out, f_eff, pads
 
@@ -35,10 +45,7 @@ def stride_warnings(x, f_eff, stride, pads, ceil=False):
     if ceil:
         return []
     axes = "L" if len(f_eff) == 1 else ("HW" if len(f_eff) == 2 else "DHW")
-    lost = {
-        axis: dropped_input(w, f, s, p0, p1)
-        for axis, w, f, s, (p0, p1) in zip(axes, x[1:], f_eff, stride, pads)
-    }
+    lost = {axis: dropped_input(w, f, s, p0, p1) for axis, w, f, s, (p0, p1) in zip(axes, x[1:], f_eff, stride, pads)}
     lost = {axis: n for axis, n in lost.items() if n}
     if not lost:
         return []
@@ -95,8 +102,7 @@ class Conv(Kind):
                 for m in row:
                     if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m < c:
                         raise LayerError(
-                            f"table {table.name} row {i} lists input map {m}, but the input has "
-                            f"{c} maps (0..{c - 1})",
+                            f"table {table.name} row {i} lists input map {m}, but the input has {c} maps (0..{c - 1})",
                             "table",
                         )
                 if len(set(row)) != len(row):
@@ -157,9 +163,16 @@ class Conv(Kind):
             mode = "reflect" if a["pad_mode"] == "reflect" else "edge"
             args[0] = b.op("Pad", [xs[0], b.const(np.array(full, np.int64))], mode=mode)
             pads = [0] * len(pads)
-        b.op("Conv", args, out=y, kernel_shape=list(f), strides=list(a["stride"]), pads=pads,
-             dilations=list(a["dilation"]), group=g)
-
+        b.op(
+            "Conv",
+            args,
+            out=y,
+            kernel_shape=list(f),
+            strides=list(a["stride"]),
+            pads=pads,
+            dilations=list(a["dilation"]),
+            group=g,
+        )
 
 
 class Deconv(Kind):
@@ -231,9 +244,18 @@ class Deconv(Kind):
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
-        w = b.weight("weight", (c, k // g, *f), b.init_for(node), c // g * prod(f), k // g * prod(f),
-                     trainable=a["trainable"])
+        w = b.weight(
+            "weight", (c, k // g, *f), b.init_for(node), c // g * prod(f), k // g * prod(f), trainable=a["trainable"]
+        )
         args = [xs[0], w] + ([b.weight("bias", (k,), "fill", trainable=a["trainable"])] if a["bias"] else [])
-        b.op("ConvTranspose", args, out=y, kernel_shape=list(f), strides=list(a["stride"]),
-             pads=list(a["pad"]) * 2, dilations=list(a["dilation"]), output_padding=list(a["outpad"]), group=g)
-
+        b.op(
+            "ConvTranspose",
+            args,
+            out=y,
+            kernel_shape=list(f),
+            strides=list(a["stride"]),
+            pads=list(a["pad"]) * 2,
+            dilations=list(a["dilation"]),
+            output_padding=list(a["outpad"]),
+            group=g,
+        )

@@ -37,7 +37,6 @@ class FC(Kind):
         b.op("Gemm", args, out=y, transB=1)
 
 
-
 class RBF(Kind):
     name = "rbf"
     doc = "Euclidean radial basis units y_i = Σ_j (x_j − w_ij)² (LeNet-5 output)"
@@ -71,7 +70,6 @@ class RBF(Kind):
         b.op("Add", [b.op("Sub", [xx, b.op("Mul", [xw, b.scalar(2.0)])]), ww], out=y)
 
 
-
 class Flatten(Kind):
     name = "flatten"
     doc = "flattens C×spatial into one vector"
@@ -86,14 +84,12 @@ class Flatten(Kind):
         b.op("Flatten", xs, out=y, axis=1)
 
 
-
 class Softmax(Kind):
     name = "softmax"
     doc = "softmax over the channel axis"
 
     def lower(self, b, node, xs, y):
         b.op("Softmax", xs, out=y, axis=1)
-
 
 
 class Dropout(Kind):
@@ -112,6 +108,10 @@ class Dropout(Kind):
         # A fresh mask every step, scaled by 1/(1 − p); the seed makes a run reproducible.
         np = b.np
         seed = zlib.crc32(f"{b.seed}:{node.name}".encode()) % 2**31
-        b.op("Dropout", [xs[0], b.scalar(node.attrs["p"]), b.const(np.array(True))], out=[y, y + ".mask"],
-             outputs=2, seed=seed)
-
+        b.op(
+            "Dropout",
+            [xs[0], b.scalar(node.attrs["p"]), b.const(np.array(True))],
+            out=[y, y + ".mask"],
+            outputs=2,
+            seed=seed,
+        )

@@ -21,8 +21,13 @@ class BatchNorm(Kind):
         mean = b.weight("running_mean", (c,), "fill", trainable=False)
         var = b.weight("running_var", (c,), "fill", value=1.0, trainable=False)
         if not b.training:
-            b.op("BatchNormalization", [xs[0], gamma, beta, mean, var], out=y, epsilon=a["eps"],
-                 momentum=1.0 - a["momentum"])
+            b.op(
+                "BatchNormalization",
+                [xs[0], gamma, beta, mean, var],
+                out=y,
+                epsilon=a["eps"],
+                momentum=1.0 - a["momentum"],
+            )
             return
         # Training: normalise with the batch's statistics (biased variance) and update the
         # running ones with the unbiased variance, as PyTorch does. Written as elementary
@@ -39,12 +44,12 @@ class BatchNorm(Kind):
         b.op("Add", [scaled, b.op("Reshape", [beta, per_channel])], out=y)
         m = a["momentum"]
         count = b.op("Div", [b.op("Cast", [b.op("Size", xs)], to=b.elem), b.scalar(float(c))])
-        unbiased = b.op("Div", [b.op("Mul", [b.op("Reshape", [biased, flat]), count]),
-                                b.op("Sub", [count, b.scalar(1.0)])])
+        unbiased = b.op(
+            "Div", [b.op("Mul", [b.op("Reshape", [biased, flat]), count]), b.op("Sub", [count, b.scalar(1.0)])]
+        )
         for buf, batch in ((mean, b.op("Reshape", [mu, flat])), (var, unbiased)):
             keep = b.op("Mul", [buf, b.scalar(1.0 - m)])
             b.update(buf, b.op("Add", [keep, b.op("Mul", [batch, b.scalar(m)])]))
-
 
 
 class LRN(Kind):
@@ -71,12 +76,12 @@ class LRN(Kind):
         lo, hi = (size - 1) // 2, size // 2
         sq = b.op("Mul", [xs[0], xs[0]])
         col = b.op("Reshape", [sq, b.const(np.array([0, 1, x[0], -1], np.int64))])
-        total = b.op("Conv", [col, b.const(np.ones((1, 1, size, 1), np.float32))], kernel_shape=[size, 1],
-                     pads=[lo, 0, hi, 0])
+        total = b.op(
+            "Conv", [col, b.const(np.ones((1, 1, size, 1), np.float32))], kernel_shape=[size, 1], pads=[lo, 0, hi, 0]
+        )
         total = b.op("Reshape", [total, b.op("Shape", xs)])
         scaled = b.op("Add", [b.op("Mul", [total, b.scalar(a["alpha"] / size)]), b.scalar(a["k"])])
         b.op("Div", [xs[0], b.op("Pow", [scaled, b.scalar(a["beta"])])], out=y)
-
 
 
 class LCN(Kind):
@@ -114,7 +119,6 @@ class LCN(Kind):
         b.op("Div", [v, denom], out=y)
 
 
-
 class _GroupNorm(Kind):
     keywords = {"eps": Spec("float", 1e-5, min=0)}
 
@@ -141,7 +145,6 @@ class _GroupNorm(Kind):
         normed = b.op("InstanceNormalization", [grouped, ones, zeros], epsilon=a["eps"])
         back = b.op("Reshape", [normed, b.op("Shape", [xs[0]])])
         b.op("Add", [b.op("Mul", [back, gamma]), beta], out=y)
-
 
 
 class LayerNorm(_GroupNorm):

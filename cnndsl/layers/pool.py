@@ -48,17 +48,20 @@ class _Pool(Kind):
         ):
             # ONNX's ceil_mode lacks the rule that drops a last window starting in the end
             # padding: give floor mode the end padding that yields exactly our windows.
-            pads = [(p0, max(0, (o - 1) * s + f - w - p0)) for w, f, s, (p0, _), o in zip(x[1:], a["size"], a["stride"], pads, out[1:])]
+            pads = [
+                (p0, max(0, (o - 1) * s + f - w - p0))
+                for w, f, s, (p0, _), o in zip(x[1:], a["size"], a["stride"], pads, out[1:])
+            ]
             ceil = False
-        attrs = dict(kernel_shape=list(a["size"]), strides=list(a["stride"]), pads=self.onnx_pads(pads),
-                     ceil_mode=int(ceil))
+        attrs = dict(
+            kernel_shape=list(a["size"]), strides=list(a["stride"]), pads=self.onnx_pads(pads), ceil_mode=int(ceil)
+        )
         if self.name == "avgpool":
             b.op("AveragePool", xs, out=y, count_include_pad=int(a["count_pad"]), **attrs)
         elif node.id in b.unpool_sources:  # an unpool reuses the indices
             b.op("MaxPool", xs, out=[y, y + ".indices"], outputs=2, **attrs)
         else:
             b.op("MaxPool", xs, out=y, **attrs)
-
 
 
 class MaxPool(_Pool):
@@ -90,14 +93,12 @@ class Gap(_Global):
         b.op("GlobalAveragePool", xs, out=y)
 
 
-
 class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)
-
 
 
 class Subsample(Kind):
@@ -132,7 +133,6 @@ class Subsample(Kind):
         w = b.weight("weight", bshape, "fill", value=1.0 / prod(a["size"]))
         scaled = b.op("Mul", [total, w])
         b.op("Add", [scaled, b.weight("bias", bshape, "fill")], out=y)
-
 
 
 class Unpool(Kind):
@@ -179,11 +179,12 @@ class Unpool(Kind):
         pool = b.node.attrs["of"].node
         shape = b.op("Shape", [b.tensor(pool.inputs[0])])
         flat = b.const(np.array([-1], np.int64))
-        zeros = b.op("Reshape", [b.op("ConstantOfShape", [shape], value=b.helper.make_tensor("zero", b.elem, [1], [0])), flat])
+        zeros = b.op(
+            "Reshape", [b.op("ConstantOfShape", [shape], value=b.helper.make_tensor("zero", b.elem, [1], [0])), flat]
+        )
         idx = b.op("Reshape", [pool.name + ".indices", flat])
         vals = b.op("Reshape", [xs[0], flat])
         b.op("Reshape", [b.op("ScatterElements", [zeros, idx, vals], axis=0), shape], out=y)
-
 
 
 class Upsample(Kind):
@@ -207,4 +208,3 @@ class Upsample(Kind):
         else:
             extra = dict(mode="linear", coordinate_transformation_mode="half_pixel")
         b.op("Resize", [xs[0], "", b.const(scales, cast=False)], out=y, **extra)
-

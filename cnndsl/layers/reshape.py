@@ -11,7 +11,11 @@ class Crop(Kind):
     doc = "crop to HxW (or to the spatial size of @label); from the top-left, or centred with `center`"
     spatial = True
     # ``crop 388x388``, ``crop 388`` or one field per axis: ``crop 388/388``
-    positional = (("size", Spec("spatial", None)), ("size_2", Spec("int", None, min=1)), ("size_3", Spec("int", None, min=1)))
+    positional = (
+        ("size", Spec("spatial", None)),
+        ("size_2", Spec("int", None, min=1)),
+        ("size_3", Spec("int", None, min=1)),
+    )
     keywords = {"to": Spec("ref", None), "center": Spec("bool", False)}
 
     def check(self, a, x):
@@ -58,7 +62,6 @@ class Crop(Kind):
         b.op("Slice", [xs[0], *ints], out=y)
 
 
-
 class Pad(Kind):
     name = "pad"
     doc = "pads P on both sides of every spatial axis; mode zeros, reflect or replicate"
@@ -69,8 +72,7 @@ class Pad(Kind):
     def check(self, a, x):
         if a["mode"] == "reflect" and any(p >= w for p, w in zip(a["pad"], x[1:])):
             raise LayerError(
-                f"reflect padding must be smaller than the input; received pad={fmt_shape(a['pad'])} "
-                f"on {fmt_shape(x)}",
+                f"reflect padding must be smaller than the input; received pad={fmt_shape(a['pad'])} on {fmt_shape(x)}",
                 "pad",
             )
 
@@ -92,7 +94,6 @@ class Pad(Kind):
         b.op("Pad", [xs[0], pads, b.scalar(-0.0)], out=y, mode=mode)
 
 
-
 class Shuffle(Kind):
     name = "shuffle"
     doc = "channel shuffle with `groups` groups (ShuffleNet)"
@@ -110,7 +111,6 @@ class Shuffle(Kind):
         split = b.op("Reshape", [xs[0], b.const(np.array([0, g, x[0] // g, -1], np.int64))])
         swapped = b.op("Transpose", [split], perm=[0, 2, 1, 3])
         b.op("Reshape", [swapped, b.const(np.array([0, *x], np.int64))], out=y)
-
 
 
 class ShortcutPad(Kind):
@@ -142,4 +142,3 @@ class ShortcutPad(Kind):
         extra = a["channels"] - x[0]
         pads = b.const(np.array([0, 0] + [0] * n + [0, extra] + [0] * n, np.int64))
         b.op("Pad", [sub, pads], out=y, mode="constant")
-

@@ -33,8 +33,9 @@ RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "har
 class Builder:
     """Collects nodes and initializers for one graph."""
 
-    def __init__(self, graph, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None,
-                 training: bool = False):
+    def __init__(
+        self, graph, opset: int, dtype=np.float32, seed: int = 0, weights: dict | None = None, training: bool = False
+    ):
         from onnx import helper
 
         self.helper = helper
@@ -80,7 +81,10 @@ class Builder:
         if isinstance(out, list):
             names = out
         else:
-            names = [out if (i == 0 and out is not None) else f"{self.layer}/{op_type}_{self._counter}_{i}" for i in range(outputs)]
+            names = [
+                out if (i == 0 and out is not None) else f"{self.layer}/{op_type}_{self._counter}_{i}"
+                for i in range(outputs)
+            ]
         main = self.node is not None and names[0] == self._tensors.get(self.node.id)
         node_name = self.layer if names[0] == self.layer or main else f"{self.layer}/{op_type}_{self._counter}"
         attrs = {k: v for k, v in attrs.items() if v is not None}
@@ -113,8 +117,16 @@ class Builder:
         self.updates.append((buffer, value))
 
     # ---- weights
-    def weight(self, suffix: str, shape, init: str, fan_in: int = 1, fan_out: int = 1, value: float = 0.0,
-               trainable: bool = True) -> str:
+    def weight(
+        self,
+        suffix: str,
+        shape,
+        init: str,
+        fan_in: int = 1,
+        fan_out: int = 1,
+        value: float = 0.0,
+        trainable: bool = True,
+    ) -> str:
         """A parameter or buffer named ``<layer>.<suffix>``, from --weights or the seed;
         ``trainable=False`` for buffers (running statistics, fixed centres)."""
         name = f"{self.layer}.{suffix}"
@@ -186,8 +198,15 @@ class Builder:
         return self._tensors[node_id]
 
 
-def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype=np.float32,
-                batch: int | None = None, metadata: dict | None = None):
+def lower_graph(
+    graph,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+    weights: dict | None = None,
+    dtype=np.float32,
+    batch: int | None = None,
+    metadata: dict | None = None,
+):
     """Build the ONNX ModelProto of an elaborated network (see module doc)."""
     from onnx import helper
 
@@ -212,8 +231,9 @@ def lower_graph(graph, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict 
     return assemble(b, inputs, outputs, value_info, metadata)
 
 
-def lower_nodes(graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32,
-                training: bool = False) -> Builder:
+def lower_nodes(
+    graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32, training: bool = False
+) -> Builder:
     """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
@@ -225,8 +245,11 @@ def lower_nodes(graph, opset: int, seed: int = 0, weights: dict | None = None, d
     problems = []
     if weights is not None:
         # a training checkpoint's momentum buffers (<param>.momentum) belong to the optimizer, not the network
-        extra = sorted(n for n in set(weights) - b.used_weights
-                       if not (n.endswith(".momentum") and n[: -len(".momentum")] in b.used_weights))
+        extra = sorted(
+            n
+            for n in set(weights) - b.used_weights
+            if not (n.endswith(".momentum") and n[: -len(".momentum")] in b.used_weights)
+        )
         if b.missing:
             problems.append("missing: " + ", ".join(b.missing))
         if extra:

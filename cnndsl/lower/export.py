@@ -1,9 +1,9 @@
 """``cnndsl export``: lower, check, and write an ONNX model atomically.
 
-    >>> from cnndsl import load
-    >>> from cnndsl.lower.export import to_onnx
-    >>> to_onnx(load("network n { input 3x8x8\\n conv 4/3 }")).graph.output[0].name
-    'output'
+>>> from cnndsl import load
+>>> from cnndsl.lower.export import to_onnx
+>>> to_onnx(load("network n { input 3x8x8\\n conv 4/3 }")).graph.output[0].name
+'output'
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def load_weights(path) -> dict:
             try:
                 from safetensors.numpy import load_file
             except ImportError:
-                raise CnnError("--weights: reading .safetensors needs the safetensors package (pip install safetensors)", code="E082") from None
+                raise CnnError(
+                    "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
+                    code="E082",
+                ) from None
             return dict(load_file(str(path)))
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -41,8 +44,16 @@ def load_weights(path) -> dict:
         raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
 
 
-def to_onnx(model, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
-            batch: int | None = None, check: bool = True, fold: bool = False):
+def to_onnx(
+    model,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+    weights: dict | None = None,
+    dtype: str = "float32",
+    batch: int | None = None,
+    check: bool = True,
+    fold: bool = False,
+):
     """The ONNX ModelProto of a compiled network (``cnndsl.load``), checked.
 
     ``dtype="float16"`` makes inputs, outputs and weights half precision (run it
@@ -53,8 +64,12 @@ def to_onnx(model, opset: int = DEFAULT_OPSET, seed: int = 0, weights: dict | No
     if dtype not in ("float32", "float16", "float64"):
         raise CnnError(f"--dtype {dtype}: choose float32, float16 or float64", code="E084")
     g = model.graph
-    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in g.defines.items()), "cnndsl.seed": str(seed),
-            "cnndsl.dtype": dtype, "cnndsl.fold_bn": str(fold).lower()}
+    meta = {
+        "cnndsl.defines": ", ".join(f"{k}={v}" for k, v in g.defines.items()),
+        "cnndsl.seed": str(seed),
+        "cnndsl.dtype": dtype,
+        "cnndsl.fold_bn": str(fold).lower(),
+    }
     proto = lower_graph(g, opset=opset, seed=seed, weights=weights, dtype=np.dtype(dtype), batch=batch, metadata=meta)
     if fold:
         fold_bn(proto)
@@ -128,8 +143,14 @@ def _write_external(proto, out: Path) -> int:
     tmp = Path(tmp)
     data_tmp = tmp.with_suffix(".data.tmp")
     try:
-        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_tmp.name, size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(tmp),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_tmp.name,
+            size_threshold=1024,
+        )
         # the model refers to its data by name: rewrite the reference to the final name
         m = onnx.load_model(str(tmp), load_external_data=False)
         for t in m.graph.initializer:

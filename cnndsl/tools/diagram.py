@@ -70,9 +70,11 @@ class Diagram:
     def caption(self) -> str:
         biggest = max((b.params for b in self.boxes), default=0)
         share = f"{biggest / self.total_params:.1%}" if self.total_params else "0%"
-        return (f"network {self.network} ({self.file}): {self.total_params:,} parameters. "
-                f"Fill shade = share of the parameters (white: none; darkest: {biggest:,}, {share}); "
-                "thick border = a collapsed block instance.")
+        return (
+            f"network {self.network} ({self.file}): {self.total_params:,} parameters. "
+            f"Fill shade = share of the parameters (white: none; darkest: {biggest:,}, {share}); "
+            "thick border = a collapsed block instance."
+        )
 
 
 def _short(n: int) -> str:

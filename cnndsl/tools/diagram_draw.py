@@ -9,7 +9,7 @@ small layers stay visible); a collapsed block has a thick border.
     >>> from cnndsl.tools.diagram import diagram
     >>> print(to_dot(diagram(load("network n { input 3x8x8\\n conv 4/3 }"))).splitlines()[4])
       "n0" [label="input\\ninput\\n3x8x8", fillcolor="#f2f2f2", penwidth=1, tooltip="input: input -> 3x8x8, 0 parameters"];
-"""
+"""  # noqa: E501 - a line of DOT output
 
 from __future__ import annotations
 
@@ -56,31 +56,43 @@ def to_svg(d, placed) -> str:
     biggest = max((b.params for b in d.boxes), default=0)
     out = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(FONT_FAMILY)} font-size="{FONT_SIZE}">'),
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(FONT_FAMILY)} font-size="{FONT_SIZE}">'
+        ),
         f"<title>{escape(f'network {d.network}')}</title>",
-        ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-         f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE}"/></marker></defs>'),
+        (
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+            f'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE}"/></marker></defs>'
+        ),
         '<rect x="0" y="0" width="100%" height="100%" fill="white"/>',
-        (f'<text class="title" x="{MARGIN}" y="{MARGIN + 12}" font-size="14" font-weight="bold">'
-         f"{escape(d.network)}</text>"),
+        (
+            f'<text class="title" x="{MARGIN}" y="{MARGIN + 12}" font-size="14" font-weight="bold">'
+            f"{escape(d.network)}</text>"
+        ),
     ]
     for i, line in enumerate(caption):
-        out.append(f'<text class="caption" x="{MARGIN}" y="{MARGIN + TITLE_H + 11 + i * LINE_H}" fill="#444">'
-                   f"{escape(line)}</text>")
+        out.append(
+            f'<text class="caption" x="{MARGIN}" y="{MARGIN + TITLE_H + 11 + i * LINE_H}" fill="#444">'
+            f"{escape(line)}</text>"
+        )
     out.append(f'<g transform="translate(0,{top:.0f})">')
     for a, b, points in placed.edges:
         path = "M" + " L".join(f"{x},{y}" for x, y in points)
-        out.append(f'<path class="edge" data-from={quoteattr(a)} data-to={quoteattr(b)} d="{path}" fill="none" '
-                   f'stroke="{EDGE}" stroke-width="1.2" marker-end="url(#arrow)"/>')
+        out.append(
+            f'<path class="edge" data-from={quoteattr(a)} data-to={quoteattr(b)} d="{path}" fill="none" '
+            f'stroke="{EDGE}" stroke-width="1.2" marker-end="url(#arrow)"/>'
+        )
     for box in d.boxes:
         x, y, w, h = placed.boxes[box.id]
         border = 'stroke-width="2.5" stroke-dasharray="6 3"' if box.role == "block" else 'stroke-width="1"'
         rx = 12 if box.role in ("input", "output") else 4
-        out.append(f'<g class="node" id={quoteattr(box.id)} data-role="{box.role}">'
-                   f"<title>{escape(box.tooltip)}</title>"
-                   f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{rx}" '
-                   f'fill="{_hex(shade(box, biggest))}" stroke="#333" {border}/>')
+        out.append(
+            f'<g class="node" id={quoteattr(box.id)} data-role="{box.role}">'
+            f"<title>{escape(box.tooltip)}</title>"
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{rx}" '
+            f'fill="{_hex(shade(box, biggest))}" stroke="#333" {border}/>'
+        )
         cx = x + w / 2
         for j, (text, style) in enumerate(zip(box.lines, ('fill="#555"', 'font-weight="bold"', ""))):
             ty = y + PAD_Y + 11 + j * LINE_H
@@ -147,8 +159,10 @@ def _arrowhead(draw, p, q, size, fill) -> None:
     length = (dx * dx + dy * dy) ** 0.5 or 1.0
     ux, uy = dx / length, dy / length
     bx, by = x1 - ux * size, y1 - uy * size
-    draw.polygon([(x1, y1), (bx - uy * size / 2.5, by + ux * size / 2.5), (bx + uy * size / 2.5, by - ux * size / 2.5)],
-                 fill=fill)
+    draw.polygon(
+        [(x1, y1), (bx - uy * size / 2.5, by + ux * size / 2.5), (bx + uy * size / 2.5, by - ux * size / 2.5)],
+        fill=fill,
+    )
 
 
 def _dot_string(text: str) -> str:
@@ -166,8 +180,10 @@ def to_dot(d) -> str:
     ]
     for box in d.boxes:
         pen = 3 if box.role == "block" else 1
-        lines.append(f"  {_dot_string(box.id)} [label={_dot_string(chr(10).join(box.lines))}, "
-                     f'fillcolor="{_hex(shade(box, biggest))}", penwidth={pen}, tooltip={_dot_string(box.tooltip)}];')
+        lines.append(
+            f"  {_dot_string(box.id)} [label={_dot_string(chr(10).join(box.lines))}, "
+            f'fillcolor="{_hex(shade(box, biggest))}", penwidth={pen}, tooltip={_dot_string(box.tooltip)}];'
+        )
     for a, b in d.edges:
         lines.append(f"  {_dot_string(a)} -> {_dot_string(b)};")
     lines.append("}")

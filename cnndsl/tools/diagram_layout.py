@@ -223,6 +223,7 @@ def _isotonic(values, weights) -> list[float]:
 
 def _route(chains, boxes, index, x, shift, level, tops, heights, n):
     """Polylines with ports spread along the bottom and top edges of the boxes."""
+
     def lane_x(chain, at_start):
         k = chain[1] if at_start else chain[-2]
         return x[k] + shift

@@ -25,8 +25,9 @@ from cnndsl.files import write_atomic
 INDENT = 4
 # Trailing comments start at this column (counting from 1) at the earliest, as in LANGUAGE.md's examples.
 COMMENT_COLUMN = 42
-KEYWORDS = frozenset({"network", "block", "input", "output", "repeat", "import", "default", "table", "in",
-                      "true", "false"})
+KEYWORDS = frozenset(
+    {"network", "block", "input", "output", "repeat", "import", "default", "table", "in", "true", "false"}
+)
 
 # The terminals of grammars/net.lark, in the order its lexer prefers them.
 _TOKEN = re.compile(
@@ -201,8 +202,9 @@ class _Layout:
             if t.text in ("+", "-"):
                 # binary only inside parentheses after an operand: fields outside are atoms (leaky_relu -0.1)
                 p = toks[k - 1] if k else None
-                operand = p is not None and (p.kind == "WORD" and p.text not in KEYWORDS - {"true", "false"}
-                                             or p.text in (")", "]"))
+                operand = p is not None and (
+                    p.kind == "WORD" and p.text not in KEYWORDS - {"true", "false"} or p.text in (")", "]")
+                )
                 self.unary[k] = not (in_paren and operand)
             elif t.text in _OPENERS:
                 header = t.text == "(" and k >= 2 and toks[k - 2].text in ("network", "block")
@@ -325,8 +327,9 @@ def _strip_spans(node):
     if isinstance(node, (list, tuple)):
         return tuple(_strip_spans(x) for x in node)
     if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(_strip_spans(getattr(node, f.name)) for f in dataclasses.fields(node)
-                                              if f.name != "file")
+        return (type(node).__name__,) + tuple(
+            _strip_spans(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "file"
+        )
     return (type(node).__name__, node)
 
 
@@ -337,8 +340,8 @@ def _meaningful(toks: list[_Tok]) -> list[str]:
 def format_text(text: str, filename: str = "<string>") -> str:
     """The canonical layout of ``text``; a syntax error is a :class:`CnnError` (E001).
 
-        >>> format_text("table t = [1,2 ,3]")
-        'table t = [1, 2, 3]\\n'
+    >>> format_text("table t = [1,2 ,3]")
+    'table t = [1, 2, 3]\\n'
     """
     from cnndsl.lang.parser import parse_text
 
@@ -420,6 +423,7 @@ def run(paths: list[str], check: bool, print_diagnostic) -> int:
         except CnnError as err:
             failed += 1
             print_diagnostic(err.diagnostic)
+
     def n(k):
         return f"{k} file{'s' if k != 1 else ''}"
 

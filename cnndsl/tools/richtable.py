@@ -17,7 +17,9 @@ def print_rich(model: Model) -> None:
         console.print(line, style="dim")
     table = Table(box=None, header_style="bold cyan", pad_edge=False)
     for i, h in enumerate(HEADERS):
-        table.add_column(h, justify="right" if i >= 3 else "left", no_wrap=True, overflow="ellipsis" if i == 0 else None)
+        table.add_column(
+            h, justify="right" if i >= 3 else "left", no_wrap=True, overflow="ellipsis" if i == 0 else None
+        )
     for row in table_rows(model):
         table.add_row(*row)
     console.print(table)

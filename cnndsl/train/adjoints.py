@@ -31,8 +31,21 @@ from onnx import helper
 from cnndsl.layers.arith import transpose_out, window_out
 
 # Operators whose outputs never carry a gradient (shapes, comparisons, indices).
-NON_DIFFERENTIABLE = {"Shape", "Size", "ConstantOfShape", "Equal", "Greater", "Less", "GreaterOrEqual",
-                      "LessOrEqual", "And", "Or", "Not", "OneHot", "ArgMax"}
+NON_DIFFERENTIABLE = {
+    "Shape",
+    "Size",
+    "ConstantOfShape",
+    "Equal",
+    "Greater",
+    "Less",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "And",
+    "Or",
+    "Not",
+    "OneHot",
+    "ArgMax",
+}
 BIG = 2**62  # "to the end" in Slice
 
 
@@ -261,8 +274,9 @@ def _hardswish(t, n, dy):
     # y = x·clip(x/6 + 1/2, 0, 1): slope 0 below −3, 1 above 3, x/3 + 1/2 between
     x = n.input[0]
     mid = t.op("Add", [t.op("Mul", [x, t.scalar(1.0 / 3.0)]), t.scalar(0.5)])
-    slope = t.where(t.op("Less", [x, t.scalar(-3.0)]), t.zero(),
-                    t.where(t.op("Greater", [x, t.scalar(3.0)]), t.scalar(1.0), mid))
+    slope = t.where(
+        t.op("Less", [x, t.scalar(-3.0)]), t.zero(), t.where(t.op("Greater", [x, t.scalar(3.0)]), t.scalar(1.0), mid)
+    )
     return [t.op("Mul", [dy, slope])]
 
 
@@ -498,8 +512,14 @@ def _window(t, n):
     k = list(at.get("kernel_shape") or t.shape(n.input[1])[2:])
     r = len(k)
     pads = list(at.get("pads", [0] * (2 * r)))
-    return (k, list(at.get("strides", [1] * r)), list(at.get("dilations", [1] * r)), pads[:r], pads[r:],
-            at.get("group", 1))
+    return (
+        k,
+        list(at.get("strides", [1] * r)),
+        list(at.get("dilations", [1] * r)),
+        pads[:r],
+        pads[r:],
+        at.get("group", 1),
+    )
 
 
 def correlation_weight_grad(t, inp, grad, inp_shape, grad_shape, group, strides, dilations, begin, end, kernel):
@@ -524,11 +544,20 @@ def correlation_weight_grad(t, inp, grad, inp_shape, grad_shape, group, strides,
     for w, o, f, s, d, p0, p1 in zip(have_in, have_out, kernel, strides, dilations, begin, end):
         unused = (w + p0 + p1 - d * (f - 1) - 1) - (o - 1) * s
         ends.append(max(0, p1 - max(unused, 0)))
-    raw = t.op("Conv", [xt, gt], strides=list(dilations), dilations=list(strides), pads=list(begin) + ends,
-               group=group, kernel_shape=list(have_out))
+    raw = t.op(
+        "Conv",
+        [xt, gt],
+        strides=list(dilations),
+        dilations=list(strides),
+        pads=list(begin) + ends,
+        group=group,
+        kernel_shape=list(have_out),
+    )
     # the kernel here spans (o − 1)·s + 1 input positions and slides with step d
-    got = [window_out(w, (o - 1) * s + 1, d, p0, p1) for w, o, s, d, p0, p1 in
-           zip(have_in, have_out, strides, dilations, begin, ends)]
+    got = [
+        window_out(w, (o - 1) * s + 1, d, p0, p1)
+        for w, o, s, d, p0, p1 in zip(have_in, have_out, strides, dilations, begin, ends)
+    ]
     raw = t.fit(raw, [0] * r, kernel, got)
     return t.op("Transpose", [raw], perm=[1, 0, *sp])
 
@@ -564,22 +593,35 @@ def _conv(t, n, dy):
     kernel, strides, dilations, begin, end, group = _window(t, n)
     sx, sy = t.shape(x), t.shape(n.output[0])
     reach = [d * (f - 1) for d, f in zip(dilations, kernel)]
-    if (group == 1 and all(s == 1 for s in strides) and all(p <= r for p, r in zip(begin + end, reach + reach))
-            and prod(sy[2:]) > prod(kernel)):
+    if (
+        group == 1
+        and all(s == 1 for s in strides)
+        and all(p <= r for p, r in zip(begin + end, reach + reach))
+        and prod(sy[2:]) > prod(kernel)
+    ):
         # stride 1: the input gradient is the full correlation of dy with the flipped, transposed
         # kernel — a Conv, which onnxruntime runs faster than the equivalent ConvTranspose
         r = len(kernel)
         spatial = list(range(2, 2 + r))
-        flipped = t.op("Slice", [t.op("Transpose", [w], perm=[1, 0, *spatial]), t.ints([-1] * r),
-                                 t.ints([-(2**63)] * r), t.ints(spatial), t.ints([-1] * r)])
+        flipped = t.op(
+            "Slice",
+            [
+                t.op("Transpose", [w], perm=[1, 0, *spatial]),
+                t.ints([-1] * r),
+                t.ints([-(2**63)] * r),
+                t.ints(spatial),
+                t.ints([-1] * r),
+            ],
+        )
         pads = [q - p for q, p in zip(reach, begin)] + [q - p for q, p in zip(reach, end)]
         dx = t.op("Conv", [dy, flipped], dilations=dilations, pads=pads, kernel_shape=kernel)
     else:
         full = t.op("ConvTranspose", [dy, w], strides=strides, dilations=dilations, group=group, kernel_shape=kernel)
         have = [transpose_out(o, f, s, 0, d, 0) for o, s, d, f in zip(sy[2:], strides, dilations, kernel)]
         dx = t.fit(full, begin, sx[2:], have)
-    return _with_bias(t, n, dy, dx, correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin, end,
-                                                            kernel))
+    return _with_bias(
+        t, n, dy, dx, correlation_weight_grad(t, x, dy, sx, sy, group, strides, dilations, begin, end, kernel)
+    )
 
 
 def _with_bias(t, n, dy, dx, dw):
@@ -594,13 +636,17 @@ def _conv_transpose(t, n, dy):
     kernel, strides, dilations, begin, end, group = _window(t, n)
     sx, sy = t.shape(x), t.shape(n.output[0])
     r = len(kernel)
-    raw = t.op("Conv", [dy, w], strides=strides, dilations=dilations, pads=begin + end, group=group,
-               kernel_shape=kernel)
-    got = [window_out(o, d * (f - 1) + 1, s, p0, p1) for o, p0, p1, d, f, s in
-           zip(sy[2:], begin, end, dilations, kernel, strides)]
+    raw = t.op(
+        "Conv", [dy, w], strides=strides, dilations=dilations, pads=begin + end, group=group, kernel_shape=kernel
+    )
+    got = [
+        window_out(o, d * (f - 1) + 1, s, p0, p1)
+        for o, p0, p1, d, f, s in zip(sy[2:], begin, end, dilations, kernel, strides)
+    ]
     dx = t.fit(raw, [0] * r, sx[2:], got)
-    return _with_bias(t, n, dy, dx, correlation_weight_grad(t, dy, x, sy, sx, group, strides, dilations, begin, end,
-                                                            kernel))
+    return _with_bias(
+        t, n, dy, dx, correlation_weight_grad(t, dy, x, sy, sx, group, strides, dilations, begin, end, kernel)
+    )
 
 
 # ---------------------------------------------------------------- pooling and resampling
@@ -611,8 +657,11 @@ def _max_pool(t, n, dy):
         del n.output[1:]
         n.output.append(n.output[0] + ".indices")
     flat = t.ints([-1])
-    zeros = t.op("ConstantOfShape", [t.op("Reshape", [t.op("Size", [x]), flat])],
-                 value=helper.make_tensor("zero", t.b.elem, [1], [0]))
+    zeros = t.op(
+        "ConstantOfShape",
+        [t.op("Reshape", [t.op("Size", [x]), flat])],
+        value=helper.make_tensor("zero", t.b.elem, [1], [0]),
+    )
     idx = t.op("Reshape", [n.output[1], flat])
     total = t.op("ScatterElements", [zeros, idx, t.op("Reshape", [dy, flat])], axis=0, reduction="add")
     return [t.reshape_like(total, x)]
@@ -675,18 +724,51 @@ def _resize(t, n, dy):
 
 
 ADJOINTS = {
-    "Add": _add, "Sub": _sub, "Mul": _mul, "Div": _div, "Pow": _pow, "Max": _max, "Sum": _sum,
-    "Identity": _identity, "Neg": _neg, "Sqrt": _sqrt, "Reciprocal": _reciprocal, "Cast": _cast,
-    "Relu": _relu, "Sigmoid": _sigmoid, "Tanh": _tanh, "Abs": _abs, "Erf": _erf, "LeakyRelu": _leaky_relu,
-    "Elu": _elu, "HardSwish": _hardswish, "PRelu": _prelu, "Clip": _clip, "Softmax": _softmax,
+    "Add": _add,
+    "Sub": _sub,
+    "Mul": _mul,
+    "Div": _div,
+    "Pow": _pow,
+    "Max": _max,
+    "Sum": _sum,
+    "Identity": _identity,
+    "Neg": _neg,
+    "Sqrt": _sqrt,
+    "Reciprocal": _reciprocal,
+    "Cast": _cast,
+    "Relu": _relu,
+    "Sigmoid": _sigmoid,
+    "Tanh": _tanh,
+    "Abs": _abs,
+    "Erf": _erf,
+    "LeakyRelu": _leaky_relu,
+    "Elu": _elu,
+    "HardSwish": _hardswish,
+    "PRelu": _prelu,
+    "Clip": _clip,
+    "Softmax": _softmax,
     "Dropout": _dropout,
-    "Reshape": _reshape, "Flatten": _reshape, "Transpose": _transpose, "Concat": _concat, "Slice": _slice,
-    "Pad": _pad, "Expand": _expand, "Unsqueeze": _unsqueeze, "ScatterElements": _scatter_elements,
-    "ReduceMean": _reduce_mean, "ReduceSum": _reduce_sum, "ReduceSumSquare": _reduce_sum_square,
-    "GlobalAveragePool": _global_average_pool, "GlobalMaxPool": _global_max_pool,
+    "Reshape": _reshape,
+    "Flatten": _reshape,
+    "Transpose": _transpose,
+    "Concat": _concat,
+    "Slice": _slice,
+    "Pad": _pad,
+    "Expand": _expand,
+    "Unsqueeze": _unsqueeze,
+    "ScatterElements": _scatter_elements,
+    "ReduceMean": _reduce_mean,
+    "ReduceSum": _reduce_sum,
+    "ReduceSumSquare": _reduce_sum_square,
+    "GlobalAveragePool": _global_average_pool,
+    "GlobalMaxPool": _global_max_pool,
     "InstanceNormalization": _instance_norm,
-    "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose,
-    "MaxPool": _max_pool, "AveragePool": _average_pool, "Resize": _resize,
+    "Gemm": _gemm,
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "MaxPool": _max_pool,
+    "AveragePool": _average_pool,
+    "Resize": _resize,
 }
 
 __all__ = ["ADJOINTS", "Tape", "correlation_weight_grad", "differentiate"]

@@ -32,20 +32,32 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.errors import CnnError
-from cnndsl.train.adjoints import differentiate
 from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
+from cnndsl.train.adjoints import differentiate
 
 LOSSES = ("cross_entropy", "mse", "map")
 MAP_J = 1.0  # the constant j of LeCun et al. 1998's MAP criterion (eq. 9); the paper leaves its value open
 SHAPE_BATCH = 2  # the batch size shape inference sees; rules only read non-batch sizes
 
 
-def train_model(model, loss: str | None = None, lr: float = 0.01, momentum: float = 0.0,
-                weight_decay: float = 0.0, seed: int = 0, weights: dict | None = None, dtype: str = "float32",
-                opset: int = DEFAULT_OPSET, gradients: bool = False, wrt_input: bool = False, check: bool = True):
+def train_model(
+    model,
+    loss: str | None = None,
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    weights: dict | None = None,
+    dtype: str = "float32",
+    opset: int = DEFAULT_OPSET,
+    gradients: bool = False,
+    wrt_input: bool = False,
+    check: bool = True,
+):
     """The ModelProto of one SGD step of a compiled network (see module doc)."""
-    return train_graph(model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input,
-                       check)[0]
+    return train_graph(
+        model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input, check
+    )[0]
 
 
 def default_loss(model) -> str:
@@ -54,8 +66,20 @@ def default_loss(model) -> str:
     return "map" if graph.nodes[graph.outputs[0][1]].kind == "rbf" else "cross_entropy"
 
 
-def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=0, weights=None,
-                dtype="float32", opset=DEFAULT_OPSET, gradients=False, wrt_input=False, check=True):
+def train_graph(
+    model,
+    loss=None,
+    lr=0.01,
+    momentum=0.0,
+    weight_decay=0.0,
+    seed=0,
+    weights=None,
+    dtype="float32",
+    opset=DEFAULT_OPSET,
+    gradients=False,
+    wrt_input=False,
+    check=True,
+):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
     from onnx import helper, numpy_helper
 
@@ -74,8 +98,11 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
     b.layer = "loss"
     prediction = b.tensor(out_id)
     if loss == "map" and out_node.kind != "rbf":
-        raise CnnError(f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
-                       f"{out_node.kind} (use cross_entropy)", code="E085")
+        raise CnnError(
+            f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
+            f"{out_node.kind} (use cross_entropy)",
+            code="E085",
+        )
     if loss in ("cross_entropy", "map"):
         if out_node.kind == "softmax":  # the loss takes the scores before the softmax
             prediction = b.tensor(out_node.inputs[0])
@@ -87,18 +114,25 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
 
     # ---- the loss and its gradient with respect to the prediction
     if loss in ("cross_entropy", "map"):
-        labels = helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)),
-                                               ["N", *logit_shape[1:]])
+        labels = helper.make_tensor_value_info(
+            "y", helper.np_dtype_to_tensor_dtype(np.dtype(np.int64)), ["N", *logit_shape[1:]]
+        )
         classes = logit_shape[0]
         scores = prediction
         if loss == "map":  # one more score, the constant −j, that no label names
             rows = b.op("Shape", [prediction], end=1)
-            column = b.op("ConstantOfShape", [b.op("Concat", [rows, b.const(np.array([1], np.int64))], axis=0)],
-                          value=numpy_helper.from_array(np.array([-MAP_J], b.dtype)))
+            column = b.op(
+                "ConstantOfShape",
+                [b.op("Concat", [rows, b.const(np.array([1], np.int64))], axis=0)],
+                value=numpy_helper.from_array(np.array([-MAP_J], b.dtype)),
+            )
             scores = b.op("Concat", [prediction, column], axis=1)
         logp = b.op("LogSoftmax", [scores], axis=1)
-        onehot = b.op("OneHot", ["y", b.const(np.array(classes + (loss == "map"), np.int64)),
-                                 b.const(np.array([0.0, 1.0]))], axis=1)
+        onehot = b.op(
+            "OneHot",
+            ["y", b.const(np.array(classes + (loss == "map"), np.int64)), b.const(np.array([0.0, 1.0]))],
+            axis=1,
+        )
         count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
         b.op("Div", [b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [logp, onehot])], keepdims=0)]), count], out="loss")
         residual = b.op("Sub", [b.op("Exp", [logp]), onehot])
@@ -120,11 +154,16 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
 
     # ---- SGD with momentum and weight decay
     inits = dict(b.initializers)
-    inputs = [helper.make_tensor_value_info("x", elem, ["N", *graph.input_shape]), labels,
-              helper.make_tensor_value_info("lr", elem, [])]
+    inputs = [
+        helper.make_tensor_value_info("x", elem, ["N", *graph.input_shape]),
+        labels,
+        helper.make_tensor_value_info("lr", elem, []),
+    ]
     b.initializers.append(("lr", np.array(lr, b.dtype)))
-    outputs = [helper.make_tensor_value_info("loss", elem, []),
-               helper.make_tensor_value_info("logits", elem, ["N", *logit_shape])]
+    outputs = [
+        helper.make_tensor_value_info("loss", elem, []),
+        helper.make_tensor_value_info("logits", elem, ["N", *logit_shape]),
+    ]
     news, extra = [], []
     for name in trainable:
         shape = list(inits[name].shape)
@@ -156,9 +195,16 @@ def train_graph(model, loss=None, lr=0.01, momentum=0.0, weight_decay=0.0, seed=
         extra.append(helper.make_tensor_value_info("input.grad", elem, ["N", *graph.input_shape]))
     b.layer = "x"
     b.nodes.insert(0, helper.make_node("Identity", ["x"], ["input"], name="x"))
-    meta = {"cnndsl.defines": ", ".join(f"{k}={v}" for k, v in graph.defines.items()), "cnndsl.seed": str(seed),
-            "cnndsl.dtype": dtype, "cnndsl.graph": "train", "cnndsl.loss": loss, "cnndsl.output": out_name,
-            "cnndsl.momentum": repr(momentum), "cnndsl.weight_decay": repr(weight_decay)}
+    meta = {
+        "cnndsl.defines": ", ".join(f"{k}={v}" for k, v in graph.defines.items()),
+        "cnndsl.seed": str(seed),
+        "cnndsl.dtype": dtype,
+        "cnndsl.graph": "train",
+        "cnndsl.loss": loss,
+        "cnndsl.output": out_name,
+        "cnndsl.momentum": repr(momentum),
+        "cnndsl.weight_decay": repr(weight_decay),
+    }
     _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
     if check:
@@ -172,8 +218,11 @@ def _momentum(weights, name, shape, dtype):
     if given is None:
         return np.zeros(shape, dtype)
     if tuple(np.shape(given)) != tuple(shape):
-        raise CnnError(f"the weights file does not fit the network: wrong shape: {name}: expected {tuple(shape)}, "
-                       f"got {tuple(np.shape(given))}", code="E081")
+        raise CnnError(
+            f"the weights file does not fit the network: wrong shape: {name}: expected {tuple(shape)}, "
+            f"got {tuple(np.shape(given))}",
+            code="E081",
+        )
     return np.asarray(given, dtype)
 
 
@@ -196,13 +245,15 @@ def _static_shapes(b, graph) -> dict[str, tuple]:
     import onnx
     from onnx import helper
 
-    probe = assemble(b, [helper.make_tensor_value_info("input", b.elem, [SHAPE_BATCH, *graph.input_shape])],
-                     [], initializers=[])
+    probe = assemble(
+        b, [helper.make_tensor_value_info("input", b.elem, [SHAPE_BATCH, *graph.input_shape])], [], initializers=[]
+    )
     g = probe.graph
     for name, arr in b.initializers:
         if arr.size > 64:  # weights: their type and shape is all inference needs
-            g.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
-                                                         list(arr.shape)))
+            g.input.append(
+                helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape))
+            )
         else:
             from onnx import numpy_helper
 

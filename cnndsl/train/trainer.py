@@ -54,8 +54,9 @@ def save_weights(weights: dict, path: Path) -> None:
 class Trainer:
     """One network's training session on onnxruntime."""
 
-    def __init__(self, model, loss=None, lr=0.01, momentum=0.9, weight_decay=0.0, seed=0,
-                 weights=None, provider="auto"):
+    def __init__(
+        self, model, loss=None, lr=0.01, momentum=0.9, weight_decay=0.0, seed=0, weights=None, provider="auto"
+    ):
         from onnx import numpy_helper
 
         from cnndsl.lower.session import make_session
@@ -65,19 +66,26 @@ class Trainer:
         self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
         self.out_node = model.graph.nodes[model.graph.outputs[0][1]]
-        proto, params = train_graph(model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                                    weights=weights)
+        proto, params = train_graph(
+            model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=weights
+        )
         self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
         # state: every parameter, momentum buffer and running statistic (graph inputs with values)
         self.state_names = [t.name for t in proto.graph.initializer if t.name in inputs and t.name != "lr"]
-        self.fixed = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
-                      if t.name not in inputs and t.name in params}  # rbf centres, fixed deconvolutions
+        self.fixed = {
+            t.name: numpy_helper.to_array(t)
+            for t in proto.graph.initializer
+            if t.name not in inputs and t.name in params
+        }  # rbf centres, fixed deconvolutions
         import onnxruntime as ort
 
         self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
-        self.state = {t.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t), self.device, 0)
-                      for t in proto.graph.initializer if t.name in self.state_names}
+        self.state = {
+            t.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t), self.device, 0)
+            for t in proto.graph.initializer
+            if t.name in self.state_names
+        }
         self.outputs = [o.name for o in proto.graph.output]
         self.binding = self.session.io_binding()
         self.set_lr(lr)
@@ -124,11 +132,13 @@ class Trainer:
         from cnndsl.lower.session import make_session
         from cnndsl.train.step import MAP_J
 
-        sess, _ = make_session(to_onnx(self.model, weights=self.weights()).SerializeToString(),
-                               "cuda" if self.device == "cuda" else "cpu")
+        sess, _ = make_session(
+            to_onnx(self.model, weights=self.weights()).SerializeToString(), "cuda" if self.device == "cuda" else "cpu"
+        )
         name = sess.get_inputs()[0].name
-        outs = np.concatenate([sess.run(None, {name: x[i:i + batch].astype(self.dtype)})[0]
-                               for i in range(0, len(x), batch)])
+        outs = np.concatenate(
+            [sess.run(None, {name: x[i : i + batch].astype(self.dtype)})[0] for i in range(0, len(x), batch)]
+        )
         if self.loss == "mse":
             return float(((outs - y) ** 2).mean()), None, outs
         pred = predicted_classes(self.out_node.kind, outs)
@@ -178,12 +188,35 @@ def labels_for(model, y: np.ndarray) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0.9, weight_decay=0.0,
-          provider="auto", seed=0, out=None, resume=None, report=None, progress=None, loss=None,
-          schedule="constant") -> Result:
+def train(
+    model,
+    train_data,
+    held_out,
+    epochs=10,
+    batch=64,
+    lr=0.001,
+    momentum=0.9,
+    weight_decay=0.0,
+    provider="auto",
+    seed=0,
+    out=None,
+    resume=None,
+    report=None,
+    progress=None,
+    loss=None,
+    schedule="constant",
+) -> Result:
     """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step."""
-    trainer = Trainer(model, loss=loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=resume,
-                      provider=provider)
+    trainer = Trainer(
+        model,
+        loss=loss,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        weights=resume,
+        provider=provider,
+    )
     result = Result(provider=trainer.provider)
     x, y = train_data.x, labels_for(model, train_data.y)
     rng = np.random.default_rng(seed)
@@ -192,7 +225,7 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
         order = rng.permutation(len(x))
         start = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
-        steps = [order[i:i + batch] for i in range(0, len(order), batch)]
+        steps = [order[i : i + batch] for i in range(0, len(order), batch)]
         steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
         for k, idx in enumerate(steps, 1):
             loss, logits = trainer.step(x[idx], y[idx])
@@ -205,8 +238,11 @@ def train(model, train_data, held_out, epochs=10, batch=64, lr=0.001, momentum=0
             if progress:
                 progress(k, len(steps), total / seen, epoch)
         seconds = time.perf_counter() - start
-        h_loss, h_acc, pred = (trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
-                               if held_out is not None and len(held_out.x) else (None, None, None))
+        h_loss, h_acc, pred = (
+            trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
+            if held_out is not None and len(held_out.x)
+            else (None, None, None)
+        )
         accuracy = correct / max(seen, 1) if trainer.loss != "mse" else None
         record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / seconds, seconds)
         result.epochs.append(record)
@@ -226,8 +262,13 @@ def progress_bar(stream=None):
         return None, lambda: None
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    prog = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                    TimeRemainingColumn(), transient=True)
+    prog = Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
     tasks = {}
 
     def update(done, total, loss, epoch):

@@ -387,9 +387,9 @@ def cmd_run(args) -> int:
             imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file),
         )
     if path.suffix == ".onnx":
-        from cnndsl.lang.modules import read_binary
+        from cnndsl.files import read_bytes
 
-        model_bytes = read_binary(path)
+        model_bytes = read_bytes(path, "E040")
         name = path.name
     else:
         from cnndsl.lower.export import to_onnx

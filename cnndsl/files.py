@@ -23,6 +23,37 @@ from cnndsl.errors import CnnError
 WRITE_ERROR = "E083"
 
 
+def read_bytes(
+    path, code: str, what: str | None = None, span=None, limit: tuple[int, str] | None = None, expected: str = ""
+) -> bytes:
+    """The bytes of a file the user named, every way this can fail a diagnostic with ``code``:
+    ``{what}: no such file``, ``: it is a directory`` (``, not {expected}``), ``: permission
+    denied``, the OS's reason, or with ``limit=(bytes, code)`` a size over the limit. ``what``
+    defaults to ``cannot read PATH``.
+
+        >>> read_bytes("/nonexistent/x.net", "E040")
+        Traceback (most recent call last):
+        cnndsl.errors.CnnError: cannot read /nonexistent/x.net: no such file
+    """
+    path = Path(path)
+    what = what or f"cannot read {path}"
+    try:
+        if path.is_dir():
+            raise CnnError(f"{what}: it is a directory" + (f", not {expected}" if expected else ""), span, code=code)
+        if limit is not None:
+            size, most = path.stat().st_size, limit[0]
+            if size > most:
+                message = f"{what}: the file has {size:,} bytes, more than the limit of {most:,}"
+                raise CnnError(message, span, code=limit[1])
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CnnError(f"{what}: no such file", span, code=code) from None
+    except PermissionError:
+        raise CnnError(f"{what}: permission denied", span, code=code) from None
+    except OSError as err:
+        raise CnnError(f"{what}: {err.strerror or err}", span, code=code) from None
+
+
 def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
     """An output path that is one of the command's inputs would destroy that input;
     ``imports()``, called only when ``out`` exists, gives more inputs (the files a .net

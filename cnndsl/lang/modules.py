@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, did_you_mean
+from cnndsl.files import read_bytes
 from cnndsl.lang import tree as ast
 from cnndsl.lang.parser import parse_text
 from cnndsl.lang.values import evaluate
@@ -42,39 +43,13 @@ class Module:
 def read_source(path: Path, shown: str, span: Span | None = None) -> str:
     """Read a .net file, turning every way this can fail into a diagnostic."""
     what = f"cannot read {shown}"
-    try:
-        if path.is_dir():
-            raise CnnError(f"{what}: it is a directory, not a .net file", span, code="E040")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CnnError(
-                f"{what}: the file has {size:,} bytes, more than the limit of {MAX_FILE_BYTES:,}", span, code="E041"
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CnnError(f"{what}: no such file", span, code="E040") from None
-    except PermissionError:
-        raise CnnError(f"{what}: permission denied", span, code="E040") from None
-    except OSError as err:
-        raise CnnError(f"{what}: {err.strerror or err}", span, code="E040") from None
+    data = read_bytes(path, "E040", what, span, limit=(MAX_FILE_BYTES, "E041"), expected="a .net file")
     if b"\0" in data:
         raise CnnError(f"{what}: it is a binary file, not a .net text file", span, code="E042")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CnnError(f"{what}: it is not UTF-8 text (byte {err.start})", span, code="E042") from None
-
-
-def read_binary(path: Path) -> bytes:
-    """Read a model file for ``cnndsl run``, with diagnostics for the usual failures."""
-    try:
-        if path.is_dir():
-            raise CnnError(f"cannot read {path}: it is a directory", code="E040")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CnnError(f"cannot read {path}: no such file", code="E040") from None
-    except OSError as err:
-        raise CnnError(f"cannot read {path}: {err.strerror or err}", code="E040") from None
 
 
 class Loader:

@@ -12,99 +12,34 @@ re-raises with the span, the source text and the block-call chain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from cnndsl.errors import CnnError, Diagnostic, Span, did_you_mean, source_text
+from cnndsl.ir.arguments import bind_arguments, resolve
 from cnndsl.ir.graph import Graph, Node
-from cnndsl.ir.rules import CombinatorRules, LabelRules
+from cnndsl.ir.labels import Labels
+from cnndsl.ir.scope import Env, ExprNames, Scope
 from cnndsl.lang import tree as ast
-from cnndsl.lang.modules import Definition, Module, with_default
+from cnndsl.lang.modules import Definition, with_default
 from cnndsl.lang.values import INT_LIMIT, evaluate
-from cnndsl.layers import PUBLIC, LayerError, Symbol, ValueRef, coerce
+from cnndsl.layers import CATALOGUE, PUBLIC, LayerError, ValueRef
 from cnndsl.layers.arith import fmt_shape, prod
-from cnndsl.layers.base import REQUIRED, describe
+from cnndsl.layers.base import describe
 
 MAX_LAYERS = 1_000_000  # unrolled layers per network (overridable: load(max_layers=...))
 MAX_DEPTH = 10_000  # nested blocks, groups, branches and repeats
 
 
-@dataclass(eq=False)
-class Scope:
-    """One block instance (or the network): its parameters, labels and names."""
-
-    module: Module
-    params: dict
-    prefix: str
-    calls: tuple
-    definition: ast.BlockDef
-    parent: Scope | None = None
-    everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
-    labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
-    counters: dict = field(default_factory=dict)
-    instances: tuple = ()  # full names of this and the enclosing block instances, outermost first
-
-    def unique(self, base: str) -> str:
-        """A full name not used yet in the network: base, base_1, base_2 ...
-
-        Checked against every full name, not only this scope's: ``x: b() -> conv``
-        names the block's layers ``x.conv ...`` and must not give the chain's
-        conv the same name."""
-        taken = self.everywhere
-        if self.prefix + base not in taken:
-            taken.add(self.prefix + base)
-            return self.prefix + base
-        n = self.counters.get(base, 0)
-        while True:
-            n += 1
-            candidate = f"{self.prefix}{base}_{n}"
-            if candidate not in taken:
-                break
-        self.counters[base] = n
-        taken.add(candidate)
-        return candidate
-
-
-@dataclass(frozen=True, eq=False)
-class Env:
-    scope: Scope
-    inp: tuple | None  # the shape for in.c, in.h ...; None before the network's input
-    defaults: dict  # kind -> {keyword: (value, span)}
-    depth: int
-
-    def nested(self, inp: tuple | None = None) -> Env:
-        """The environment one level deeper (a group, repeat or branch), with ``in`` = inp."""
-        return Env(self.scope, self.inp if inp is None else inp, self.defaults, self.depth + 1)
-
-
-class _Names:
-    """Name lookup for expressions: parameters, then tables (with .names for hints)."""
-
-    def __init__(self, scope: Scope):
-        self.scope = scope
-
-    def __call__(self, name):
-        if name in self.scope.params:
-            return self.scope.params[name]
-        return self.scope.module.tables.get(name)
-
-    @property
-    def names(self):
-        return tuple(self.scope.params) + tuple(self.scope.module.tables)
-
-
-class Elaborator(CombinatorRules, LabelRules):
-    """The pass; combinators and labels live in :mod:`cnndsl.ir.rules`."""
+class Elaborator:
+    """The pass: walks a network definition in order, calls each kind's rules and builds the
+    IR; labels and outputs are kept by :class:`~cnndsl.ir.labels.Labels`."""
 
     def __init__(self, max_layers: int = MAX_LAYERS):
         self.max_layers = max_layers
         self.nodes: list[Node] = []
         self.warnings: list[Diagnostic] = []
-        self.outputs: list[tuple[str, int, Span]] = []
-        self.label_homes: dict[str, str] = {}  # label -> scope prefix where first defined
+        self.labels = Labels()
         self.params_total = 0
-        self.unnamed_labels: dict = {}  # (scope id, label) -> span: labels that name no layer
-        self.referenced: set = set()  # (scope id, label) read through @label
 
     # ------------------------------------------------------------------ network
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
@@ -153,9 +88,9 @@ class Elaborator(CombinatorRules, LabelRules):
         scope.everywhere.add("input")
         env = Env(scope, shape, env.defaults, 0)
         last = self.body(body, env, 0, network=True)
-        self._unused_labels()
-        if self.outputs:
-            outputs = tuple((n, v) for n, v, _ in self.outputs)
+        self.warnings.extend(self.labels.unused())
+        if self.labels.outputs:
+            outputs = tuple((n, v) for n, v, _ in self.labels.outputs)
         else:
             outputs = (("output", last),)
         return Graph(
@@ -205,7 +140,7 @@ class Elaborator(CombinatorRules, LabelRules):
             elif t is ast.Output:
                 if not network or env.scope.prefix:
                     raise CnnError("output is only allowed in the body of a network", st.span, code="E054")
-                self._outputs(st, env)
+                self.labels.add_outputs(st, env)
             else:  # ast.Input
                 msg = "input may appear only once, as the first statement of a network"
                 raise CnnError(msg, st.span, code="E055")
@@ -223,7 +158,7 @@ class Elaborator(CombinatorRules, LabelRules):
                         step.span,
                         code="E021",
                     )
-                cur = self.label_value(step.name, step.span, env)
+                cur = self.labels.value(step.name, step.span, env)
                 continue
             hint = None
             if label:
@@ -233,7 +168,7 @@ class Elaborator(CombinatorRules, LabelRules):
                 names_layer = names_layer or type(inner) is ast.Call
             cur = self.step(step, env, cur, hint)
         if label:
-            self._bind_label(label, cur, st.label_span, env, names_layer)
+            self.labels.bind(label, cur, st.label_span, env, names_layer)
         return cur
 
     def step(self, step, env: Env, cur: int, hint: str | None) -> int:
@@ -288,94 +223,13 @@ class Elaborator(CombinatorRules, LabelRules):
                 f"{c.kind} does not take a {{ body }}; only add, concat, mul and residual do", c.span, code="E012"
             )
         x = self.nodes[cur].shape
-        a, spans = self.arguments(c, kind, env, x)
+        a, spans = bind_arguments(c, kind, env, x, self._eval)
         return self.layer(kind, a, (cur,), c.span, env, hint or kind.name, spans)
-
-    def arguments(self, c: ast.Call, kind, env: Env, x: tuple):
-        """Positional fields and keywords of a call, checked and canonical."""
-        allowed = kind.all_args()
-        for _, span in c.stray:
-            raise CnnError(
-                f"unexpected field '{source_text(span)}'; fields are separated by '/' (conv 64/3/1/1) "
-                "and keywords are written name=value",
-                span,
-                code="E013",
-            )
-        values: dict = {}
-        positional = list(c.positional)
-        flags = []
-        # A bare word in the field list that is a boolean keyword (maxpool 2 ceil) is a flag.
-        while positional and isinstance(positional[-1], ast.Name):
-            word = positional[-1].id
-            spec = allowed.get(word)
-            if spec is not None and spec.type == "bool" and word not in env.scope.params:
-                flags.append(ast.Arg(word, None, positional.pop().span))
-            else:
-                break
-        if len(positional) > len(kind.positional):
-            names = "/".join(n for n, _ in kind.positional) or "no fields"
-            extra = positional[len(kind.positional)]
-            raise CnnError(
-                f"{c.kind} takes at most {len(kind.positional)} field{'s' if len(kind.positional) != 1 else ''} "
-                f"({names}); received {len(positional)}",
-                extra.span,
-                code="E014",
-            )
-        for (name, _), expr in zip(kind.positional, positional):
-            values[name] = (self._eval(expr, env), expr.span)
-        for arg in list(c.keywords) + flags:
-            spec = allowed.get(arg.name)
-            if spec is None:
-                raise CnnError(
-                    f"{c.kind} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}", arg.span, code="E011"
-                )
-            if arg.name in values:
-                raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
-            if arg.value is None and spec.type != "bool":
-                raise CnnError(f"keyword {arg.name} needs a value: {arg.name}=...", arg.span, code="E016")
-            values[arg.name] = (True if arg.value is None else self._eval(arg.value, env), arg.span)
-        return self.resolve(kind, values, env, x, c.span)
-
-    def resolve(self, kind, values: dict, env: Env, x: tuple, span: Span):
-        """Apply `default` statements and the kind's defaults; coerce every argument."""
-        for name, pair in env.defaults.get(kind.name, {}).items():
-            values.setdefault(name, pair)
-        rank = len(x) - 1
-        if kind.spatial and rank < 1:
-            raise CnnError(
-                f"{source_text(span) or kind.name} needs an input with spatial axes (CxL, CxHxW or CxDxHxW); "
-                f"received {fmt_shape(x)}",
-                span,
-                code="E070",
-            )
-        a, spans = {}, {}
-        for name, spec in kind.all_args().items():
-            if name in values:
-                value, vspan = values[name]
-                spans[name] = vspan
-            elif spec.default is REQUIRED:
-                fields = "/".join(n for n, _ in kind.positional)
-                raise CnnError(
-                    f"{kind.name} needs {name}" + (f": {kind.name} {fields}" if fields else ""), span, code="E017"
-                )
-            else:
-                value, vspan = spec.default, span
-            if value is None:
-                a[name] = None
-                continue
-            try:
-                a[name] = coerce(spec, name, value, rank)
-            except LayerError as err:
-                hint = ""
-                if isinstance(value, Symbol) and spec.type not in ("enum", "pad"):
-                    names = tuple(env.scope.params) + tuple(env.scope.module.tables)
-                    hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"
-                raise CnnError(err.message + hint, vspan, code="E018") from None
-        return a, spans
 
     def layer(self, kind, a: dict, inputs: tuple, span: Span, env: Env, base: str, spans=None) -> int:
         x = self.nodes[inputs[0]].shape
         try:
+            a = MappingProxyType(kind.canonical(a, x))
             kind.check(a, x)
             y = kind.shape(a, x)
             trainable, fixed = kind.params(a, x, y)
@@ -393,6 +247,59 @@ class Elaborator(CombinatorRules, LabelRules):
             self.warnings.append(Diagnostic("warning", text, where or span, self._call_notes(env), "W001"))
         name = env.scope.unique(base)
         return self._add_node(kind.name, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env)
+
+    # -------------------------------------------------------------- combinators
+    def combinator(self, c: ast.Call, kind, env: Env, cur: int, hint: str | None) -> int:
+        if c.body is None:
+            raise CnnError(
+                f"{c.kind} needs a {{ body }} of branches, e.g. {c.kind} {{ _ ; conv 64/3/1/1 }}", c.span, code="E012"
+            )
+        x = self.nodes[cur].shape
+        a, spans = bind_arguments(c, kind, env, x, self._eval)
+        name = env.scope.unique(hint or kind.name)
+        inner = env.nested(x)
+        if kind.derives_shortcut:
+            body = self.body(c.body, inner, cur)
+            try:
+                made = kind.shortcut(a, x, self.nodes[body].shape)
+            except LayerError as err:
+                raise CnnError(err.message, c.span, code=err.code) from None
+            outs, labels = [self._insert(made, cur, c.span, inner), body], ["shortcut", "body"]
+        else:
+            outs, labels, inner = self._branches(c, inner, cur)
+            adapters = kind.adapters(a, [self.nodes[o].shape for o in outs])
+            outs = [self._insert(made, o, c.span, inner) for made, o in zip(adapters, outs)]
+        try:
+            y = kind.combine(a, [self.nodes[o].shape for o in outs], _Texts(labels))
+        except LayerError as err:
+            raise self._layer_error(err, c.span, {}, env) from None
+        return self._add_node(kind.name, name, a, tuple(outs), y, 0, 0, 0, 0, None, c.span, env)
+
+    def _branches(self, c: ast.Call, inner: Env, cur: int):
+        """One value per statement of the body, each starting from ``cur``; ``default``
+        statements apply to the branches after them."""
+        outs, labels = [], []
+        for st in c.body:
+            if isinstance(st, ast.Default):
+                inner = self._default(st, inner)
+                continue
+            if not isinstance(st, ast.Statement):
+                what = "input" if isinstance(st, ast.Input) else "output"
+                raise CnnError(f"{what} cannot be a branch", st.span, code="E055")
+            outs.append(self.statement(st, inner, cur))
+            labels.append(st.span)
+        if not outs:
+            raise CnnError(f"{c.kind} needs at least one branch", c.span, code="E012")
+        return outs, labels, inner
+
+    def _insert(self, layers, cur: int, span: Span, env: Env) -> int:
+        """The layers a kind's rule asks for (a shortcut, a crop), each resolved as a call
+        written at ``span`` would be (``default`` statements apply)."""
+        for base, kind_name, values in layers:
+            kind = CATALOGUE[kind_name]
+            a, _ = resolve(kind, {k: (v, span) for k, v in values.items()}, env, self.nodes[cur].shape, span)
+            cur = self.layer(kind, a, (cur,), span, env, base)
+        return cur
 
     def block_call(self, c: ast.Call, d: Definition, env: Env, cur: int, hint: str | None) -> int:
         block = d.node
@@ -468,10 +375,10 @@ class Elaborator(CombinatorRules, LabelRules):
         return Env(env.scope, env.inp, defaults, env.depth)
 
     def _eval(self, expr, env: Env):
-        return evaluate(expr, _Names(env.scope), lambda n, s: self._ref(n, s, env), env.inp)
+        return evaluate(expr, ExprNames(env.scope), lambda n, s: self._ref(n, s, env), env.inp)
 
     def _ref(self, name: str, span: Span, env: Env) -> ValueRef:
-        node = self.nodes[self.label_value(name, span, env)]
+        node = self.nodes[self.labels.value(name, span, env)]
         src = self.nodes[node.inputs[0]].shape if node.inputs else node.shape
         return ValueRef(name, node, src)
 
@@ -498,7 +405,7 @@ class Elaborator(CombinatorRules, LabelRules):
     def _layer_error(self, err: LayerError, span: Span, spans: dict, env: Env) -> CnnError:
         where = spans.get(err.arg, span) if err.arg else span
         return CnnError(
-            err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code="E019"
+            err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code=err.code
         )
 
     def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
@@ -536,3 +443,14 @@ class Elaborator(CombinatorRules, LabelRules):
             )
         self.nodes.append(node)
         return node.id
+
+
+class _Texts:
+    """Branch descriptions for combinator messages, read from the source only when needed."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        for item in self.items:
+            yield item if isinstance(item, str) else (source_text(item, 40) or "_")

@@ -5,23 +5,25 @@ from __future__ import annotations
 from .base import Kind, Spec
 
 
-def _simple(kind_name: str, text: str, op: str):
+def _simple(kind_name: str, text: str, op: str, he_init: bool = False):
     def lower(self, b, node, xs, y):
         b.op(op, xs, out=y)
 
-    return type(kind_name.title().replace("_", ""), (Kind,), {"name": kind_name, "doc": text, "lower": lower})
+    attrs = {"name": kind_name, "doc": text, "lower": lower, "he_init": he_init}
+    return type(kind_name.title().replace("_", ""), (Kind,), attrs)
 
 
-Relu = _simple("relu", "max(0, x)", "Relu")
+Relu = _simple("relu", "max(0, x)", "Relu", he_init=True)
 Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)", "Sigmoid")
 Tanh = _simple("tanh", "tanh(x)", "Tanh")
 Abs = _simple("abs", "|x|", "Abs")
-Hardswish = _simple("hardswish", "x·relu6(x + 3)/6", "HardSwish")
+Hardswish = _simple("hardswish", "x·relu6(x + 3)/6", "HardSwish", he_init=True)
 
 
 class Relu6(Kind):
     name = "relu6"
     doc = "min(max(0, x), 6)"
+    he_init = True
 
     def lower(self, b, node, xs, y):
         b.op("Clip", [xs[0], b.scalar(0.0), b.scalar(6.0)], out=y)
@@ -39,6 +41,7 @@ class ScaledTanh(Kind):
 class Gelu(Kind):
     name = "gelu"
     doc = "x·Φ(x) (exact, erf form)"
+    he_init = True
 
     def lower(self, b, node, xs, y):
         # 0.5·x·(1 + erf(x/√2)); the Gelu operator only exists from opset 20
@@ -50,6 +53,7 @@ class Gelu(Kind):
 class Silu(Kind):
     name = "silu"
     doc = "x·sigmoid(x)"
+    he_init = True
 
     def lower(self, b, node, xs, y):
         b.op("Mul", [xs[0], b.op("Sigmoid", xs)], out=y)
@@ -58,6 +62,7 @@ class Silu(Kind):
 class LeakyRelu(Kind):
     name = "leaky_relu"
     doc = "x if x > 0 else a·x"
+    he_init = True
     positional = (("a", Spec("float", 0.01)),)
 
     def lower(self, b, node, xs, y):
@@ -67,6 +72,7 @@ class LeakyRelu(Kind):
 class Elu(Kind):
     name = "elu"
     doc = "x if x > 0 else alpha·(e^x − 1)"
+    he_init = True
     keywords = {"alpha": Spec("float", 1.0)}
 
     def lower(self, b, node, xs, y):
@@ -76,6 +82,7 @@ class Elu(Kind):
 class PRelu(Kind):
     name = "prelu"
     doc = "leaky relu with one trainable slope per channel"
+    he_init = True
 
     def params(self, a, x, y):
         return x[0], 0

@@ -4,7 +4,9 @@ A layer kind is one class (see the sibling modules) that declares its
 positional fields and keywords with their defaults, and implements its rules
 side by side: ``shape``, ``params``, ``macs``, ``connections`` and ``window``
 (for the receptive field). Arguments arrive canonical: ``3`` is already
-``(3, 3)`` for a 2-D input, ``same`` already resolved by the rule that needs it.
+``(3, 3)`` for a 2-D input (:func:`coerce`), and ``canonical`` has filled in
+what depends on the input (``same`` resolved into ``pads``). Rules are pure:
+they read their arguments (a read-only mapping) and return figures.
 
 Rules raise :class:`LayerError` for inputs that do not fit; the elaboration pass
 adds the location, the layer's name and the block-call chain. ``{call}`` in a
@@ -22,12 +24,14 @@ REQUIRED = object()
 
 
 class LayerError(Exception):
-    """A rule's complaint; ``arg`` names the argument to point at, if any."""
+    """A rule's complaint; ``arg`` names the argument to point at, if any; ``code`` is the
+    diagnostic's (E019 for a layer that does not fit its input)."""
 
-    def __init__(self, message: str, arg: str | None = None):
+    def __init__(self, message: str, arg: str | None = None, code: str = "E019"):
         super().__init__(message)
         self.message = message
         self.arg = arg
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -175,13 +179,27 @@ class Kind:
     spatial = False  # needs spatial axes (conv, pooling ...)
     doc = ""
 
-    # Combinators (add, concat, mul, residual) take a { body } instead of one input.
+    # Combinators (add, concat, mul, residual) take a { body } instead of one input: one
+    # branch per statement, or, with derives_shortcut, one chain plus the shortcut that the
+    # kind's ``shortcut`` rule derives (residual).
     combinator = False
+    derives_shortcut = False
+    # Weight initialisation of the export: a conv/fc followed (through init_transparent
+    # layers such as bn) by an he_init activation (ReLU-like) gets He, otherwise Xavier.
+    he_init = False
+    init_transparent = False
 
     def all_args(self) -> dict[str, Spec]:
         return {**dict(self.positional), **self.keywords}
 
-    # ---- the rules; ``a`` holds the canonical arguments, ``x`` the input shape
+    # ---- the rules; ``a`` holds the canonical arguments (read-only), ``x`` the input shape
+    def canonical(self, a: dict, x: tuple) -> dict:
+        """The arguments completed once, before any rule runs: defaults that depend on other
+        fields or on the input shape, ``same`` resolved into per-axis ``pads``. Returns a new
+        dict (never changes ``a``); may raise LayerError. The result is what every other rule
+        reads and what the IR keeps."""
+        return a
+
     def check(self, a: dict, x: tuple) -> None:
         """Validation that needs the input shape, before ``shape``."""
 
@@ -205,6 +223,15 @@ class Kind:
 
     def warnings(self, a: dict, x: tuple, y: tuple) -> list[tuple[str, str | None]]:
         return []
+
+    def adapters(self, a: dict, shapes: list[tuple]) -> list[tuple]:
+        """Combinators: per branch, the layers the pass inserts at its end before ``combine``,
+        as ``(name, kind, arguments)`` triples (concat(crop=center) crops to the smallest)."""
+        return [() for _ in shapes]
+
+    def index_sources(self, a: dict) -> tuple[int, ...]:
+        """IR ids of the pooling layers whose argmax indices this layer reads (unpool)."""
+        return ()
 
     def lower(self, b, node, xs: list[str], y: str) -> None:
         """Emit ONNX operators computing ``y`` from the input tensors ``xs`` (see onnx_lower.Builder)."""

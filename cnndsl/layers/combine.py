@@ -6,7 +6,7 @@ error that names every branch and its shape.
 
 from __future__ import annotations
 
-from .arith import fmt_shape
+from .arith import fmt_shape, window_out
 from .base import Kind, LayerError, Spec
 
 
@@ -43,6 +43,36 @@ class Residual(Add):
     name = "residual"
     doc = "add { shortcut ; body }; shortcut auto, identity, pad (option A) or conv"
     keywords = {"shortcut": Spec("enum", "auto", choices=("auto", "identity", "pad", "conv"))}
+    derives_shortcut = True
+
+    def shortcut(self, a, x: tuple, y: tuple) -> tuple:
+        """The layers of the shortcut from the input shape ``x`` to the body's output ``y``, as
+        ``(name, kind, arguments)`` triples; () for the identity. ``auto``: the identity when the
+        shapes agree, else a strided 1x1 conv and bn (ResNet's projection); ``pad``: option A
+        (He et al. 2015 §4.2); ``conv``: the conv alone. Raises LayerError (E071)."""
+        mode = a["shortcut"]
+        if mode in ("auto", "identity", "pad") and x == y:
+            return ()
+        if mode == "identity":
+            raise LayerError(
+                f"residual(shortcut=identity) needs the body to keep the shape; input {fmt_shape(x)}, "
+                f"body gives {fmt_shape(y)}",
+                code="E071",
+            )
+        if len(x) != len(y) or len(x) < 2:
+            raise LayerError(f"residual: cannot build a shortcut from {fmt_shape(x)} to {fmt_shape(y)}", code="E071")
+        stride = []
+        for w, target in zip(x[1:], y[1:]):
+            s = next((s for s in range(1, w + 1) if window_out(w, 1, s, 0, 0) == target), None)
+            if s is None:
+                message = f"residual: no strided shortcut maps {fmt_shape(x)} to the body's {fmt_shape(y)}"
+                raise LayerError(message, code="E071")
+            stride.append(s)
+        stride = tuple(stride)
+        if mode == "pad":
+            return (("shortcut", "shortcut_pad", {"stride": stride, "channels": y[0]}),)
+        conv = ("shortcut", "conv", {"filters": y[0], "size": 1, "stride": stride})
+        return (conv, ("shortcut_bn", "bn", {})) if mode == "auto" else (conv,)
 
     def lower(self, b, node, xs, y):
         # Add(body, shortcut), the order frameworks export: onnxruntime then fuses the
@@ -81,6 +111,14 @@ class Concat(Kind):
             b.op("Identity", xs, out=y)
         else:
             b.op("Concat", xs, out=y, axis=1)
+
+    def adapters(self, a, shapes):
+        """crop=center: a centred crop of every branch larger than the smallest (U-Net)."""
+        if a["crop"] != "center" or len({s[1:] for s in shapes}) == 1 or len({len(s) for s in shapes}) > 1:
+            return super().adapters(a, shapes)
+        target = tuple(min(s) for s in zip(*(s[1:] for s in shapes)))
+        crop = ("crop", "crop", {"size": target, "center": True})
+        return [(crop,) if s[1:] != target else () for s in shapes]
 
     def combine(self, a, shapes, labels):
         if len({len(s) for s in shapes}) > 1:

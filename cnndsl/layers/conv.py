@@ -15,11 +15,15 @@ def resolve_pads(pad, size, f_eff, stride):
     return tuple((p, p) for p in pad)
 
 
-def sliding_window(kind_text, a, x, f, stride, pad, dilation=None, ceil=False):
-    """Output spatial size of a window sliding over x; shared by conv and pooling."""
+def extent(f, dilation=None) -> tuple:
+    """Per axis, the input positions a (dilated) kernel covers."""
+    return tuple(effective_kernel(k, d) for k, d in zip(f, dilation or (1,) * len(f)))
+
+
+def sliding_window(x, f_eff, stride, pads, pad, dilation=None, ceil=False):
+    """Output spatial size of a window sliding over x with the resolved ``pads`` (``pad`` as
+    written, for the message); shared by conv and pooling."""
     size = x[1:]
-    f_eff = tuple(effective_kernel(k, d) for k, d in zip(f, dilation or (1,) * len(f)))
-    pads = resolve_pads(pad, size, f_eff, stride)
     out = tuple(window_out(w, k, s, p0, p1, ceil) for w, k, s, (p0, p1) in zip(size, f_eff, stride, pads))
     if any(o < 1 for o in out):
         padding = (
@@ -37,7 +41,7 @@ def sliding_window(kind_text, a, x, f, stride, pad, dilation=None, ceil=False):
                 else ""
             )
         )
-    return out, f_eff, pads
+    return out
 
 
 def stride_warnings(x, f_eff, stride, pads, ceil=False):
@@ -108,8 +112,13 @@ class Conv(Kind):
                 if len(set(row)) != len(row):
                     raise LayerError(f"table {table.name} row {i} lists an input map twice", "table")
 
+    def canonical(self, a, x):
+        f_eff = extent(a["size"], a["dilation"])
+        return {**a, "pads": resolve_pads(a["pad"], x[1:], f_eff, a["stride"])}
+
     def shape(self, a, x):
-        out, f_eff, pads = sliding_window(self.name, a, x, a["size"], a["stride"], a["pad"], a["dilation"])
+        pads = a["pads"]
+        out = sliding_window(x, extent(a["size"], a["dilation"]), a["stride"], pads, a["pad"], a["dilation"])
         if a["pad_mode"] == "reflect" and any(max(p) >= w for p, w in zip(pads, x[1:])):
             # as for the pad layer: a reflection needs that many elements besides the edge
             raise LayerError(
@@ -117,7 +126,6 @@ class Conv(Kind):
                 f"{fmt_shape(tuple(max(p) for p in pads))} on {fmt_shape(x)}",
                 "pad",
             )
-        a["_pads"] = pads
         return (a["filters"],) + out
 
     def _fan_in(self, a, x):
@@ -137,12 +145,10 @@ class Conv(Kind):
         return prod(y[1:]) * (self._fan_in(a, x) + (a["filters"] if a["bias"] else 0))
 
     def window(self, a, x, y):
-        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
-        return f_eff, a["stride"]
+        return extent(a["size"], a["dilation"]), a["stride"]
 
     def warnings(self, a, x, y):
-        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
-        return stride_warnings(x, f_eff, a["stride"], a["_pads"])
+        return stride_warnings(x, extent(a["size"], a["dilation"]), a["stride"], a["pads"])
 
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
@@ -157,7 +163,7 @@ class Conv(Kind):
                 mask[i, row] = 1.0
             w = b.op("Mul", [w, b.const(mask)])  # the masked weights stay zero whatever is loaded
         args = [xs[0], w] + ([b.weight("bias", (k,), "fill")] if a["bias"] else [])
-        pads = self.onnx_pads(a["_pads"])
+        pads = self.onnx_pads(a["pads"])
         if a["pad_mode"] != "zeros" and any(pads):
             full = [0, 0, *pads[: len(f)], 0, 0, *pads[len(f) :]]
             mode = "reflect" if a["pad_mode"] == "reflect" else "edge"
@@ -238,7 +244,7 @@ class Deconv(Kind):
 
     def window(self, a, x, y):
         # Each output sees ceil(F_eff / S) input positions; the jump shrinks by S.
-        f_eff = tuple(effective_kernel(k, d) for k, d in zip(a["size"], a["dilation"]))
+        f_eff = extent(a["size"], a["dilation"])
         return tuple(-(-f // s) for f, s in zip(f_eff, a["stride"])), tuple(fraction(1, s) for s in a["stride"])
 
     def lower(self, b, node, xs, y):

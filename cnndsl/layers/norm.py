@@ -8,6 +8,7 @@ from .base import Kind, LayerError, Spec
 class BatchNorm(Kind):
     name = "bn"
     doc = "batch normalisation; momentum as PyTorch: running = (1 − m)·running + m·batch"
+    init_transparent = True
     keywords = {"eps": Spec("float", 1e-5, min=0), "momentum": Spec("float", 0.1, min=0)}
 
     def params(self, a, x, y):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .arith import fmt_shape, prod
 from .base import Kind, LayerError, Spec, fraction, full_window
-from .conv import sliding_window, stride_warnings
+from .conv import resolve_pads, sliding_window, stride_warnings
 
 
 class _Pool(Kind):
@@ -16,9 +16,11 @@ class _Pool(Kind):
     )
     keywords = {"ceil": Spec("bool", False)}
 
+    def canonical(self, a, x):
+        stride = a["size"] if a["stride"] is None else a["stride"]  # the stride defaults to the window
+        return {**a, "stride": stride, "pads": resolve_pads(a["pad"], x[1:], a["size"], stride)}
+
     def check(self, a, x):
-        if a["stride"] is None:
-            a["stride"] = a["size"]
         if isinstance(a["pad"], tuple):
             for f, p in zip(a["size"], a["pad"]):
                 if 2 * p > f:
@@ -28,19 +30,17 @@ class _Pool(Kind):
                     )
 
     def shape(self, a, x):
-        out, _, pads = sliding_window(self.name, a, x, a["size"], a["stride"], a["pad"], ceil=a["ceil"])
-        a["_pads"] = pads
-        return (x[0],) + out
+        return (x[0],) + sliding_window(x, a["size"], a["stride"], a["pads"], a["pad"], ceil=a["ceil"])
 
     def window(self, a, x, y):
         return a["size"], a["stride"]
 
     def warnings(self, a, x, y):
-        return stride_warnings(x, a["size"], a["stride"], a["_pads"], a["ceil"])
+        return stride_warnings(x, a["size"], a["stride"], a["pads"], a["ceil"])
 
     def lower(self, b, node, xs, y):
         a = node.attrs
-        pads, ceil = list(a["_pads"]), a["ceil"]
+        pads, ceil = list(a["pads"]), a["ceil"]
         x, out = b.shape(node.inputs[0]), node.shape
         if ceil and any(
             -(-(w + p0 + p1 - f) // s) + 1 != o
@@ -108,9 +108,7 @@ class Subsample(Kind):
     positional = (("size", Spec("spatial")),)
 
     def shape(self, a, x):
-        out, _, pads = sliding_window(self.name, a, x, a["size"], a["size"], (0,) * len(a["size"]))
-        a["_pads"] = pads
-        return (x[0],) + out
+        return (x[0],) + sliding_window(x, a["size"], a["size"], _unpadded(a), 0)
 
     def params(self, a, x, y):
         return 2 * x[0], 0
@@ -122,7 +120,7 @@ class Subsample(Kind):
         return a["size"], a["size"]
 
     def warnings(self, a, x, y):
-        return stride_warnings(x, a["size"], a["size"], a["_pads"])
+        return stride_warnings(x, a["size"], a["size"], _unpadded(a))
 
     def lower(self, b, node, xs, y):
         # window sum (average × F^n) × trainable coefficient + bias, per map
@@ -135,6 +133,10 @@ class Subsample(Kind):
         b.op("Add", [scaled, b.weight("bias", bshape, "fill")], out=y)
 
 
+def _unpadded(a):
+    return ((0, 0),) * len(a["size"])
+
+
 class Unpool(Kind):
     """``unpool of=@pool``: max unpooling with the indices of a labelled maxpool."""
 
@@ -144,15 +146,20 @@ class Unpool(Kind):
     positional = (("size", Spec("spatial", None)), ("stride", Spec("spatial", None)))
     keywords = {"of": Spec("ref")}
 
-    def check(self, a, x):
+    def canonical(self, a, x):
+        """Size and stride default to those of the maxpool whose indices are reused."""
         pool = a["of"].node
-        if pool.kind != "maxpool":
+        if pool.kind != MaxPool.name:
             got = f"a {pool.kind} layer" if pool.kind != "input" else "the input"
             raise LayerError(f"of=@{a['of'].name} must name a maxpool layer, but it names {got}", "of")
-        if a["size"] is None:
-            a["size"] = pool.attrs["size"]
-        if a["stride"] is None:
-            a["stride"] = pool.attrs["stride"] if a["size"] == pool.attrs["size"] else a["size"]
+        size = pool.attrs["size"] if a["size"] is None else a["size"]
+        stride = a["stride"]
+        if stride is None:
+            stride = pool.attrs["stride"] if size == pool.attrs["size"] else size
+        return {**a, "size": size, "stride": stride}
+
+    def check(self, a, x):
+        pool = a["of"].node
         if a["size"] != pool.attrs["size"] or a["stride"] != pool.attrs["stride"]:
             raise LayerError(
                 f"unpool {fmt_shape(a['size'])}/{fmt_shape(a['stride'])} does not match the maxpool "
@@ -171,6 +178,9 @@ class Unpool(Kind):
 
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(1, s) for s in a["stride"])
+
+    def index_sources(self, a):
+        return (a["of"].node.id,)
 
     def lower(self, b, node, xs, y):
         # MaxUnpool cannot restore odd or padded sizes exactly; scatter instead. MaxPool's

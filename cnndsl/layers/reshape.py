@@ -18,7 +18,9 @@ class Crop(Kind):
     )
     keywords = {"to": Spec("ref", None), "center": Spec("bool", False)}
 
-    def check(self, a, x):
+    def canonical(self, a, x):
+        """The size per axis, from the fields or from the shape of ``to=@label``."""
+        size = a["size"]
         more = tuple(v for v in (a["size_2"], a["size_3"]) if v is not None)
         if more:
             if len(more) + 1 != len(x) - 1:
@@ -26,10 +28,10 @@ class Crop(Kind):
                     f"crop takes one size per spatial axis; received {len(more) + 1} for the input {fmt_shape(x)}",
                     "size",
                 )
-            if len(set(a["size"])) > 1:
+            if len(set(size)) > 1:
                 raise LayerError("crop takes either dimensions (4x5) or one field per axis (4/5), not both", "size")
-            a["size"] = (a["size"][0],) + more
-        if (a["size"] is None) == (a["to"] is None):
+            size = (size[0],) + more
+        if (size is None) == (a["to"] is None):
             raise LayerError("crop needs either a size (crop 388x388) or to=@label, not both", "size")
         if a["to"] is not None:
             target = a["to"].node.shape
@@ -39,7 +41,10 @@ class Crop(Kind):
                     f"spatial axes of the input {fmt_shape(x)}",
                     "to",
                 )
-            a["size"] = tuple(target[1:])
+            size = tuple(target[1:])
+        return {**a, "size": size}
+
+    def check(self, a, x):
         if any(t > w for t, w in zip(a["size"], x[1:])):
             raise LayerError(f"cannot crop {fmt_shape(x)} to {fmt_shape(a['size'])}: the crop is larger than the input")
 

@@ -26,9 +26,6 @@ MIN_OPSET = 17
 MAX_OPSET = 21
 PRODUCER = "cnndsl"
 
-# Activations after which conv/fc weights get He (Kaiming) initialisation.
-RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "elu", "gelu", "silu", "hardswish"}
-
 
 class Builder:
     """Collects nodes and initializers for one graph."""
@@ -67,8 +64,8 @@ class Builder:
         # layer, `l0.relu`, while the first layer is named `l0`): ONNX names a value once.
         claimed = {name for name, nid in graph.outputs if graph.nodes[nid].name != name}
         self._tensors = {n.id: f"{n.name}/output" if n.name in claimed else n.name for n in graph.nodes}
-        # maxpools whose indices an unpool reuses
-        self.unpool_sources = {n.attrs["of"].node.id for n in graph.nodes if n.kind == "unpool"}
+        # pooling layers whose indices a later layer reuses (unpool)
+        self.unpool_sources = {i for n in graph.nodes[1:] for i in CATALOGUE[n.kind].index_sources(n.attrs)}
 
     # ---- operators
     def op(self, op_type: str, inputs, out=None, outputs: int = 1, **attrs):
@@ -180,16 +177,17 @@ class Builder:
         return self._consumers.get(node_id, ())
 
     def init_for(self, node) -> str:
-        """'he' when the layer is followed (possibly through bn) by a ReLU-like activation."""
+        """'he' when the layer is followed (possibly through one init_transparent layer: bn) by
+        an he_init (ReLU-like) activation, else 'xavier'."""
         seen = node.id
         for _ in range(2):
             nxt = self.consumers(seen)
             if len(nxt) != 1:
                 return "xavier"
-            kind = self.graph.nodes[nxt[0]].kind
-            if kind in RELU_LIKE:
+            kind = CATALOGUE[self.graph.nodes[nxt[0]].kind]
+            if kind.he_init:
                 return "he"
-            if kind != "bn":
+            if not kind.init_transparent:
                 return "xavier"
             seen = nxt[0]
         return "xavier"

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -90,16 +92,26 @@ class _Newlines:
 _PARSER: Lark | None = None
 
 
+@functools.cache
+def grammar_text() -> str:
+    for path in GRAMMAR_PATHS:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise RuntimeError("cnndsl: grammar file net.lark is missing from the installation")  # pragma: no cover
+
+
+@functools.cache
+def keywords() -> frozenset[str]:
+    """The words the grammar reserves (its lower-case literals: network, block, repeat, in,
+    true ...): fmt and the importers' writer keep names off them."""
+    return frozenset(re.findall(r'"([a-z]+)"', grammar_text()))
+
+
 def parser() -> Lark:
     global _PARSER
     if _PARSER is None:
-        for path in GRAMMAR_PATHS:
-            if path.is_file():
-                break
-        else:  # pragma: no cover - a broken installation
-            raise RuntimeError("cnndsl: grammar file net.lark is missing from the installation")
         _PARSER = Lark(
-            path.read_text(encoding="utf-8"),
+            grammar_text(),
             parser="lalr",
             lexer="contextual",
             postlex=_Newlines(),

@@ -178,6 +178,8 @@ class Kind:
     keywords: dict[str, Spec] = {}
     spatial = False  # needs spatial axes (conv, pooling ...)
     doc = ""
+    # keywords a diagram shows beside the fields when they differ from the default
+    shown_keywords: tuple[str, ...] = ()
 
     # Combinators (add, concat, mul, residual) take a { body } instead of one input: one
     # branch per statement, or, with derives_shortcut, one chain plus the shortcut that the

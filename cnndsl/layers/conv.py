@@ -67,6 +67,7 @@ class Conv(Kind):
     name = "conv"
     doc = "convolution: K filters of extent F, stride S, zero padding P"
     spatial = True
+    shown_keywords = ("groups", "dilation")
     positional = (
         ("filters", Spec("int", min=1)),
         ("size", Spec("spatial")),
@@ -185,6 +186,7 @@ class Deconv(Kind):
     name = "deconv"
     doc = "transpose convolution: output (W−1)·S − 2P + d·(F−1) + outpad + 1"
     spatial = True
+    shown_keywords = ("groups", "dilation")
     positional = (
         ("filters", Spec("int", min=1)),
         ("size", Spec("spatial")),

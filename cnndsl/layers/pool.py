@@ -9,6 +9,7 @@ from .conv import resolve_pads, sliding_window, stride_warnings
 
 class _Pool(Kind):
     spatial = True
+    shown_keywords = ("ceil",)
     positional = (
         ("size", Spec("spatial")),
         ("stride", Spec("spatial", None)),  # defaults to the window size

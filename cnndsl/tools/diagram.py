@@ -29,8 +29,6 @@ from cnndsl.layers import CATALOGUE
 from cnndsl.layers.arith import fmt_shape
 
 FORMATS = (".svg", ".png", ".dot")
-# Keywords worth showing next to the fields when they differ from the default.
-_SHOWN_KEYWORDS = ("groups", "dilation", "ceil")
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ def layer_op(kind: str, attrs) -> str:
             break
         fields.append(_field(value))
     text = kind + (" " + "/".join(fields) if fields else "")
-    for name in _SHOWN_KEYWORDS:
+    for name in spec.shown_keywords:
         value, default = attrs.get(name), spec.keywords.get(name)
         if value is None or default is None or value is False:
             continue

@@ -21,13 +21,11 @@ from pathlib import Path
 
 from cnndsl.errors import CnnError, Span
 from cnndsl.files import write_atomic
+from cnndsl.lang.parser import keywords
 
 INDENT = 4
 # Trailing comments start at this column (counting from 1) at the earliest, as in LANGUAGE.md's examples.
 COMMENT_COLUMN = 42
-KEYWORDS = frozenset(
-    {"network", "block", "input", "output", "repeat", "import", "default", "table", "in", "true", "false"}
-)
 
 # The terminals of grammars/net.lark, in the order its lexer prefers them.
 _TOKEN = re.compile(
@@ -169,7 +167,7 @@ class _Layout:
             return self._spaced_equals(k - 1 if p.text == "=" else k)
         if p.text == "/" or t.text == "/":
             return False
-        if t.text == "(" and p.kind == "WORD" and p.text not in KEYWORDS and not p.text[0].isdigit():
+        if t.text == "(" and p.kind == "WORD" and p.text not in keywords() and not p.text[0].isdigit():
             # call arguments attach to the name (inception(64, 96)); a parenthesised
             # field stays apart from the kind (conv (4 * c)/1)
             end = self.pairs.get(k, len(self.toks))
@@ -203,7 +201,7 @@ class _Layout:
                 # binary only inside parentheses after an operand: fields outside are atoms (leaky_relu -0.1)
                 p = toks[k - 1] if k else None
                 operand = p is not None and (
-                    p.kind == "WORD" and p.text not in KEYWORDS - {"true", "false"} or p.text in (")", "]")
+                    p.kind == "WORD" and p.text not in keywords() - {"true", "false"} or p.text in (")", "]")
                 )
                 self.unary[k] = not (in_paren and operand)
             elif t.text in _OPENERS:

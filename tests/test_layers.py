@@ -600,3 +600,28 @@ def test_receptive_field_1d_and_3d():
     assert (m.layers[-1].receptive_field, m.layers[-1].jump) == ((7,), (2,))
     m = cnndsl.load("network t {\n    input 2x9x9x9\nconv 4/3/2\nconv 4/3/1\n}\n")
     assert (m.layers[-1].receptive_field, m.layers[-1].jump) == ((7, 7, 7), (2, 2, 2))
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_rules_are_pure(name):
+    """Canonical arguments are made once and never changed: the IR keeps no private keys, every
+    rule runs on a read-only mapping, and canonicalising canonical arguments changes nothing."""
+    from types import MappingProxyType
+
+    kind = CATALOGUE[name]
+    graph, node = _sample_nodes()[name]
+    assert isinstance(node.attrs, MappingProxyType)
+    assert [k for k in node.attrs if k.startswith("_")] == []
+    assert set(kind.all_args()) <= set(node.attrs)
+    a = MappingProxyType(dict(node.attrs))
+    shapes = [graph.nodes[i].shape for i in node.inputs]
+    x = shapes[0]
+    if kind.combinator:
+        assert kind.combine(a, shapes, ["b"] * len(shapes)) == node.shape
+        return
+    assert dict(kind.canonical(a, x)) == dict(a)
+    kind.check(a, x)
+    y = kind.shape(a, x)
+    for rule in (kind.params, kind.macs, kind.connections, kind.window, kind.warnings):
+        rule(a, x, y)
+    assert dict(a) == dict(node.attrs)

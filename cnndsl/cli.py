@@ -449,7 +449,7 @@ def cmd_import(args) -> int:
     from pathlib import Path
 
     from cnndsl.files import refuse_overwrite, write_atomic
-    from cnndsl.importers.writer import import_file
+    from cnndsl.importers.convert import import_file
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file)

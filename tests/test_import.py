@@ -15,7 +15,7 @@ import pytest
 from cnndsl import load
 from cnndsl.cli import main
 from cnndsl.errors import CnnError
-from cnndsl.importers.writer import import_file
+from cnndsl.importers.convert import import_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -606,9 +606,11 @@ def test_cli_name_and_message(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import cnndsl.importers.writer
+    import cnndsl.importers.convert
+    import cnndsl.importers.form
 
-    assert doctest.testmod(cnndsl.importers.writer).failed == 0
+    assert doctest.testmod(cnndsl.importers.convert).failed == 0
+    assert doctest.testmod(cnndsl.importers.form).failed == 0
 
 
 @pytest.mark.parametrize("field", ['num_output: "many"', "num_output: 2.5", "kernel_size: x", "group: { }"])
@@ -748,3 +750,15 @@ def test_lcn_sigma_and_same_padding_come_back_as_written(tmp_path):
     assert main(["export", str(src), "-o", str(tmp_path / "s.onnx")]) == 0
     text = import_file(tmp_path / "s.onnx")
     assert "conv 4/4/1/same" in text and "conv 4/2/2/same" in text and "maxpool 2/1/same" in text
+
+
+def test_block_body_leaves_out_default_fields(tmp_path):
+    """Inside a block, a field that every call shares and that is at its kind's default is left out
+    as on any other line: maxpool 2/2/0 is maxpool 2 (the stride is the size), upsample 2 is upsample."""
+    src = tmp_path / "n.net"
+    unit = "concat {{ conv {k}/1 ; maxpool 3/1/1 -> conv {k}/1 ; upsample 2 -> maxpool 2/2/0 }}"
+    src.write_text("network n {\n input 8x16x16\n" + "\n".join(" " + unit.format(k=k) for k in (8, 9, 10)) + "\n}\n")
+    assert main(["export", str(src), "-o", str(tmp_path / "n.onnx")]) == 0
+    text = import_file(tmp_path / "n.onnx")
+    assert "block concat_unit(c1, c2) {" in text
+    assert "{ upsample\n          maxpool 2 }" in text and "maxpool 3/1/1" in text

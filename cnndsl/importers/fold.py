@@ -1,17 +1,20 @@
 """The writer's second half: statements of the network body, folded into
-``block`` definitions and ``repeat`` runs (see :mod:`cnndsl.importers.writer`)."""
+``block`` definitions and ``repeat`` runs (see :mod:`cnndsl.importers.writer`).
+
+Combinators of the same structure become calls of one ``block`` whose parameters
+are the integer fields that differ between them, named after the field they fill
+(ResNet's bottlenecks: ``block residual_unit(c1, c2, stride, c3)``); runs of
+identical statements become ``* N`` or ``repeat N { ... }``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cnndsl.importers.writer import MERGES, MINOR, identifier
+from cnndsl.importers.form import SourceRef, identifier
+from cnndsl.importers.writer import LETTERS, chains, fmt_value, is_merge
 
-# Parameter names of a block, after the field of the layer they fill.
-WORDS = {"c": "filters", "f": "size", "s": "stride", "p": "pad", "n": "units"}
 COMMENT_COLUMN = 40
-# After a combinator only activations join its statement (DenseNet's transition starts a new line).
-AFTER_MERGE_NEW_LINE = {"bn", "lrn", "dropout", "softmax", "flatten"}
 
 
 @dataclass
@@ -25,19 +28,22 @@ class Unit:
     start: str | None = None  # @reference it starts from
     template: str | None = None
     values: list = field(default_factory=list)
-    kinds: list = field(default_factory=list)  # parameter name hints for the template's slots
+    fields: list = field(default_factory=list)  # the field each of the template's slots fills
+    makes: list = field(default_factory=list)  # make(slot) -> lines, per part of the template
     label: str | None = None
     prefix: str = ""  # "@value -> " when a combinator starts from an earlier value
 
 
-def render(w) -> str:
+def write_body(w) -> str:
+    """The ``.net`` text of the network that the Writer ``w`` holds: header, tables, ``default``
+    lines, blocks and the network's statements."""
     g, net = w.g, w.net
     top = [x for x in net.layers if x.name not in g.owned]
     # pass 1: which values are referenced (they end a statement and get a label)
     current = "input"
     starts = {}
     for layer in top:
-        if layer.kind in MERGES:
+        if is_merge(layer):
             fork = g.fork_of(layer.name)
             for branch_fork, _ in g.branches[layer.name]:
                 if branch_fork != current:
@@ -48,7 +54,7 @@ def render(w) -> str:
         current = layer.name
     for layer in net.layers:
         for v in layer.kw.values():
-            if hasattr(v, "name") and type(v).__name__ == "Ref":
+            if isinstance(v, SourceRef):
                 w.label(v.name)
     outputs = g.outputs
     if outputs != [current]:
@@ -59,7 +65,7 @@ def render(w) -> str:
     current = "input"
     for layer in top:
         last = units[-1] if units else None
-        if layer.kind in MERGES:
+        if is_merge(layer):
             # all branches from one earlier value: `@value -> concat { ... }` (GoogLeNet's 4b after aux1)
             fork = g.fork_of(layer.name)
             entry = fork if fork is not None and fork != "input" else current
@@ -68,28 +74,24 @@ def render(w) -> str:
             lines[0] = prefix + lines[0]
             names = [n for _, chain in g.branches[layer.name] for n in chain] + [layer.name]
             unit = Unit(lines, names, layer.name, merge=True, start=entry if prefix else None, prefix=prefix)
-            unit.template, unit.values, unit.kinds = _template(
-                w, lambda s, layer=layer, entry=entry: w.merge_text(layer, entry, s)
-            )
+            _set_template(unit, lambda s, layer=layer, entry=entry: w.merge_text(layer, entry, s))
             units.append(unit)
         elif (
-            layer.kind in MINOR
+            chains(layer)
             and last is not None
             and last.end == current
             and layer.inputs[0] == current
             and current not in w.referenced
             and layer.name not in starts
-            and not (last.merge and layer.kind in AFTER_MERGE_NEW_LINE)
+            # after a combinator only what chains onto anything joins (DenseNet's transition starts a line)
+            and not (last.merge and chains(layer) != "any")
         ):
             text = w.call(layer)
             last.lines[-1] += " -> " + text
             last.names.append(layer.name)
             last.end = layer.name
             if last.template is not None:
-                t, v, k = _template(w, lambda s, layer=layer: [w.call(layer, s)])
-                last.template += " -> " + t
-                last.values += v
-                last.kinds += k
+                _set_template(last, lambda s, layer=layer: [w.call(layer, s)])
         else:
             start = starts.get(layer.name)
             text = w.call(layer)
@@ -97,7 +99,7 @@ def render(w) -> str:
                 text = f"@{w.label(start)} -> {text}"
             unit = Unit([text], [layer.name], layer.name, start=start)
             if not start:
-                unit.template, unit.values, unit.kinds = _template(w, lambda s, layer=layer: [w.call(layer, s)])
+                _set_template(unit, lambda s, layer=layer: [w.call(layer, s)])
             units.append(unit)
         current = layer.name
         if current in w.referenced:
@@ -110,8 +112,8 @@ def render(w) -> str:
     for t in net.tables:
         rows = ", ".join("[" + ", ".join(map(str, row)) + "]" for row in t.rows)
         out += [f"table {t.name} = [{rows}]", ""]
-    if w.no_bias:
-        out += ["default conv bias=false", ""]
+    for kind, kw in w.defaults.items():
+        out += [f"default {kind} " + " ".join(f"{k}={fmt_value(v)}" for k, v in kw.items()), ""]
     for text in blocks:
         out += [text, ""]
     out.append(f"network {net.name} {{")
@@ -126,17 +128,29 @@ def render(w) -> str:
     return "\n".join(out) + "\n"
 
 
-def _template(w, make):
-    """The text of a statement with its integer fields as slots, and the slot values."""
-    values, kinds = [], []
+def _set_template(unit: Unit, make) -> None:
+    """Add ``make(slot)``'s text to the unit's template, its integer fields as slots (``\\x00``)
+    with their values and the field each fills."""
 
-    def slot(v, kind="n"):
-        values.append(v)
-        kinds.append(kind)
+    def slot(value, name):
+        unit.values.append(value)
+        unit.fields.append(name)
         return "\x00"
 
-    lines = make(slot)
-    return "\n".join(lines), values, kinds
+    text = "\n".join(make(slot))
+    unit.template = text if not unit.makes else f"{unit.template} -> {text}"
+    unit.makes.append(make)
+
+
+def _block_body(unit: Unit, params: dict) -> str:
+    """The unit's text with slot ``i`` written as ``params[i]``, the other slots as their values
+    (trailing ones at their default then left out, as on any line)."""
+    count = iter(range(len(unit.values)))
+
+    def slot(value, name):
+        return params.get(next(count))
+
+    return " -> ".join("\n".join(make(slot)) for make in unit.makes)
 
 
 def _comment(names: list) -> str:
@@ -157,27 +171,23 @@ def _fold_blocks(units: list) -> list[str]:
             groups.setdefault(u.template, []).append(u)
     texts = []
     used_names: set = set()
-    for template, members in groups.items():
+    for members in groups.values():
         if len(members) < 2:
             continue
         kind = members[0].lines[0].split()[0]
         name = identifier(kind + "_unit", used_names)
         columns = list(zip(*(u.values for u in members)))
         varying = [i for i, col in enumerate(columns) if len(set(col)) > 1]
-        hints = [members[0].kinds[i] for i in varying]
+        fields = [members[0].fields[i] for i in varying]
         names = {}
-        for i, h in zip(varying, hints):
-            if hints.count(h) == 1:
-                names[i] = WORDS.get(h, h)
+        for i, f in zip(varying, fields):
+            if fields.count(f) == 1:
+                names[i] = f
             else:
-                names[i] = f"{h}{sum(1 for j in names if members[0].kinds[j] == h) + 1}"
+                letter = LETTERS.get(f, f[0])
+                names[i] = f"{letter}{sum(1 for j in names if members[0].fields[j] == f) + 1}"
         params = [names[i] for i in varying]
-        pieces = template.split("\x00")
-        text = pieces[0]
-        for i, col in enumerate(columns):
-            text += names[i] if i in names else str(col[0])
-            text += pieces[i + 1]
-        text = _trim_fields(text)
+        text = _block_body(members[0], names)
         args_of = {id(u): [str(u.values[i]) for i in varying] for u in members}
         header = f"block {name}({', '.join(params)}) {{"
         texts.append("\n".join([header, *("    " + line for line in text.split("\n")), "}"]))
@@ -186,14 +196,6 @@ def _fold_blocks(units: list) -> list[str]:
             u.lines = [u.prefix + call]
             u.template = "call:" + call
     return texts
-
-
-def _trim_fields(text: str) -> str:
-    """Leave out trailing default fields of the constant parts of a block body (conv 64/1/1/0 -> conv 64/1)."""
-    import re
-
-    text = re.sub(r"\b(conv|deconv) ([A-Za-z0-9_]+/[A-Za-z0-9_x]+)/1/0\b(?!/)", r"\1 \2", text)
-    return re.sub(r"\b(conv|deconv) ([A-Za-z0-9_]+/[A-Za-z0-9_x]+/[A-Za-z0-9_]+)/0\b(?!/)", r"\1 \2", text)
 
 
 def _fold_repeats(units: list) -> list[str]:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, did_you_mean
-from cnndsl.importers.writer import Layer, Net, read_text
+from cnndsl.importers.form import SourceLayer, SourceNet, read_text
 
 _TOKEN = re.compile(
     r'\s+|#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\')|(?P<punct>[{}:<>\[\],;])'
@@ -135,7 +135,7 @@ def _number(text: str):
             return text  # an enum value: MAX, SUM, true ...
 
 
-def read_caffe(path: Path) -> Net:
+def read_caffe(path: Path) -> SourceNet:
     text = read_text(path)
     root = parse_prototxt(text, str(path))
     if root.all("layers"):
@@ -171,7 +171,7 @@ def read_caffe(path: Path) -> Net:
             "no input shape: expected input/input_shape, input_dim, or an Input layer", root.span, code="E247"
         )
     name = root.one("name", path.stem)
-    return Net(str(name), shape, r.layers, notes=["Caffe layer names are in the comments"])
+    return SourceNet(str(name), shape, r.layers, notes=["Caffe layer names are in the comments"])
 
 
 def _get(msg: Msg, name: str, default, type_):
@@ -214,11 +214,11 @@ def _spatial(p: Msg, base: str, default):
 class _Reader:
     def __init__(self, blobs):
         self.blobs = blobs
-        self.layers: list[Layer] = []
-        self.pending_bn: Layer | None = None
+        self.layers: list[SourceLayer] = []
+        self.pending_bn: SourceLayer | None = None
 
     def add(self, name, kind, args, kw, bottoms, tops, span):
-        layer = Layer(name, kind, args, kw, [self.blobs[b] for b in bottoms], span)
+        layer = SourceLayer(name, kind, args, kw, [self.blobs[b] for b in bottoms], span)
         self.layers.append(layer)
         for t in tops:
             self.blobs[t] = name

@@ -1,4 +1,4 @@
-"""Darknet ``.cfg`` files to the import intermediate form (:mod:`cnndsl.importers.writer`).
+"""Darknet ``.cfg`` files to the import intermediate form (:mod:`cnndsl.importers.form`).
 
 Sections follow darknet's parser.c: ``[net]`` gives the input, each later
 section is one layer numbered from 0, and ``[route]``/``[shortcut]`` refer to
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, did_you_mean
-from cnndsl.importers.writer import Layer, Net, read_text
+from cnndsl.importers.form import SourceLayer, SourceNet, read_text
 
 ACTIVATIONS = {
     "linear": None,
@@ -104,7 +104,7 @@ def parse_cfg(text: str, file: str) -> list[_Section]:
     return sections
 
 
-def read_darknet(path: Path) -> Net:
+def read_darknet(path: Path) -> SourceNet:
     text = read_text(path)
     sections = parse_cfg(text, str(path))
     net = sections[0]
@@ -118,18 +118,20 @@ def read_darknet(path: Path) -> Net:
     outputs = r.outputs
     if outputs and sections[-1].kind not in HEADS + ("cost",):
         outputs.append(r.current[0])
-    return Net(name, shape, r.layers, outputs, notes=["Darknet layer numbers are in the comments: l0_conv is layer 0"])
+    return SourceNet(
+        name, shape, r.layers, outputs, notes=["Darknet layer numbers are in the comments: l0_conv is layer 0"]
+    )
 
 
 class _Reader:
     def __init__(self, shape):
-        self.layers: list[Layer] = []
+        self.layers: list[SourceLayer] = []
         self.values: list[tuple[str, tuple]] = []  # per Darknet layer: (value name, shape)
         self.current = ("input", shape)
         self.outputs: list[str] = []
 
     def add(self, name, kind, args=None, kw=None, inputs=None, span=None, shape=None):
-        layer = Layer(name, kind, list(args or []), dict(kw or {}), list(inputs or [self.current[0]]), span)
+        layer = SourceLayer(name, kind, list(args or []), dict(kw or {}), list(inputs or [self.current[0]]), span)
         self.layers.append(layer)
         self.current = (name, shape if shape is not None else self.current[1])
         return name

@@ -1,27 +1,32 @@
-"""ONNX models to the import intermediate form (:mod:`cnndsl.importers.writer`).
+"""ONNX models to the import intermediate form (:mod:`cnndsl.importers.form`).
 
-Plain operators map one to one: Conv, ConvTranspose, MaxPool/AveragePool,
-GlobalAveragePool/GlobalMaxPool, Gemm (and MatMul + Add of a bias), Flatten,
-BatchNormalization, LRN, the activations, Softmax, Dropout/Identity, Concat,
-Add, Mul, Pad, Resize/Upsample. Weight shapes give K, F, groups and the bias.
+The operators are grouped, one group per layer, and each group is read by the
+first layer kind whose recogniser accepts it (``Kind.onnx_import``, tried in the
+order of ``cnndsl.layers.ONNX_IMPORT``). Plain operators are groups of one
+(Conv, MaxPool, Gemm, the activations, Concat ...); weight shapes give the
+filters, the window, the groups and the bias.
 
-Layers that cnndsl lowers to several operators (scaled_tanh, subsample, rbf,
-the elementary LRN, gn/ln/instnorm, shuffle, crop, unpool, a conv with a
-connection table, the pad shortcut of ``residual(shortcut=pad)``) are
-recognised in models that cnndsl itself wrote (``producer_name`` "cnndsl"): its
-node names are ``<layer>`` for the operator computing a layer and
-``<layer>/<Op>_k`` for the helpers, so the operators of one layer are grouped by
-that prefix and the group's operators identify the kind.
+Layers that cnndsl lowers to several operators are recognised in models that
+cnndsl itself wrote (``producer_name`` "cnndsl"): its node names are ``<layer>``
+for the operator computing a layer and ``<layer>/<Op>_k`` for the helpers, so
+the operators of one layer are grouped by that prefix and the group's operators
+identify the kind. One foreign pattern is read here: torch's MatMul followed by
+the Add of a bias vector is one fully connected layer.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from math import log
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.importers.writer import Layer, Net, Ref, Table
+from cnndsl.files import read_bytes
+from cnndsl.importers.form import SourceLayer, SourceNet, SourceRef, SourceTable
+from cnndsl.layers import ONNX_IMPORT
+from cnndsl.layers.arith import same_pads
+
+READ_ERROR, KIND_ERROR, FORM_ERROR = "E260", "E261", "E262"
 
 
 def _attrs(node) -> dict:
@@ -30,20 +35,15 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def read_onnx(path: Path) -> Net:
+def read_onnx(path: Path) -> SourceNet:
     import onnx
     from onnx import numpy_helper
 
+    data = read_bytes(path, READ_ERROR)
     try:
-        if path.is_dir():
-            raise CnnError(f"cannot read {path}: it is a directory", code="E260")
-        model = onnx.load(str(path), load_external_data=False)
-    except CnnError:
-        raise
-    except FileNotFoundError:
-        raise CnnError(f"cannot read {path}: no such file", code="E260") from None
-    except Exception as err:  # noqa: BLE001 - onnx raises many types for a file that is not a model
-        raise CnnError(f"cannot read {path} as an ONNX model: {str(err).splitlines()[0][:200]}", code="E260") from None
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # noqa: BLE001 - onnx raises many types for bytes that are not a model
+        raise CnnError(f"cannot read {path} as an ONNX model: {_first_line(err)}", code=READ_ERROR) from None
     g = model.graph
     inits = {}
     for t in g.initializer:
@@ -64,12 +64,12 @@ def read_onnx(path: Path) -> Net:
     inputs = [i for i in g.input if i.name not in inits]
     if len(inputs) != 1:
         raise CnnError(
-            f"{path}: expected one input, found {len(inputs)} ({', '.join(i.name for i in inputs)})", code="E262"
+            f"{path}: expected one input, found {len(inputs)} ({', '.join(i.name for i in inputs)})", code=FORM_ERROR
         )
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value for d in dims[1:])
     if not shape or any(d.dim_value <= 0 for d in dims[1:]):
-        raise CnnError(f"{path}: the input {inputs[0].name} needs fixed sizes after the batch axis", code="E262")
+        raise CnnError(f"{path}: the input {inputs[0].name} needs fixed sizes after the batch axis", code=FORM_ERROR)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
         shapes = {
@@ -84,7 +84,11 @@ def read_onnx(path: Path) -> Net:
     props = {p.key: p.value for p in model.metadata_props}
     name = props.get("cnndsl.network") or g.name or path.stem
     notes = ["ONNX layer names are in the comments"]
-    return Net(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables, output_names=r.output_names)
+    return SourceNet(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables, output_names=r.output_names)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
 
 
 def _size(dims) -> int:
@@ -101,22 +105,86 @@ class _Shape:
         self.shape = shape
 
 
+class _Group:
+    """The operators of one layer: ``ops`` counts them by type, ``types`` is their set; ``main``
+    computes the layer's output ``out`` (``a``: its attributes); ``ext`` are the tensors the group
+    reads, ``x`` the shape of the first (None when unknown)."""
+
+    def __init__(self, name, nodes, ext, out, shape):
+        self.name = name
+        self.nodes = nodes
+        self.ops = Counter(n.op_type for n in nodes)
+        self.types = set(self.ops)
+        self.main = next((n for n in nodes if out in n.output), nodes[-1])
+        self.a = _attrs(self.main)
+        self.ext = ext
+        self.out = out
+        self.x = shape(ext[0]) if ext else None
+
+    def first(self, op: str):
+        """The group's first operator of type ``op``, or None."""
+        return next((n for n in self.nodes if n.op_type == op), None)
+
+    def unsupported(self, what: str):
+        main = self.main
+        raise CnnError(f"ONNX node {main.name or main.op_type} ({'+'.join(sorted(self.ops))}): {what}", code=KIND_ERROR)
+
+
 class _Reader:
+    """Reads the groups in order; its methods are the helpers the kinds' recognisers use."""
+
     def __init__(self, inits, shapes, input_name, ours):
         self.inits = inits
         self.shapes = shapes
         self.producer = {input_name: "input"}  # tensor -> layer
-        self.layers: list[Layer] = []
+        self.layers: list[SourceLayer] = []
         self.outputs: list[str] = []
-        self.tables: list[Table] = []
+        self.tables: list[SourceTable] = []
         self.output_names: dict[str, str] = {}
         self.ours = ours
+        self.matmul: SourceLayer | None = None  # the layer read from the last group, if a MatMul
+
+    # ---- helpers for Kind.onnx_import
+    attrs = staticmethod(_attrs)
+
+    def init(self, name):
+        """An initializer (an array, or for a large one an object with only ``shape``), or None."""
+        return self.inits.get(name)
 
     def const(self, name):
+        """A constant's array, or None (not a constant, or too large to have been read)."""
         v = self.inits.get(name)
         if v is None or isinstance(v, _Shape):
             return None
         return v
+
+    def shape(self, tensor):
+        """The inferred shape of a tensor after the batch axis, or None."""
+        return self.shapes.get(tensor)
+
+    @staticmethod
+    def word(v) -> str:
+        """A string attribute (bytes in ONNX) as text."""
+        return v.decode() if isinstance(v, bytes) else v
+
+    @staticmethod
+    def fields(*values) -> list:
+        return _fields(*values)
+
+    @staticmethod
+    def short(v) -> float:
+        return _f(v)
+
+    def table(self, layer_name: str, rows: list) -> str:
+        """A connection table for the layer; returns its name."""
+        table = SourceTable(f"{_ident(layer_name)}_table", rows)
+        self.tables.append(table)
+        return table.name
+
+    @staticmethod
+    def ref(layer_name: str) -> SourceRef:
+        """A keyword value naming a layer read before (``of=@pool``)."""
+        return SourceRef(layer_name)
 
     def read(self, nodes, graph_outputs):
         groups: dict[str, list] = {}
@@ -138,7 +206,7 @@ class _Reader:
             if missing:
                 raise CnnError(
                     f"node {group[0].name or group[0].op_type} reads {missing[0]}, which nothing before it computes",
-                    code="E262",
+                    code=FORM_ERROR,
                 )
             name = key.split("#")[0] if not self.ours else key
             out = key if self.ours and key in produced else group[-1].output[0]
@@ -153,13 +221,13 @@ class _Reader:
                 self.producer[out] = self.producer[group[0].input[0]]
                 continue
             try:
-                layer = self.classify(name, group, ext, out)
+                layer = self.classify(_Group(name, group, ext, out, self.shape))
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
                 # a foreign model with an operator in a form this reader does not know
                 raise CnnError(
                     f"ONNX node {group[0].name or group[0].op_type} ({group[0].op_type}): unexpected "
                     f"inputs or attributes ({type(err).__name__}: {err})",
-                    code="E262",
+                    code=FORM_ERROR,
                 ) from None
             if layer is None:  # folded into the layer before (the bias Add of a MatMul)
                 for o in produced:
@@ -167,6 +235,7 @@ class _Reader:
                 continue
             if not layer.inputs:
                 layer.inputs = [self.producer[i] for i in ext if not i.endswith(".indices")]
+            self.matmul = layer if [n.op_type for n in group] == ["MatMul"] else None
             self.layers.append(layer)
             for o in produced:
                 self.producer[o] = layer.name
@@ -178,264 +247,47 @@ class _Reader:
                 self.output_names[p] = o
         self.outputs = seen
 
-    def shape(self, tensor):
-        return self.shapes.get(tensor)
-
-    def classify(self, name, group, ext, out):
-        ops = Counter(n.op_type for n in group)
-        main = next((n for n in group if out in n.output), group[-1])
-        a = _attrs(main)
-        kinds = set(ops)
-        x = self.shape(ext[0]) if ext else None
-
-        def unsupported(what):
-            raise CnnError(f"ONNX node {main.name or main.op_type} ({'+'.join(sorted(ops))}): {what}", code="E261")
-
-        if kinds <= {"Conv", "Mul", "Pad"} and ops["Conv"] == 1 and main.op_type == "Conv":
-            w = self.inits.get(main.input[1])
-            masked = next((n for n in group if n.op_type == "Mul" and main.input[1] in n.output), None)
-            if w is None and masked is not None:  # a connection table: weight × mask
-                w = next((self.inits[i] for i in masked.input if i in self.inits), None)
-            if w is None:
-                unsupported("the weights must be an initializer")
-            k, f = w.shape[0], tuple(w.shape[2:])
-            kw = {}
-            if a.get("group", 1) != 1:
-                kw["groups"] = a["group"]
-            dil = tuple(a.get("dilations", [1] * len(f)))
-            if set(dil) != {1}:
-                kw["dilation"] = dil
-            if len(main.input) < 3 or not main.input[2]:
-                kw["bias"] = False
-            pad = self.pads(main, a, len(f), unsupported)
-            if "Pad" in kinds:
-                pnode = next(n for n in group if n.op_type == "Pad")
-                mode = _attrs(pnode).get("mode", b"constant")
-                mode = mode.decode() if isinstance(mode, bytes) else mode
-                kw["pad_mode"] = {"reflect": "reflect", "edge": "replicate", "constant": "zeros"}[mode]
-                pads = self.const(pnode.input[1])
-                n = len(f)
-                pad = tuple(int(p) for p in pads[2 : 2 + n])
-            if "Mul" in kinds:
-                mul = next(n for n in group if n.op_type == "Mul")
-                mask = next(
-                    (
-                        self.const(i)
-                        for i in mul.input
-                        if self.const(i) is not None and set(self.const(i).ravel().tolist()) <= {0.0, 1.0}
-                    ),
-                    None,
-                )
-                if mask is None:
-                    unsupported("a weight mask must be a constant")
-                rows = [[int(c) for c in range(mask.shape[1]) if mask[j, c].any()] for j in range(mask.shape[0])]
-                table = Table(f"{_ident(name)}_table", rows)
-                self.tables.append(table)
-                kw["table"] = table.name
-                k = mask.shape[0]
-            return Layer(name, "conv", _fields(k, f, a.get("strides", [1] * len(f)), pad), kw)
-        if kinds == {"ConvTranspose"}:
-            w = self.inits.get(main.input[1])
-            if w is None:
-                unsupported("the weights must be an initializer")
-            g = a.get("group", 1)
-            f = tuple(w.shape[2:])
-            kw = {}
-            if g != 1:
-                kw["groups"] = g
-            if len(main.input) < 3 or not main.input[2]:
-                kw["bias"] = False
-            dil = tuple(a.get("dilations", [1] * len(f)))
-            if set(dil) != {1}:
-                kw["dilation"] = dil
-            outpad = tuple(a.get("output_padding", [0] * len(f)))
-            if set(outpad) != {0}:
-                kw["outpad"] = outpad
-            pad = self.pads(main, a, len(f), unsupported)
-            return Layer(name, "deconv", _fields(w.shape[1] * g, f, a.get("strides", [1] * len(f)), pad), kw)
-        if kinds in ({"MaxPool"}, {"AveragePool"}):
-            return self.pool(name, main, a, ext, out, unsupported)
-        if kinds == {"AveragePool", "Mul", "Add"}:  # subsample: window sum × coefficient + bias
-            avg = next(n for n in group if n.op_type == "AveragePool")
-            return Layer(name, "subsample", [tuple(_attrs(avg)["kernel_shape"])])
-        simple = {
-            "GlobalAveragePool": "gap",
-            "GlobalMaxPool": "gmp",
-            "Relu": "relu",
-            "Sigmoid": "sigmoid",
-            "Tanh": "tanh",
-            "Abs": "abs",
-            "HardSwish": "hardswish",
-            "PRelu": "prelu",
-            "Flatten": "flatten",
-        }
-        if len(group) == 1 and main.op_type in simple:
-            return Layer(name, simple[main.op_type])
-        if kinds == {"Flatten", "Gemm"} or kinds == {"Gemm"}:
-            gemm = next(n for n in group if n.op_type == "Gemm")
-            w = self.inits.get(gemm.input[1])
-            if w is None:
-                unsupported("the weights must be an initializer")
-            units = w.shape[0] if _attrs(gemm).get("transB", 0) else w.shape[1]
-            kw = {} if len(gemm.input) > 2 and gemm.input[2] else {"bias": False}
-            return Layer(name, "fc", [int(units)], kw)
-        if kinds == {"MatMul"}:
-            w = self.inits.get(main.input[1])
-            if w is None or len(w.shape) != 2:
-                unsupported("MatMul is read as a fully connected layer: its second input must be a 2-D initializer")
-            return Layer(name, "fc", [int(w.shape[1])], {"bias": False})
-        if (
-            kinds == {"Add"}
-            and len(ext) == 1
-            and self.layers
-            and self.layers[-1].kind == "fc"
-            and self.layers[-1].kw.get("bias") is False
-            and self.producer.get(ext[0]) == self.layers[-1].name
-        ):
-            del self.layers[-1].kw["bias"]  # MatMul + Add of a bias vector
+    def classify(self, group: _Group) -> SourceLayer | None:
+        """The layer the group computes: the first kind (in ONNX_IMPORT's order) whose recogniser
+        accepts it; None for the bias Add of a MatMul, which goes onto the layer before."""
+        if self._bias_of_matmul(group):
+            del self.matmul.kw["bias"]
             return None
-        if kinds == {"BatchNormalization"}:
-            kw = {}
-            eps = a.get("epsilon", 1e-5)
-            if abs(eps - 1e-5) > 1e-9:
-                kw["eps"] = float(f"{eps:.6g}")
-            mom = 1.0 - a.get("momentum", 0.9)
-            if abs(mom - 0.1) > 1e-6:
-                kw["momentum"] = float(f"{mom:.6g}")
-            return Layer(name, "bn", [], kw)
-        if kinds == {"LRN"}:
-            return Layer(
-                name,
-                "lrn",
-                [a["size"]],
-                {"alpha": _f(a.get("alpha", 1e-4)), "beta": _f(a.get("beta", 0.75)), "k": _f(a.get("bias", 1.0))},
-            )
-        if ops.get("Pow") and ops.get("Conv") and ops.get("Div"):  # the elementary LRN of cnndsl
-            conv = next(n for n in group if n.op_type == "Conv")
-            size = _attrs(conv)["kernel_shape"][0]
-            pw = next(n for n in group if n.op_type == "Pow")
-            beta = float(self.const(pw.input[1]))
-            muls = [n for n in group if n.op_type == "Mul" and self.const(n.input[1]) is not None]
-            alpha = float(self.const(muls[-1].input[1])) * size if muls else 1e-4
-            adds = [n for n in group if n.op_type == "Add" and self.const(n.input[1]) is not None]
-            k = float(self.const(adds[-1].input[1])) if adds else 1.0
-            return Layer(name, "lrn", [size], {"alpha": _f(alpha), "beta": _f(beta), "k": _f(k)})
-        if main.op_type == "LeakyRelu":
-            return Layer(name, "leaky_relu", [_f(a.get("alpha", 0.01))])
-        if main.op_type == "Elu":
-            alpha = _f(a.get("alpha", 1.0))
-            return Layer(name, "elu", [], {"alpha": alpha} if alpha != 1.0 else {})
-        if main.op_type == "Clip":
-            lo, hi = (self.const(i) if i else None for i in (list(main.input) + ["", ""])[1:3])
-            if lo is not None and hi is not None and float(lo) == 0 and float(hi) == 6:
-                return Layer(name, "relu6")
-            unsupported("Clip other than relu6 (0, 6)")
-        if kinds == {"Mul", "Tanh"} and ops["Mul"] == 2:
-            return Layer(name, "scaled_tanh")
-        if kinds == {"Mul", "Erf", "Add"} or main.op_type == "Gelu":
-            return Layer(name, "gelu")
-        if kinds == {"Mul", "Sigmoid"} and len(group) == 2:
-            return Layer(name, "silu")
-        if main.op_type == "Softmax":
-            return Layer(name, "softmax")
-        if kinds in ({"Identity"}, {"Dropout"}):
-            ratio = (
-                self.const(main.input[1])
-                if main.op_type == "Dropout" and len(main.input) > 1 and main.input[1]
-                else None
-            )
-            p = _f(float(ratio)) if ratio is not None else _f(a.get("ratio", 0.5))
-            return Layer(name, "dropout", [p])
-        if kinds == {"Concat"}:
-            if a.get("axis", 1) != 1:
-                unsupported("Concat along an axis other than channels")
-            return Layer(name, "concat")
-        if kinds in ({"Add"}, {"Mul"}) and all(i not in self.inits for n in group for i in n.input):
-            return Layer(name, "add" if "Add" in kinds else "mul")
-        if kinds == {"Slice", "Pad"}:  # residual(shortcut=pad)
-            return Layer(name, "shortcut_pad")
-        if kinds == {"Slice"}:
-            y = self.shape(out)
-            starts = self.const(main.input[1])
-            if y is None or x is None or starts is None:
-                unsupported("a Slice needs known shapes and constant starts")
-            size = tuple(y[1:])
-            kw = {"center": True} if any(int(s) for s in starts) else {}
-            return Layer(name, "crop", [size if len(set(size)) > 1 else size[0]], kw)
-        if kinds == {"Pad"}:
-            pads = self.const(main.input[1]) if len(main.input) > 1 else a.get("pads")
-            if pads is None:
-                unsupported("Pad needs constant pads")
-            mode = a.get("mode", b"constant")
-            mode = mode.decode() if isinstance(mode, bytes) else mode
-            r = len(pads) // 2
-            begins, ends = [int(v) for v in pads[:r]], [int(v) for v in pads[r:]]
-            if begins != ends or any(begins[:2]):
-                unsupported(f"Pad {list(pads)}: only the same padding before and after each spatial axis")
-            kw = {"mode": {"reflect": "reflect", "edge": "replicate"}[mode]} if mode != "constant" else {}
-            return Layer(name, "pad", _fields(begins[2:]), kw)
-        if kinds == {"Reshape"} and x is not None:
-            shape = self.const(main.input[1])
-            if shape is not None and len(shape) == 2 and int(shape[1]) in (-1, _size(x)):
-                return Layer(name, "flatten")  # x.view(N, -1)
-        if kinds == {"Reshape", "Transpose"}:
-            shape = self.const(group[0].input[1])
-            return Layer(name, "shuffle", [int(shape[1])])
-        if "InstanceNormalization" in kinds:
-            shape = self.const(group[0].input[1])
-            groups = int(shape[1])
-            if groups == 1:
-                return Layer(name, "ln")
-            if x is not None and groups == x[0]:
-                return Layer(name, "instnorm")
-            return Layer(name, "gn", [groups])
-        if "ReduceSumSquare" in kinds and "Gemm" in kinds:  # rbf
-            gemm = next(n for n in group if n.op_type == "Gemm")
-            return Layer(name, "rbf", [int(self.inits[gemm.input[1]].shape[0])])
-        if "ScatterElements" in kinds:  # unpool with a maxpool's indices
-            idx = next(i for n in group for i in n.input if i.endswith(".indices"))
-            pool = next((lay for lay in self.layers if lay.name == idx[: -len(".indices")]), None)
-            if pool is None:
-                unsupported("the maxpool of the indices is unknown")
-            data = next(n.input[0] for n in group if n.op_type == "Reshape" and n.input[0] in ext)
-            return Layer(name, "unpool", [], {"of": Ref(pool.name)}, inputs=[self.producer[data]])
-        if kinds in ({"Resize"}, {"Upsample"}):
-            scales = self.const(main.input[2]) if len(main.input) > 2 and main.input[2] else self.const(main.input[-1])
-            if scales is None or any(float(s) != int(s) for s in scales[2:]):
-                unsupported("Resize needs constant integer scales")
-            mode = a.get("mode", b"nearest")
-            mode = mode.decode() if isinstance(mode, bytes) else mode
-            factors = tuple(int(s) for s in scales[2:])
-            kw = {"mode": "linear"} if mode == "linear" else {}
-            return Layer(name, "upsample", [factors], kw)
-        if kinds == {"Conv", "Sub", "Mul", "Sqrt", "ReduceMean", "Max", "Div"}:  # lcn: cnndsl's lowering
-            w = self.const(next(n for n in group if n.op_type == "Conv").input[1])  # (1, C, s, …): a Gaussian
-            size = int(w.shape[-1])
-            kw = {}
-            if size > 1:  # the window's profile along the last axis: g[c+1] / g[c] = exp(−1 / (2σ²))
-                profile = w[(0, 0) + (size // 2,) * (w.ndim - 3)].astype(float)
-                sigma = (-1 / (2 * log(profile[size // 2 + 1] / profile[size // 2]))) ** 0.5
-                sigma = float(f"{sigma:.6g}")
-                kw = {"sigma": sigma} if sigma != 1.0 else {}
-            return Layer(name, "lcn", [size], kw)
-        unsupported("this operator (or pattern) has no equivalent in the language")
+        for kind in ONNX_IMPORT:
+            found = kind.onnx_import(self, group)
+            if found is not None:
+                args, kw, *inputs = found
+                return SourceLayer(group.name, kind.name, list(args), dict(kw), *inputs)
+        group.unsupported("this operator (or pattern) has no equivalent in the language")
 
-    def pads(self, node, a, n, unsupported):
-        auto = a.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
+    def _bias_of_matmul(self, group: _Group) -> bool:
+        """torch writes a linear layer as MatMul, then Add of the bias vector."""
+        last = self.matmul
+        return (
+            group.types == {"Add"}
+            and len(group.ext) == 1
+            and last is not None
+            and self.layers
+            and self.layers[-1] is last
+            and last.kw.get("bias") is False
+            and self.producer.get(group.ext[0]) == last.name
+        )
+
+    def pads(self, node, a, n, group):
+        """A Conv's or ConvTranspose's padding: ``same`` (auto_pad, or the explicit pads that
+        ``same`` gives), or the per-axis pads, equal before and after."""
+        auto = self.word(a.get("auto_pad", b"NOTSET"))
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             return "same"
         pads = list(a.get("pads", [0] * 2 * n))
         if pads[:n] != pads[n:]:
-            if node.op_type != "ConvTranspose" and self._same(node, a, pads, n):
+            if node.op_type != "ConvTranspose" and self.same(node, a, pads, n):
                 return "same"  # cnndsl's (and TensorFlow's) same padding of an even window: the extra one at the end
-            unsupported(f"pads {pads} differ before and after")
+            group.unsupported(f"pads {pads} differ before and after")
         return tuple(pads[:n])
 
-    def _same(self, node, a, pads, n) -> bool:
+    def same(self, node, a, pads, n) -> bool:
         """Whether explicit pads are exactly what ``same`` gives for this input (layers/arith.same_pads)."""
-        from cnndsl.layers.arith import same_pads
-
         x = self.shape(node.input[0])
         if x is None or len(x) < n:
             return False
@@ -443,34 +295,6 @@ class _Reader:
         strides, dil = list(a.get("strides", [1] * n)), list(a.get("dilations", [1] * n))
         want = [same_pads(w, d * (f - 1) + 1, s) for w, f, s, d in zip(x[-n:], kernel, strides, dil)]
         return pads == [p for p, _ in want] + [q for _, q in want]
-
-    def pool(self, name, node, a, ext, out, unsupported):
-        kind = "maxpool" if node.op_type == "MaxPool" else "avgpool"
-        f = tuple(a["kernel_shape"])
-        n = len(f)
-        s = tuple(a.get("strides", [1] * n))
-        pads = list(a.get("pads", [0] * 2 * n))
-        ceil = bool(a.get("ceil_mode", 0))
-        kw = {}
-        if kind == "avgpool" and a.get("count_include_pad", 0):
-            kw["count_pad"] = True
-        if pads[:n] != pads[n:]:
-            # cnndsl writes a ceil-mode pool as floor mode with extra end padding: undo that
-            x, y = self.shape(ext[0]), self.shape(out)
-            p = tuple(pads[:n])
-            if (
-                x is not None
-                and y is not None
-                and tuple(_ceil_out(w, k, st, q) for w, k, st, q in zip(x[1:], f, s, p)) == y[1:]
-            ):
-                ceil = True
-            elif self._same(node, a, pads, n):  # the same padded input either way: same computation
-                return Layer(name, kind, _fields(f, s, "same"), kw)
-            else:
-                unsupported(f"pads {pads} differ before and after")
-        if ceil:
-            kw["ceil"] = True
-        return Layer(name, kind, _fields(f, s, pads[:n]), kw)
 
 
 def _fields(*values) -> list:
@@ -484,19 +308,10 @@ def _fields(*values) -> list:
     return out
 
 
-def _ceil_out(w, f, s, p):
-    o = -(-(w + 2 * p - f) // s) + 1
-    if (o - 1) * s >= w + p:
-        o -= 1
-    return o
-
-
 def _f(v) -> float:
     """A float32 attribute as the short decimal it was written from (1e-4, not 9.99999974738e-05)."""
     return float(f"{float(v):.7g}")
 
 
 def _ident(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "t"

@@ -1,182 +1,65 @@
-"""``cnndsl import``: other formats to readable ``.net`` text.
+"""The lines of an imported network: one layer, one chain, one combinator as ``.net`` text.
 
-Three readers (Caffe prototxt, Darknet cfg, ONNX) produce one small
-intermediate form, a :class:`Net` of :class:`Layer` records in topological
-order, each naming the layers it reads. One writer turns it into ``.net`` text:
-
-- chains become ``a -> b`` lines, one line per weighted or pooling layer with its
-  normalisation and activation chained on, a comment giving the source's names;
-- a merge (``add``/``concat``/``mul``) whose inputs are chains from a common fork
-  becomes a combinator with one branch per chain (``_`` for the fork itself,
-  ``@label`` for a value defined further back); an ``add`` of an identity or of
-  the projection ``residual`` would make becomes ``residual { ... }``;
-- combinators of the same structure become calls of one ``block`` whose
-  parameters are the numbers that differ between them (ResNet's bottlenecks,
-  GoogLeNet's inception modules), and runs of identical lines become
-  ``* N`` or ``repeat N { ... }``.
-
-    >>> net = Net("tiny", (1, 28, 28), [Layer("c1", "conv", [8, 3]), Layer("r1", "relu", inputs=["c1"])])
-    >>> print(write_net(net).splitlines()[-2].strip())
-    conv 8/3 -> relu                         # c1, r1
+The intermediate form (:mod:`cnndsl.importers.form`) is read as a graph: chains
+become ``a -> b`` lines, a layer chained onto the line before it when its kind
+says so (``Kind.chains``: normalisation and activations); a merge (a combinator
+kind) whose inputs are chains from a common fork becomes a combinator with one
+branch per chain (``_`` for the fork itself, ``@label`` for a value defined
+further back), or the combinator written in its place (``Kind.sugar_for``) when
+that kind recognises the branches (``residual { ... }``). Keywords at their
+default go without saying; trailing fields at their default too (``Spec``
+defaults, ``same_as`` another field); keywords most layers of a kind set alike
+are stated once (``Kind.stated_defaults``). :mod:`cnndsl.importers.fold` puts
+the statements together.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import Counter
 
-from cnndsl.errors import CnnError, Span
+from cnndsl.errors import CnnError
+from cnndsl.importers.form import SourceLayer, SourceNet, SourceRef, identifier
+from cnndsl.layers import CATALOGUE
+from cnndsl.layers.base import REQUIRED
 
-MERGES = ("add", "concat", "mul")
-# Layers chained onto the line of the layer before them.
-MINOR = {
-    "bn",
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "sigmoid",
-    "tanh",
-    "scaled_tanh",
-    "abs",
-    "elu",
-    "gelu",
-    "silu",
-    "hardswish",
-    "prelu",
-    "dropout",
-    "softmax",
-    "lrn",
-    "flatten",
-}
-# Trailing positional values that equal the kind's default are left out ("S" = same as F).
-TRAILING_DEFAULTS = {
-    "conv": (None, None, 1, 0),
-    "deconv": (None, None, 1, 0),
-    "maxpool": (None, "F", 0),
-    "avgpool": (None, "F", 0),
-    "dropout": (0.5,),
-    "leaky_relu": (0.01,),
-    "upsample": (2,),
-}
-# Block parameter names after the field they fill: K/F/S/P of conv, F/S/P of pooling.
-FIELD_HINTS = {"conv": "cfsp", "deconv": "cfsp", "maxpool": "fsp", "avgpool": "fsp", "fc": "n"}
-BARE_FLAGS = {"ceil", "center", "count_pad"}  # written without =true
-RESERVED = {"network", "block", "import", "table", "default", "input", "output", "repeat", "in", "true", "false"}
+# Block parameters are named after the field they fill (filters, size, stride); where one block
+# has several of a field, after its letter in the language's notation (conv K/F/S/P: c1, c2; f1 ..).
+LETTERS = {"filters": "c", "size": "f", "units": "n"}
+FREE_FIELD = "units"  # a field of a kind that does not declare it (cannot happen for known kinds)
 
 
-@dataclass
-class Layer:
-    """One layer of the intermediate form.
-
-    ``kind`` is a layer kind of the language; ``args`` its positional fields and
-    ``kw`` its keywords, as values (ints, floats, bools, words, tuples for
-    dimension literals); ``inputs`` the names of the layers read (``"input"`` is
-    the network input; empty means the layer before)."""
-
-    name: str
-    kind: str
-    args: list = field(default_factory=list)
-    kw: dict = field(default_factory=dict)
-    inputs: list = field(default_factory=list)
-    span: Span | None = None
+def is_merge(layer: SourceLayer) -> bool:
+    """A layer that reads several values: written as a combinator with branches."""
+    kind = CATALOGUE.get(layer.kind)
+    return kind is not None and kind.combinator
 
 
-@dataclass(frozen=True)
-class Ref:
-    """A keyword value naming another layer: written ``@label`` (``unpool of=@pool1``)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class Table:
-    """A connection table (``table NAME = [[0,1,2], ...]``), used by ``conv ... table=NAME``."""
-
-    name: str
-    rows: list
+def chains(layer: SourceLayer) -> str:
+    """How the layer joins the line before it (Kind.chains): "", "layer" or "any"."""
+    kind = CATALOGUE.get(layer.kind)
+    return kind.chains if kind is not None else ""
 
 
-@dataclass
-class Net:
-    name: str
-    input: tuple
-    layers: list
-    outputs: list = field(default_factory=list)  # layer names; empty: the last layer
-    notes: list = field(default_factory=list)  # comment lines for the file header
-    tables: list = field(default_factory=list)
-    output_names: dict = field(default_factory=dict)  # layer -> the source's name for that output
+def field_names(kind_name: str, count: int) -> list[str]:
+    """The names of a kind's first ``count`` positional fields."""
+    kind = CATALOGUE.get(kind_name)
+    names = [name for name, _ in kind.positional] if kind is not None else []
+    return (names + [FREE_FIELD] * count)[:count]
 
 
-# --------------------------------------------------------------------------- entry point
-
-
-def import_file(path, name: str | None = None) -> str:
-    """The ``.net`` text of a .prototxt, .cfg or .onnx file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".prototxt", ".pbtxt"):
-        from cnndsl.importers.from_caffe import read_caffe
-
-        net = read_caffe(path)
-    elif suffix == ".cfg":
-        from cnndsl.importers.from_darknet import read_darknet
-
-        net = read_darknet(path)
-    elif suffix == ".onnx":
-        from cnndsl.importers.from_onnx import read_onnx
-
-        net = read_onnx(path)
-    else:
-        raise CnnError(
-            f"cannot import {path}: expected a .prototxt (Caffe), .cfg (Darknet) or .onnx file; "
-            f"received {suffix or 'no extension'}",
-            code="E240",
-        )
-    if name is not None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in RESERVED:
-            raise CnnError(f"--name {name}: expected a name like resnet50 (letters, digits, _)", code="E240")
-        net.name = name
-    net.name = identifier(net.name, set())
-    return write_net(net, source=str(path))
-
-
-def read_text(path: Path) -> str:
-    from cnndsl.errors import remember_source
-
-    try:
-        if path.is_dir():
-            raise CnnError(f"cannot read {path}: it is a directory", code="E240")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CnnError(f"cannot read {path}: no such file", code="E240") from None
-    except OSError as err:
-        raise CnnError(f"cannot read {path}: {err.strerror or err}", code="E240") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise CnnError(f"cannot read {path}: not UTF-8 text (byte {err.start})", code="E240") from None
-    remember_source(str(path), text)
-    return text
-
-
-# --------------------------------------------------------------------------- names and values
-
-
-def identifier(name: str, taken: set) -> str:
-    """A fresh .net name for a source name: ``conv1/7x7_s2`` -> ``conv1_7x7_s2``."""
-    base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "layer"
-    base = re.sub(r"_+", "_", base)
-    if base[0].isdigit():
-        base = "l" + base
-    if base in RESERVED:
-        base += "_"
-    out, k = base, 1
-    while out in taken:
-        out = f"{base}_{k}"
-        k += 1
-    taken.add(out)
-    return out
+def _default_text(kind_name: str, index: int, texts: list[str]) -> str | None:
+    """The text of field ``index``'s default (``same_as``: the other field's text), or None."""
+    kind = CATALOGUE.get(kind_name)
+    if kind is None or index >= len(kind.positional):
+        return None
+    spec = kind.positional[index][1]
+    if spec.same_as is not None:
+        names = [name for name, _ in kind.positional]
+        return texts[names.index(spec.same_as)]
+    if spec.default is REQUIRED or spec.default is None:
+        return None
+    return fmt_value(spec.default)
 
 
 def fmt_value(v) -> str:
@@ -194,29 +77,27 @@ def fmt_value(v) -> str:
     return str(v)
 
 
-def fmt_call(layer: Layer, slot=None) -> str:
-    """``conv 64/3/1/1 groups=2``; ``slot(value)`` may stand in for an integer field (block templates)."""
+def fmt_call(layer: SourceLayer, slot=None) -> str:
+    """``conv 64/3/1/1 groups=2``, trailing fields at their default left out.
+
+    ``slot(value, field)`` may stand in for an integer field (block templates): it returns the
+    text of a block parameter, or None to keep the value (which may then be left out too)."""
     args = list(layer.args)
-    defaults = TRAILING_DEFAULTS.get(layer.kind, ())
-    # templates keep every field, so that units differing in a stride share one block
-    while slot is None and args and len(args) <= len(defaults):
-        d = defaults[len(args) - 1]
-        if d == "F":
-            d = args[0]
-        if d is None or fmt_value(args[-1]) != fmt_value(d):
-            break
-        args.pop()
-    hints = FIELD_HINTS.get(layer.kind, "n" * len(args))
-    fields = [
-        slot(a, hints[i] if i < len(hints) else "n")
-        if slot and isinstance(a, int) and not isinstance(a, bool)
-        else fmt_value(a)
-        for i, a in enumerate(args)
-    ]
-    text = layer.kind + (" " + "/".join(fields) if fields else "")
+    names = field_names(layer.kind, len(args))
+    texts, kept = [], []
+    for a, name in zip(args, names):
+        text = slot(a, name) if slot and isinstance(a, int) and not isinstance(a, bool) else None
+        kept.append(text is not None)
+        texts.append(fmt_value(a) if text is None else text)
+    while texts and not kept[-1] and texts[-1] == _default_text(layer.kind, len(texts) - 1, texts):
+        texts.pop()
+        kept.pop()
+    text = layer.kind + (" " + "/".join(texts) if texts else "")
+    kind = CATALOGUE.get(layer.kind)
     for k, v in layer.kw.items():
-        if v is True and k in BARE_FLAGS:
-            text += f" {k}"
+        spec = kind.keywords.get(k) if kind is not None else None
+        if v is True and spec is not None and spec.type == "bool" and spec.default is False:
+            text += f" {k}"  # a flag that is off unless said: `ceil`, `center`
         else:
             text += f" {k}={fmt_value(v)}"
     return text
@@ -226,7 +107,7 @@ def fmt_call(layer: Layer, slot=None) -> str:
 
 
 class _Graph:
-    def __init__(self, net: Net):
+    def __init__(self, net: SourceNet):
         self.net = net
         self.layers = {}
         prev = "input"
@@ -244,7 +125,9 @@ class _Graph:
             prev = layer.name
         self.outputs = list(net.outputs) or [prev]
         # values named elsewhere (outputs, `of=@pool`) stay at the top level, where they can be labelled
-        self.pinned = set(self.outputs) | {v.name for x in net.layers for v in x.kw.values() if isinstance(v, Ref)}
+        self.pinned = set(self.outputs) | {
+            v.name for x in net.layers for v in x.kw.values() if isinstance(v, SourceRef)
+        }
         self.consumers = {name: [] for name in ["input", *self.layers]}
         for layer in net.layers:
             for i in layer.inputs:
@@ -255,7 +138,7 @@ class _Graph:
         order = {layer.name: k for k, layer in enumerate(net.layers)}
         order["input"] = -1
         for layer in net.layers:
-            if layer.kind in MERGES:
+            if is_merge(layer):
                 branches = [self._chain_back(i) for i in layer.inputs]
                 flat = [n for _, chain in branches for n in chain]
                 if len({f for f, _ in branches}) > 1 or flat != sorted(flat, key=order.__getitem__):
@@ -282,7 +165,7 @@ class _Graph:
             if len(self.consumers[v]) != 1 or v in self.pinned or v in self.owned:
                 break
             layer = self.layers[v]
-            if layer.kind in MERGES:
+            if is_merge(layer):
                 if not nest:
                     break
                 fork = self.fork_of(v)
@@ -297,69 +180,57 @@ class _Graph:
 
 
 class Writer:
-    def __init__(self, net: Net, source: str = ""):
+    def __init__(self, net: SourceNet, source: str = ""):
         self.g = _Graph(net)
         self.net = net
         self.source = source
-        # `default conv bias=false` when most convolutions have no bias (ResNet in Caffe, Darknet's
-        # batch-normalised layers); the others then say `bias=true`
-        biases = [x.kw.get("bias", True) for x in net.layers if x.kind == "conv"]
-        self.no_bias = biases.count(False) > biases.count(True)
+        self.defaults = stated_defaults(net.layers)
         self.labels: dict[str, str] = {}
         self.referenced: set[str] = set()
 
     # ---- one layer / branch / merge as text
-    def call(self, layer: Layer, slot=None) -> str:
-        from cnndsl.layers import CATALOGUE
-
-        specs = CATALOGUE[layer.kind].keywords if layer.kind in CATALOGUE else {}
+    def call(self, layer: SourceLayer, slot=None) -> str:
+        """A layer's call, keywords at their default left out (or under the ``default`` lines)."""
+        kind = CATALOGUE.get(layer.kind)
+        specs = kind.keywords if kind is not None else {}
+        stated = self.defaults.get(layer.kind, {})
         kw = {
-            k: (f"@{self.label(v.name)}" if isinstance(v, Ref) else v)
+            k: (f"@{self.label(v.name)}" if isinstance(v, SourceRef) else v)
             for k, v in layer.kw.items()
-            if not (k in specs and k != "bias" and specs[k].default == v)
-        }  # defaults go without saying
-        if layer.kind == "conv" and self.no_bias and kw.pop("bias", True):
-            kw["bias"] = True  # under `default conv bias=false`
-        return fmt_call(Layer(layer.name, layer.kind, layer.args, kw), slot)
+            if k in stated or not (k in specs and specs[k].default == v)
+        }
+        for k, v in stated.items():  # said once by `default KIND k=v`; a layer that differs says so
+            value = kw.pop(k, specs[k].default)
+            if value != v:
+                kw[k] = value
+        return fmt_call(SourceLayer(layer.name, layer.kind, layer.args, kw), slot)
 
-    def _residual_body(self, merge: Layer):
-        """(body chain, shortcut) when ``merge`` is what ``residual { body }`` makes, else None."""
-        if merge.kind != "add" or len(merge.inputs) != 2:
+    def _sugar(self, merge: SourceLayer):
+        """(kind, body chain, keywords) when a combinator written in place of ``merge``
+        (Kind.sugar_for: ``residual { body }`` for an add) recognises one branch as its own
+        shortcut (Kind.import_shortcut), else None."""
+        sugars = [k for k in CATALOGUE.values() if k.sugar_for == merge.kind]
+        if not sugars or len(merge.inputs) != 2:
             return None
         (f1, c1), (f2, c2) = self.g.branches[merge.name]
         if f1 != f2:
             return None
         for short, body in ((c1, c2), (c2, c1)):
-            if not body or any(self.g.layers[n].kind in MERGES for n in short):
+            if not body or any(is_merge(self.g.layers[n]) for n in short):
                 continue
-            if not short:
-                return body, "auto"
-            if len(short) == 1 and self.g.layers[short[0]].kind == "shortcut_pad":
-                return body, "pad"
-            if len(short) == 2:
-                conv, bn = (self.g.layers[n] for n in short)
-                bias = conv.kw.get("bias", True)
-                if (
-                    conv.kind == "conv"
-                    and bn.kind == "bn"
-                    and not bn.kw
-                    and bn.args == []
-                    and _int(conv.args[1]) == 1
-                    and _int(conv.args[3] if len(conv.args) > 3 else 0) == 0
-                    and set(conv.kw) <= {"bias"}
-                    and bias == (not self.no_bias)
-                ):
-                    return body, "auto"
+            for kind in sugars:
+                mode = kind.import_shortcut([self.g.layers[n] for n in short], self.defaults)
+                if mode is not None:
+                    return kind, body, {"shortcut": mode}
         return None
 
-    def merge_text(self, merge: Layer, current: str | None, slot=None, indent: str = "    ") -> list[str]:
+    def merge_text(self, merge: SourceLayer, current: str | None, slot=None, indent: str = "    ") -> list[str]:
         """The combinator's lines (``current``: the value entering it)."""
-        found = self._residual_body(merge)
+        found = self._sugar(merge)
         if found is not None:
-            body, shortcut = found
+            kind, body, kw = found
             lines = self.chain_lines(body, slot)
-            head = "residual {" if shortcut == "auto" else f"residual(shortcut={shortcut}) {{"
-            return [head, *(indent + x for x in lines), "}"]
+            return [combinator_head(kind, kw), *(indent + x for x in lines), "}"]
         lines = [f"{merge.kind} {{"]
         for fork, chain in self.g.branches[merge.name]:
             start = "" if fork == current else f"@{self.label(fork)}"
@@ -383,7 +254,7 @@ class Writer:
         prev = None
         for n in names:
             layer = self.g.layers[n]
-            if layer.kind in MERGES:
+            if is_merge(layer):
                 sub = self.merge_text(layer, prev if prev else self.g.fork_of(n), slot, indent="    ")
                 if lines and prev is not None:
                     lines.append(sub[0])
@@ -393,7 +264,7 @@ class Writer:
                 prev = n
                 continue
             text = self.call(layer, slot)
-            if lines and layer.kind in MINOR and not lines[-1].endswith("{"):
+            if lines and chains(layer) and not lines[-1].endswith("{"):
                 lines[-1] += " -> " + text
             else:
                 lines.append(text)
@@ -412,14 +283,23 @@ class Writer:
         return self.labels[end]
 
 
-def _int(v):
-    if isinstance(v, tuple):
-        return v[0] if len(set(v)) == 1 else -1
-    return v
+def combinator_head(kind, kw: dict) -> str:
+    """``residual {``, or with keywords off their default ``residual(shortcut=pad) {``."""
+    said = {k: v for k, v in kw.items() if kind.keywords[k].default != v}
+    args = ", ".join(f"{k}={fmt_value(v)}" for k, v in said.items())
+    return f"{kind.name}({args}) {{" if args else f"{kind.name} {{"
 
 
-def write_net(net: Net, source: str = "") -> str:
-    """The ``.net`` text of an intermediate network (see the module doc)."""
-    from cnndsl.importers.fold import render
-
-    return render(Writer(net, source))
+def stated_defaults(layers: list) -> dict[str, dict]:
+    """Per kind, the keywords (Kind.stated_defaults) that most of its layers set to one value other
+    than the default: stated once by a ``default`` line (``default conv bias=false``)."""
+    out: dict[str, dict] = {}
+    for name, kind in CATALOGUE.items():
+        for k in kind.stated_defaults:
+            default = kind.keywords[k].default
+            values = Counter(x.kw.get(k, default) for x in layers if x.kind == name)
+            if values:
+                value, count = values.most_common(1)[0]
+                if value != default and count > values[default]:
+                    out.setdefault(name, {})[k] = value
+    return out

@@ -57,4 +57,50 @@ CATALOGUE: dict[str, Kind] = {cls.name: cls() for cls in _KINDS}
 # Kinds a .net file may name (internal ones are made by the compiler itself).
 PUBLIC: dict[str, Kind] = {n: k for n, k in CATALOGUE.items() if not getattr(k, "internal", False)}
 
-__all__ = ["CATALOGUE", "PUBLIC", "Kind", "LayerError", "Spec", "Symbol", "Table", "ValueRef", "coerce"]
+# The order in which the ONNX importer tries the kinds' recognisers (Kind.onnx_import): the first
+# that accepts a group of operators reads it. Most patterns exclude each other; where they overlap
+# the order decides: ln before instnorm (one channel is both), gn after both.
+_ONNX_IMPORT: tuple[type[Kind], ...] = (
+    conv.Conv,
+    conv.Deconv,
+    pool.MaxPool,
+    pool.AvgPool,
+    pool.Subsample,
+    pool.Gap,
+    pool.Gmp,
+    activation.Relu,
+    activation.Sigmoid,
+    activation.Tanh,
+    activation.Abs,
+    activation.Hardswish,
+    activation.PRelu,
+    dense.Flatten,
+    dense.FC,
+    norm.BatchNorm,
+    norm.LRN,
+    activation.LeakyRelu,
+    activation.Elu,
+    activation.Relu6,
+    activation.ScaledTanh,
+    activation.Gelu,
+    activation.Silu,
+    dense.Softmax,
+    dense.Dropout,
+    combine.Concat,
+    combine.Add,
+    combine.Mul,
+    reshape.ShortcutPad,
+    reshape.Crop,
+    reshape.Pad,
+    reshape.Shuffle,
+    norm.LayerNorm,
+    norm.InstanceNorm,
+    norm.GroupNorm,
+    dense.RBF,
+    pool.Unpool,
+    pool.Upsample,
+    norm.LCN,
+)
+ONNX_IMPORT: tuple[Kind, ...] = tuple(CATALOGUE[cls.name] for cls in _ONNX_IMPORT)
+
+__all__ = ["CATALOGUE", "ONNX_IMPORT", "PUBLIC", "Kind", "LayerError", "Spec", "Symbol", "Table", "ValueRef", "coerce"]

@@ -9,7 +9,11 @@ def _simple(kind_name: str, text: str, op: str, he_init: bool = False):
     def lower(self, b, node, xs, y):
         b.op(op, xs, out=y)
 
-    attrs = {"name": kind_name, "doc": text, "lower": lower, "he_init": he_init}
+    def onnx_import(self, reader, group):
+        return ([], {}) if len(group.nodes) == 1 and group.main.op_type == op else None
+
+    attrs = {"name": kind_name, "doc": text, "chains": "any", "he_init": he_init}
+    attrs.update(lower=lower, onnx_import=onnx_import)
     return type(kind_name.title().replace("_", ""), (Kind,), attrs)
 
 
@@ -24,24 +28,41 @@ class Relu6(Kind):
     name = "relu6"
     doc = "min(max(0, x), 6)"
     he_init = True
+    chains = "any"
 
     def lower(self, b, node, xs, y):
         b.op("Clip", [xs[0], b.scalar(0.0), b.scalar(6.0)], out=y)
+
+    def onnx_import(self, reader, group):
+        """Clip(0, 6); another Clip has no equivalent."""
+        main = group.main
+        if main.op_type != "Clip":
+            return None
+        lo, hi = (reader.const(i) if i else None for i in (list(main.input) + ["", ""])[1:3])
+        if lo is not None and hi is not None and float(lo) == 0 and float(hi) == 6:
+            return [], {}
+        group.unsupported("Clip other than relu6 (0, 6)")
 
 
 class ScaledTanh(Kind):
     name = "scaled_tanh"
     doc = "1.7159·tanh(2x/3) (LeCun et al. 1998)"
+    chains = "any"
 
     def lower(self, b, node, xs, y):
         t = b.op("Tanh", [b.op("Mul", [xs[0], b.scalar(2.0 / 3.0)])])
         b.op("Mul", [t, b.scalar(1.7159)], out=y)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Mul, Tanh, Mul."""
+        return ([], {}) if group.types == {"Mul", "Tanh"} and group.ops["Mul"] == 2 else None
 
 
 class Gelu(Kind):
     name = "gelu"
     doc = "x·Φ(x) (exact, erf form)"
     he_init = True
+    chains = "any"
 
     def lower(self, b, node, xs, y):
         # 0.5·x·(1 + erf(x/√2)); the Gelu operator only exists from opset 20
@@ -49,40 +70,61 @@ class Gelu(Kind):
         half = b.op("Mul", [xs[0], b.scalar(0.5)])
         b.op("Mul", [half, b.op("Add", [e, b.scalar(1.0)])], out=y)
 
+    def onnx_import(self, reader, group):
+        """``lower``'s erf form, or the Gelu operator of opset 20."""
+        return ([], {}) if group.types == {"Mul", "Erf", "Add"} or group.main.op_type == "Gelu" else None
+
 
 class Silu(Kind):
     name = "silu"
     doc = "x·sigmoid(x)"
     he_init = True
+    chains = "any"
 
     def lower(self, b, node, xs, y):
         b.op("Mul", [xs[0], b.op("Sigmoid", xs)], out=y)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Mul(x, Sigmoid(x))."""
+        return ([], {}) if group.types == {"Mul", "Sigmoid"} and len(group.nodes) == 2 else None
 
 
 class LeakyRelu(Kind):
     name = "leaky_relu"
     doc = "x if x > 0 else a·x"
     he_init = True
+    chains = "any"
     positional = (("a", Spec("float", 0.01)),)
 
     def lower(self, b, node, xs, y):
         b.op("LeakyRelu", xs, out=y, alpha=node.attrs["a"])
+
+    def onnx_import(self, reader, group):
+        return ([reader.short(group.a.get("alpha", 0.01))], {}) if group.main.op_type == "LeakyRelu" else None
 
 
 class Elu(Kind):
     name = "elu"
     doc = "x if x > 0 else alpha·(e^x − 1)"
     he_init = True
+    chains = "any"
     keywords = {"alpha": Spec("float", 1.0)}
 
     def lower(self, b, node, xs, y):
         b.op("Elu", xs, out=y, alpha=node.attrs["alpha"])
+
+    def onnx_import(self, reader, group):
+        if group.main.op_type != "Elu":
+            return None
+        alpha = reader.short(group.a.get("alpha", 1.0))
+        return [], {"alpha": alpha} if alpha != 1.0 else {}
 
 
 class PRelu(Kind):
     name = "prelu"
     doc = "leaky relu with one trainable slope per channel"
     he_init = True
+    chains = "any"
 
     def params(self, a, x, y):
         return x[0], 0
@@ -91,3 +133,6 @@ class PRelu(Kind):
         x = b.shape(node.inputs[0])
         slope = b.weight("weight", (x[0],) + (1,) * (len(x) - 1), "fill", value=0.25)
         b.op("PRelu", [xs[0], slope], out=y)
+
+    def onnx_import(self, reader, group):
+        return ([], {}) if len(group.nodes) == 1 and group.main.op_type == "PRelu" else None

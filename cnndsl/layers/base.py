@@ -69,6 +69,8 @@ class Spec:
     ``spatial`` (an int or a dimension literal, one value per spatial axis),
     ``pad`` (spatial, or ``same``/``valid``), ``enum`` (``choices``), ``table``,
     ``ref`` (``@label``), ``number_or_spatial`` (upsample factors).
+    ``same_as`` names the field whose value a left-out argument takes (pooling's
+    stride is its size; ``default`` is then None).
     """
 
     type: str
@@ -76,6 +78,7 @@ class Spec:
     min: int | float | None = None
     choices: tuple[str, ...] = ()
     doc: str = ""
+    same_as: str | None = None
 
 
 def describe(value) -> str:
@@ -171,7 +174,29 @@ def coerce(spec: Spec, name: str, value, rank: int):
 
 
 class Kind:
-    """Base of every layer kind. Subclasses override the rules they need."""
+    """Base of every layer kind. Subclasses override the rules they need.
+
+    What ``cnndsl import`` needs to know about a kind is said here too:
+
+    - ``chains``: how an imported layer of the kind is written after the one before
+      it: ``""`` on a line of its own; ``"layer"`` chained onto a layer's line
+      (``conv 64/3 -> bn``) but not onto a combinator's; ``"any"`` also after a
+      combinator (activations: ``add { ... } -> relu``).
+    - ``stated_defaults``: keywords that an imported network states once, with a
+      ``default`` line, when most of its layers of the kind differ from the default
+      (``default conv bias=false`` for Caffe's and Darknet's batch-normalised
+      convolutions).
+    - ``sugar_for``: the combinator that this one is written in place of, when its
+      ``import_shortcut`` recognises the branches (``residual { body }`` for
+      ``add { shortcut ; body }``).
+    - ``onnx_import(reader, group)``: the positional fields and keywords of a layer of
+      the kind that a group of ONNX operators computes (``(args, kw)``, or
+      ``(args, kw, inputs)`` when the layer reads fewer layers than the group's
+      tensors), or None when the group is not the kind's pattern; next to ``lower``,
+      whose operators it undoes. The reader (cnndsl/importers/from_onnx.py) tries
+      the kinds in the order of ``cnndsl.layers.ONNX_IMPORT`` and hands in its
+      helpers: attributes, constants, shapes, padding.
+    """
 
     name = ""
     positional: tuple[tuple[str, Spec], ...] = ()
@@ -191,6 +216,11 @@ class Kind:
     he_init = False
     init_transparent = False
 
+    # ``cnndsl import`` (see the class doc)
+    chains = ""
+    stated_defaults: tuple[str, ...] = ()
+    sugar_for = ""
+
     def all_args(self) -> dict[str, Spec]:
         return {**dict(self.positional), **self.keywords}
 
@@ -199,8 +229,9 @@ class Kind:
         """The arguments completed once, before any rule runs: defaults that depend on other
         fields or on the input shape, ``same`` resolved into per-axis ``pads``. Returns a new
         dict (never changes ``a``); may raise LayerError. The result is what every other rule
-        reads and what the IR keeps."""
-        return a
+        reads and what the IR keeps. This default fills in ``Spec.same_as``."""
+        filled = {n: a[s.same_as] for n, s in self.all_args().items() if s.same_as and a.get(n) is None}
+        return {**a, **filled} if filled else a
 
     def check(self, a: dict, x: tuple) -> None:
         """Validation that needs the input shape, before ``shape``."""
@@ -243,6 +274,10 @@ class Kind:
     def onnx_pads(pads) -> list[int]:
         """Per-axis (begin, end) pairs to ONNX's [begin..., end...]."""
         return [p for p, _ in pads] + [q for _, q in pads]
+
+    def onnx_import(self, reader, group):
+        """The arguments of a layer of this kind that ``group`` computes, or None (see the class doc)."""
+        return None
 
 
 def spatial_of(x: tuple) -> tuple:

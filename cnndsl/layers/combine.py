@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from .arith import fmt_shape, window_out
 from .base import Kind, LayerError, Spec
+from .conv import Conv
+from .norm import BatchNorm
+from .reshape import ShortcutPad
 
 
 def _mismatch(what: str, shapes, labels) -> LayerError:
@@ -25,6 +28,13 @@ def _fold(b, op: str, xs, y):
         acc = b.op(op, [acc, other], out=y if i == len(xs) else None)
 
 
+def _elementwise_import(reader, group, op: str):
+    """Add or Mul of computed tensors only (one of an initializer is a bias or a scale, not a combinator)."""
+    if group.types != {op} or any(reader.init(i) is not None for n in group.nodes for i in n.input):
+        return None
+    return [], {}
+
+
 class Add(Kind):
     name = "add"
     doc = "element-wise sum of the branches (shapes must be equal)"
@@ -38,10 +48,14 @@ class Add(Kind):
             raise _mismatch("branches must have equal shapes", shapes, labels)
         return shapes[0]
 
+    def onnx_import(self, reader, group):
+        return _elementwise_import(reader, group, "Add")
+
 
 class Residual(Add):
     name = "residual"
     doc = "add { shortcut ; body }; shortcut auto, identity, pad (option A) or conv"
+    sugar_for = Add.name
     keywords = {"shortcut": Spec("enum", "auto", choices=("auto", "identity", "pad", "conv"))}
     derives_shortcut = True
 
@@ -79,6 +93,35 @@ class Residual(Add):
         # same conv with the Add + ReLU, and the optimised graph equals torch's.
         _fold(b, "Add", xs[::-1], y)
 
+    def import_shortcut(self, chain, defaults) -> str | None:
+        """The ``shortcut=`` of the residual whose shortcut branch is ``chain``, or None when
+        it is not a shortcut that residual builds (cnndsl/ir/rules.py, ``_shortcut``): none
+        at all (the identity) or conv 1x1 + bn is ``auto``, a shortcut_pad is ``pad``.
+
+        ``chain`` holds the imported layers (``kind``, ``args``, ``kw``) of the branch;
+        ``defaults`` the keywords that ``default`` lines state per kind, as the conv that
+        residual builds gets them (``default conv bias=false``)."""
+        if not chain:
+            return "auto"
+        if len(chain) == 1 and chain[0].kind == ShortcutPad.name:
+            return "pad"
+        if len(chain) != 2:
+            return None
+        conv, bn = chain
+        bias = defaults.get(Conv.name, {}).get("bias", Conv.keywords["bias"].default)
+        if (
+            conv.kind == Conv.name
+            and bn.kind == BatchNorm.name
+            and not bn.kw
+            and bn.args == []
+            and _one(conv.args[1]) == 1
+            and _one(conv.args[3] if len(conv.args) > 3 else 0) == 0
+            and set(conv.kw) <= {"bias"}
+            and conv.kw.get("bias", True) == bias
+        ):
+            return "auto"
+        return None
+
 
 class Mul(Kind):
     name = "mul"
@@ -98,6 +141,9 @@ class Mul(Kind):
                 raise _mismatch("shapes do not broadcast (each axis must be equal or 1)", shapes, labels)
             out.append(big.pop() if big else 1)
         return tuple(out)
+
+    def onnx_import(self, reader, group):
+        return _elementwise_import(reader, group, "Mul")
 
 
 class Concat(Kind):
@@ -120,6 +166,14 @@ class Concat(Kind):
         crop = ("crop", "crop", {"size": target, "center": True})
         return [(crop,) if s[1:] != target else () for s in shapes]
 
+    def onnx_import(self, reader, group):
+        """Concat along the channels."""
+        if group.types != {"Concat"}:
+            return None
+        if group.a.get("axis", 1) != 1:
+            group.unsupported("Concat along an axis other than channels")
+        return [], {}
+
     def combine(self, a, shapes, labels):
         if len({len(s) for s in shapes}) > 1:
             raise _mismatch("branches must have the same number of axes", shapes, labels)
@@ -127,3 +181,10 @@ class Concat(Kind):
             hint = "" if a["crop"] == "center" else " (concat(crop=center) crops them to the smallest)"
             raise _mismatch(f"spatial sizes differ{hint}", shapes, labels)
         return (sum(s[0] for s in shapes),) + shapes[0][1:]
+
+
+def _one(v):
+    """A per-axis value as one integer (-1 when the axes differ)."""
+    if isinstance(v, tuple):
+        return v[0] if len(set(v)) == 1 else -1
+    return v

@@ -81,6 +81,7 @@ class Conv(Kind):
         "pad_mode": Spec("enum", "zeros", choices=("zeros", "reflect", "replicate")),
         "table": Spec("table", None),
     }
+    stated_defaults = ("bias",)
 
     def check(self, a, x):
         c, k, g = x[0], a["filters"], a["groups"]
@@ -181,6 +182,43 @@ class Conv(Kind):
             group=g,
         )
 
+    def onnx_import(self, reader, group):
+        """Conv, after a Pad of another mode (``pad_mode``), its weights masked by a Mul (``table=``)."""
+        main, a = group.main, group.a
+        if not (group.types <= {"Conv", "Mul", "Pad"} and group.ops["Conv"] == 1 and main.op_type == "Conv"):
+            return None
+        w = reader.init(main.input[1])
+        masked = next((n for n in group.nodes if n.op_type == "Mul" and main.input[1] in n.output), None)
+        if w is None and masked is not None:  # a connection table: weight × mask
+            w = next((reader.init(i) for i in masked.input if reader.init(i) is not None), None)
+        if w is None:
+            group.unsupported("the weights must be an initializer")
+        k, f = w.shape[0], tuple(w.shape[2:])
+        kw = {}
+        if a.get("group", 1) != 1:
+            kw["groups"] = a["group"]
+        dil = tuple(a.get("dilations", [1] * len(f)))
+        if set(dil) != {1}:
+            kw["dilation"] = dil
+        if len(main.input) < 3 or not main.input[2]:
+            kw["bias"] = False
+        pad = reader.pads(main, a, len(f), group)
+        pnode = group.first("Pad")
+        if pnode is not None:
+            mode = reader.word(reader.attrs(pnode).get("mode", b"constant"))
+            kw["pad_mode"] = {"reflect": "reflect", "edge": "replicate", "constant": "zeros"}[mode]
+            pad = tuple(int(p) for p in reader.const(pnode.input[1])[2 : 2 + len(f)])
+        mul = group.first("Mul")
+        if mul is not None:
+            masks = (reader.const(i) for i in mul.input)
+            mask = next((m for m in masks if m is not None and set(m.ravel().tolist()) <= {0.0, 1.0}), None)
+            if mask is None:
+                group.unsupported("a weight mask must be a constant")
+            rows = [[int(c) for c in range(mask.shape[1]) if mask[j, c].any()] for j in range(mask.shape[0])]
+            kw["table"] = reader.table(group.name, rows)
+            k = mask.shape[0]
+        return reader.fields(k, f, a.get("strides", [1] * len(f)), pad), kw
+
 
 class Deconv(Kind):
     name = "deconv"
@@ -267,3 +305,27 @@ class Deconv(Kind):
             output_padding=list(a["outpad"]),
             group=g,
         )
+
+    def onnx_import(self, reader, group):
+        """ConvTranspose; ``filters`` from the weight's shape (C, K/groups, F...)."""
+        main, a = group.main, group.a
+        if group.types != {"ConvTranspose"}:
+            return None
+        w = reader.init(main.input[1])
+        if w is None:
+            group.unsupported("the weights must be an initializer")
+        g = a.get("group", 1)
+        f = tuple(w.shape[2:])
+        kw = {}
+        if g != 1:
+            kw["groups"] = g
+        if len(main.input) < 3 or not main.input[2]:
+            kw["bias"] = False
+        dil = tuple(a.get("dilations", [1] * len(f)))
+        if set(dil) != {1}:
+            kw["dilation"] = dil
+        outpad = tuple(a.get("output_padding", [0] * len(f)))
+        if set(outpad) != {0}:
+            kw["outpad"] = outpad
+        pad = reader.pads(main, a, len(f), group)
+        return reader.fields(w.shape[1] * g, f, a.get("strides", [1] * len(f)), pad), kw

@@ -36,6 +36,25 @@ class FC(Kind):
         args = [flat, w] + ([b.weight("bias", (a["units"],), "fill")] if a["bias"] else [])
         b.op("Gemm", args, out=y, transB=1)
 
+    def onnx_import(self, reader, group):
+        """``lower``'s (Flatten +) Gemm; a MatMul by a 2-D weight (torch) without bias, which the
+        reader adds when an Add of a bias vector follows."""
+        if group.types in ({"Flatten", "Gemm"}, {"Gemm"}):
+            gemm = group.first("Gemm")
+            w = reader.init(gemm.input[1])
+            if w is None:
+                group.unsupported("the weights must be an initializer")
+            units = w.shape[0] if reader.attrs(gemm).get("transB", 0) else w.shape[1]
+            return [int(units)], {} if len(gemm.input) > 2 and gemm.input[2] else {"bias": False}
+        if group.types == {"MatMul"}:
+            w = reader.init(group.main.input[1])
+            if w is None or len(w.shape) != 2:
+                group.unsupported(
+                    "MatMul is read as a fully connected layer: its second input must be a 2-D initializer"
+                )
+            return [int(w.shape[1])], {"bias": False}
+        return None
+
 
 class RBF(Kind):
     name = "rbf"
@@ -69,10 +88,17 @@ class RBF(Kind):
         ww = b.reduce("ReduceSumSquare", w, [1], keepdims=0)
         b.op("Add", [b.op("Sub", [xx, b.op("Mul", [xw, b.scalar(2.0)])]), ww], out=y)
 
+    def onnx_import(self, reader, group):
+        """``lower``'s Σx² − 2·x·w + Σw²: ReduceSumSquare and Gemm; units from the weight."""
+        if not {"ReduceSumSquare", "Gemm"} <= group.types:
+            return None
+        return [int(reader.init(group.first("Gemm").input[1]).shape[0])], {}
+
 
 class Flatten(Kind):
     name = "flatten"
     doc = "flattens C×spatial into one vector"
+    chains = "layer"
 
     def shape(self, a, x):
         return (prod(x),)
@@ -83,18 +109,33 @@ class Flatten(Kind):
     def lower(self, b, node, xs, y):
         b.op("Flatten", xs, out=y, axis=1)
 
+    def onnx_import(self, reader, group):
+        """Flatten, or a Reshape to (N, −1) (torch's ``x.view(N, -1)``)."""
+        if len(group.nodes) == 1 and group.main.op_type == "Flatten":
+            return [], {}
+        if group.types == {"Reshape"} and group.x is not None:
+            shape = reader.const(group.main.input[1])
+            if shape is not None and len(shape) == 2 and int(shape[1]) in (-1, prod(group.x)):
+                return [], {}
+        return None
+
 
 class Softmax(Kind):
     name = "softmax"
     doc = "softmax over the channel axis"
+    chains = "layer"
 
     def lower(self, b, node, xs, y):
         b.op("Softmax", xs, out=y, axis=1)
+
+    def onnx_import(self, reader, group):
+        return ([], {}) if group.main.op_type == "Softmax" else None
 
 
 class Dropout(Kind):
     name = "dropout"
     doc = "dropout with probability p (identity at inference)"
+    chains = "layer"
     positional = (("p", Spec("float", 0.5)),)
 
     def check(self, a, x):
@@ -115,3 +156,13 @@ class Dropout(Kind):
             outputs=2,
             seed=seed,
         )
+
+    def onnx_import(self, reader, group):
+        """Dropout, or the Identity of inference (``p`` then the default)."""
+        main = group.main
+        if group.types not in ({"Identity"}, {"Dropout"}):
+            return None
+        ratio = (
+            reader.const(main.input[1]) if main.op_type == "Dropout" and len(main.input) > 1 and main.input[1] else None
+        )
+        return [reader.short(float(ratio)) if ratio is not None else reader.short(group.a.get("ratio", 0.5))], {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import log
+
 from .base import Kind, LayerError, Spec
 
 
@@ -9,6 +11,7 @@ class BatchNorm(Kind):
     name = "bn"
     doc = "batch normalisation; momentum as PyTorch: running = (1 − m)·running + m·batch"
     init_transparent = True
+    chains = "layer"
     keywords = {"eps": Spec("float", 1e-5, min=0), "momentum": Spec("float", 0.1, min=0)}
 
     def params(self, a, x, y):
@@ -52,10 +55,24 @@ class BatchNorm(Kind):
             keep = b.op("Mul", [buf, b.scalar(1.0 - m)])
             b.update(buf, b.op("Add", [keep, b.op("Mul", [batch, b.scalar(m)])]))
 
+    def onnx_import(self, reader, group):
+        """BatchNormalization; ONNX's momentum is PyTorch's 1 − momentum."""
+        if group.types != {"BatchNormalization"}:
+            return None
+        kw = {}
+        eps = group.a.get("epsilon", 1e-5)
+        if abs(eps - 1e-5) > 1e-9:
+            kw["eps"] = float(f"{eps:.6g}")
+        mom = 1.0 - group.a.get("momentum", 0.9)
+        if abs(mom - 0.1) > 1e-6:
+            kw["momentum"] = float(f"{mom:.6g}")
+        return [], kw
+
 
 class LRN(Kind):
     name = "lrn"
     doc = "local response normalisation across `size` channels: x / (k + alpha/size·Σx²)^beta"
+    chains = "layer"
     positional = (("size", Spec("int", min=1)),)
     keywords = {
         "alpha": Spec("float", 1e-4),
@@ -83,6 +100,26 @@ class LRN(Kind):
         total = b.op("Reshape", [total, b.op("Shape", xs)])
         scaled = b.op("Add", [b.op("Mul", [total, b.scalar(a["alpha"] / size)]), b.scalar(a["k"])])
         b.op("Div", [xs[0], b.op("Pow", [scaled, b.scalar(a["beta"])])], out=y)
+
+    def onnx_import(self, reader, group):
+        """The LRN operator, or ``lower``'s elementary form: x / Pow(x²-window-sum·alpha/size + k, beta)."""
+        a, short = group.a, reader.short
+        if group.types == {"LRN"}:
+            kw = {
+                "alpha": short(a.get("alpha", 1e-4)),
+                "beta": short(a.get("beta", 0.75)),
+                "k": short(a.get("bias", 1.0)),
+            }
+            return [a["size"]], kw
+        if not (group.ops.get("Pow") and group.ops.get("Conv") and group.ops.get("Div")):
+            return None
+        size = reader.attrs(group.first("Conv"))["kernel_shape"][0]
+        beta = float(reader.const(group.first("Pow").input[1]))
+        muls = [n for n in group.nodes if n.op_type == "Mul" and reader.const(n.input[1]) is not None]
+        alpha = float(reader.const(muls[-1].input[1])) * size if muls else 1e-4
+        adds = [n for n in group.nodes if n.op_type == "Add" and reader.const(n.input[1]) is not None]
+        k = float(reader.const(adds[-1].input[1])) if adds else 1.0
+        return [size], {"alpha": short(alpha), "beta": short(beta), "k": short(k)}
 
 
 class LCN(Kind):
@@ -119,6 +156,23 @@ class LCN(Kind):
         denom = b.op("Max", [b.op("Max", [sigma, c]), b.scalar(1e-6)])
         b.op("Div", [v, denom], out=y)
 
+    # the operators of ``lower``
+    _ONNX_OPS = {"Conv", "Sub", "Mul", "Sqrt", "ReduceMean", "Max", "Div"}
+
+    def onnx_import(self, reader, group):
+        """``lower``'s operators; ``sigma`` from the Gaussian window's profile."""
+        if group.types != self._ONNX_OPS:
+            return None
+        w = reader.const(group.first("Conv").input[1])  # (1, C, s, …): a Gaussian
+        size = int(w.shape[-1])
+        kw = {}
+        if size > 1:  # the window's profile along the last axis: g[c+1] / g[c] = exp(−1 / (2σ²))
+            profile = w[(0, 0) + (size // 2,) * (w.ndim - 3)].astype(float)
+            sigma = (-1 / (2 * log(profile[size // 2 + 1] / profile[size // 2]))) ** 0.5
+            sigma = float(f"{sigma:.6g}")
+            kw = {"sigma": sigma} if sigma != 1.0 else {}
+        return [size], kw
+
 
 class _GroupNorm(Kind):
     keywords = {"eps": Spec("float", 1e-5, min=0)}
@@ -147,10 +201,21 @@ class _GroupNorm(Kind):
         back = b.op("Reshape", [normed, b.op("Shape", [xs[0]])])
         b.op("Add", [b.op("Mul", [back, gamma]), beta], out=y)
 
+    @staticmethod
+    def onnx_groups(reader, group):
+        """The groups of ``lower``'s InstanceNormalization over (N, groups, −1), or None."""
+        if "InstanceNormalization" not in group.types:
+            return None
+        return int(reader.const(group.nodes[0].input[1])[1])
+
 
 class LayerNorm(_GroupNorm):
     name = "ln"
     doc = "layer normalisation over all of C×spatial per sample, per-channel scale and shift"
+
+    def onnx_import(self, reader, group):
+        """One group (tried before instnorm: for one channel, both are one group)."""
+        return ([], {}) if self.onnx_groups(reader, group) == 1 else None
 
 
 class GroupNorm(_GroupNorm):
@@ -161,6 +226,11 @@ class GroupNorm(_GroupNorm):
     def groups(self, a, x):
         return a["groups"]
 
+    def onnx_import(self, reader, group):
+        """Any other number of groups (tried after ln and instnorm)."""
+        groups = self.onnx_groups(reader, group)
+        return ([groups], {}) if groups is not None else None
+
 
 class InstanceNorm(_GroupNorm):
     name = "instnorm"
@@ -168,3 +238,8 @@ class InstanceNorm(_GroupNorm):
 
     def groups(self, a, x):
         return x[0]
+
+    def onnx_import(self, reader, group):
+        """One group per channel."""
+        groups = self.onnx_groups(reader, group)
+        return ([], {}) if groups is not None and group.x is not None and groups == group.x[0] else None

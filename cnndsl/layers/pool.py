@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arith import fmt_shape, prod
+from .arith import fmt_shape, prod, window_out
 from .base import Kind, LayerError, Spec, fraction, full_window
 from .conv import resolve_pads, sliding_window, stride_warnings
 
@@ -12,14 +12,14 @@ class _Pool(Kind):
     shown_keywords = ("ceil",)
     positional = (
         ("size", Spec("spatial")),
-        ("stride", Spec("spatial", None)),  # defaults to the window size
+        ("stride", Spec("spatial", None, same_as="size")),
         ("pad", Spec("pad", 0)),
     )
     keywords = {"ceil": Spec("bool", False)}
 
     def canonical(self, a, x):
-        stride = a["size"] if a["stride"] is None else a["stride"]  # the stride defaults to the window
-        return {**a, "stride": stride, "pads": resolve_pads(a["pad"], x[1:], a["size"], stride)}
+        a = super().canonical(a, x)  # the stride defaults to the window (same_as)
+        return {**a, "pads": resolve_pads(a["pad"], x[1:], a["size"], a["stride"])}
 
     def check(self, a, x):
         if isinstance(a["pad"], tuple):
@@ -64,16 +64,49 @@ class _Pool(Kind):
         else:
             b.op("MaxPool", xs, out=y, **attrs)
 
+    def onnx_import(self, reader, group):
+        """MaxPool or AveragePool (``onnx_op``); unequal pads are ``lower``'s ceil mode or ``same``."""
+        if group.types != {self.onnx_op}:
+            return None
+        node, a = group.main, group.a
+        f = tuple(a["kernel_shape"])
+        n = len(f)
+        s = tuple(a.get("strides", [1] * n))
+        pads = list(a.get("pads", [0] * 2 * n))
+        ceil = bool(a.get("ceil_mode", 0))
+        kw = {}
+        if "count_pad" in self.keywords and a.get("count_include_pad", 0):
+            kw["count_pad"] = True
+        if pads[:n] != pads[n:]:
+            # lower writes a ceil-mode pool as floor mode with extra end padding: undo that
+            x, y = reader.shape(group.ext[0]), reader.shape(group.out)
+            p = tuple(pads[:n])
+            if x is not None and y is not None and tuple(map(_ceil_out, x[1:], f, s, p)) == y[1:]:
+                ceil = True
+            elif reader.same(node, a, pads, n):  # the same padded input either way: same computation
+                return reader.fields(f, s, "same"), kw
+            else:
+                group.unsupported(f"pads {pads} differ before and after")
+        if ceil:
+            kw["ceil"] = True
+        return reader.fields(f, s, pads[:n]), kw
+
+
+def _ceil_out(size, f, stride, pad):
+    return window_out(size, f, stride, pad, pad, ceil=True)
+
 
 class MaxPool(_Pool):
     name = "maxpool"
     doc = "max pooling F/S/P (S defaults to F); ceil rounds up (Caffe)"
+    onnx_op = "MaxPool"
 
 
 class AvgPool(_Pool):
     name = "avgpool"
     doc = "average pooling F/S/P; count_pad counts padded zeros in the average"
     keywords = {**_Pool.keywords, "count_pad": Spec("bool", False)}
+    onnx_op = "AveragePool"
 
 
 class _Global(Kind):
@@ -85,10 +118,15 @@ class _Global(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def onnx_import(self, reader, group):
+        """The one global pooling operator of ``lower``."""
+        return ([], {}) if len(group.nodes) == 1 and group.main.op_type == self.onnx_op else None
+
 
 class Gap(_Global):
     name = "gap"
     doc = "global average pooling to Cx1x1"
+    onnx_op = "GlobalAveragePool"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalAveragePool", xs, out=y)
@@ -97,6 +135,7 @@ class Gap(_Global):
 class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
+    onnx_op = "GlobalMaxPool"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)
@@ -132,6 +171,12 @@ class Subsample(Kind):
         w = b.weight("weight", bshape, "fill", value=1.0 / prod(a["size"]))
         scaled = b.op("Mul", [total, w])
         b.op("Add", [scaled, b.weight("bias", bshape, "fill")], out=y)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s window sum × coefficient + bias: AveragePool, Mul, Add."""
+        if group.types != {"AveragePool", "Mul", "Add"}:
+            return None
+        return [tuple(reader.attrs(group.first("AveragePool"))["kernel_shape"])], {}
 
 
 def _unpadded(a):
@@ -197,6 +242,17 @@ class Unpool(Kind):
         vals = b.op("Reshape", [xs[0], flat])
         b.op("Reshape", [b.op("ScatterElements", [zeros, idx, vals], axis=0), shape], out=y)
 
+    def onnx_import(self, reader, group):
+        """``lower``'s scatter of the values to the maxpool's indices (``<pool>.indices``)."""
+        if "ScatterElements" not in group.types:
+            return None
+        idx = next(i for n in group.nodes for i in n.input if i.endswith(".indices"))
+        pool = next((layer for layer in reader.layers if layer.name == idx[: -len(".indices")]), None)
+        if pool is None:
+            group.unsupported("the maxpool of the indices is unknown")
+        data = next(n.input[0] for n in group.nodes if n.op_type == "Reshape" and n.input[0] in group.ext)
+        return [], {"of": reader.ref(pool.name)}, [reader.producer[data]]
+
 
 class Upsample(Kind):
     name = "upsample"
@@ -219,3 +275,16 @@ class Upsample(Kind):
         else:
             extra = dict(mode="linear", coordinate_transformation_mode="half_pixel")
         b.op("Resize", [xs[0], "", b.const(scales, cast=False)], out=y, **extra)
+
+    def onnx_import(self, reader, group):
+        """Resize (or the older Upsample) by constant integer scales."""
+        main, a = group.main, group.a
+        if group.types not in ({"Resize"}, {"Upsample"}):
+            return None
+        scales_input = main.input[2] if len(main.input) > 2 and main.input[2] else main.input[-1]
+        scales = reader.const(scales_input)
+        if scales is None or any(float(s) != int(s) for s in scales[2:]):
+            group.unsupported("Resize needs constant integer scales")
+        mode = reader.word(a.get("mode", b"nearest"))
+        kw = {"mode": "linear"} if mode == "linear" else {}
+        return [tuple(int(s) for s in scales[2:])], kw

@@ -66,6 +66,17 @@ class Crop(Kind):
         ints = [b.const(np.array(v, np.int64)) for v in (start, end, axes)]
         b.op("Slice", [xs[0], *ints], out=y)
 
+    def onnx_import(self, reader, group):
+        """A Slice to a known output shape; ``center`` when it does not start at 0."""
+        if group.types != {"Slice"}:
+            return None
+        y, starts = reader.shape(group.out), reader.const(group.main.input[1])
+        if y is None or group.x is None or starts is None:
+            group.unsupported("a Slice needs known shapes and constant starts")
+        size = tuple(y[1:])
+        kw = {"center": True} if any(int(s) for s in starts) else {}
+        return [size if len(set(size)) > 1 else size[0]], kw
+
 
 class Pad(Kind):
     name = "pad"
@@ -98,6 +109,22 @@ class Pad(Kind):
         # inputs) and a pad not smaller than the window makes the session fail to load.
         b.op("Pad", [xs[0], pads, b.scalar(-0.0)], out=y, mode=mode)
 
+    def onnx_import(self, reader, group):
+        """A Pad of the same amount before and after each spatial axis."""
+        main, a = group.main, group.a
+        if group.types != {"Pad"}:
+            return None
+        pads = reader.const(main.input[1]) if len(main.input) > 1 else a.get("pads")
+        if pads is None:
+            group.unsupported("Pad needs constant pads")
+        mode = reader.word(a.get("mode", b"constant"))
+        r = len(pads) // 2
+        begins, ends = [int(v) for v in pads[:r]], [int(v) for v in pads[r:]]
+        if begins != ends or any(begins[:2]):
+            group.unsupported(f"Pad {list(pads)}: only the same padding before and after each spatial axis")
+        kw = {"mode": {"reflect": "reflect", "edge": "replicate"}[mode]} if mode != "constant" else {}
+        return reader.fields(begins[2:]), kw
+
 
 class Shuffle(Kind):
     name = "shuffle"
@@ -116,6 +143,12 @@ class Shuffle(Kind):
         split = b.op("Reshape", [xs[0], b.const(np.array([0, g, x[0] // g, -1], np.int64))])
         swapped = b.op("Transpose", [split], perm=[0, 2, 1, 3])
         b.op("Reshape", [swapped, b.const(np.array([0, *x], np.int64))], out=y)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Reshape to (N, groups, C/groups, −1), Transpose, Reshape."""
+        if group.types != {"Reshape", "Transpose"}:
+            return None
+        return [int(reader.const(group.nodes[0].input[1])[1])], {}
 
 
 class ShortcutPad(Kind):
@@ -147,3 +180,7 @@ class ShortcutPad(Kind):
         extra = a["channels"] - x[0]
         pads = b.const(np.array([0, 0] + [0] * n + [0, extra] + [0] * n, np.int64))
         b.op("Pad", [sub, pads], out=y, mode="constant")
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Slice and Pad (read back for ``residual(shortcut=pad)``)."""
+        return ([], {}) if group.types == {"Slice", "Pad"} else None

@@ -243,7 +243,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.builder import DEFAULT_OPSET
-    from cnndsl.lower.export import load_weights, to_onnx, write_atomic
+    from cnndsl.lower.export import load_weights, to_onnx, write_model
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
@@ -273,7 +273,7 @@ def cmd_export(args) -> int:
             ),
             model,
         )
-        size = write_atomic(proto, out)
+        size = write_model(proto, out)
         loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
         print(
@@ -295,7 +295,7 @@ def cmd_export(args) -> int:
         ),
         model,
     )
-    size = write_atomic(proto, out)
+    size = write_model(proto, out)
     print(
         f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
         f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}"
@@ -373,7 +373,7 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from cnndsl.lower.session import bar, percentile, run, save_outputs
+    from cnndsl.lower.session import bar, percentile, save_outputs, time_model
 
     if args.iterations < 0 or args.batch < 1:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
@@ -408,7 +408,7 @@ def cmd_run(args) -> int:
             data = np.load(args.data, allow_pickle=False)
         except Exception as err:
             raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
-    outputs, times, used, batch = run(
+    outputs, times, used, batch = time_model(
         model_bytes, args.provider, args.batch, args.iterations, data, progress=bar() if args.iterations >= 50 else None
     )
     print(f"model {name} on {used}, batch {batch}")
@@ -426,7 +426,7 @@ def cmd_run(args) -> int:
 
 def cmd_graph(args) -> int:
     from cnndsl.files import write_atomic
-    from cnndsl.tools.diagram import diagram, output_path, render
+    from cnndsl.tools.diagram import diagram, output_path, render_diagram
 
     model = load(
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
@@ -434,7 +434,7 @@ def cmd_graph(args) -> int:
     _print_diagnostics(model.warnings)
     out = output_path(args.output, model.name, args.file)
     d = diagram(model, args.depth)
-    data = render(d, out.suffix.lower() or ".svg")
+    data = render_diagram(d, out.suffix.lower() or ".svg")
     write_atomic(out, lambda f: f.write(data))
     size = len(data)
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
@@ -546,9 +546,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    from cnndsl.tools.fmt import run
+    from cnndsl.tools.fmt import format_paths
 
-    return run(args.files, args.check, lambda d: _print_diagnostics([d]))
+    return format_paths(args.files, args.check, lambda d: _print_diagnostics([d]))
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.files import write_atomic as write_atomic_file
+from cnndsl.files import write_atomic
 from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
 
 TWO_GB = 2**31 - 1
@@ -120,13 +120,13 @@ def _light_into(proto, light) -> None:
             g.initializer.append(t)
 
 
-def write_atomic(proto, out: Path) -> int:
+def write_model(proto, out: Path) -> int:
     """Write the model atomically (cnndsl.files): never a partial file.
 
     Models over 2 GB keep their weights in ``<name>.data`` beside the model."""
     out = Path(out)
     if proto.ByteSize() < TWO_GB:
-        write_atomic_file(out, lambda f: f.write(proto.SerializeToString()))
+        write_atomic(out, lambda f: f.write(proto.SerializeToString()))
         return out.stat().st_size
     return _write_external(proto, out)
 
@@ -158,7 +158,7 @@ def _write_external(proto, out: Path) -> int:
                 if e.key == "location":
                     e.value = out.name + ".data"
         os.replace(data_tmp, out.with_name(out.name + ".data"))
-        write_atomic_file(out, lambda f: f.write(m.SerializeToString()))
+        write_atomic(out, lambda f: f.write(m.SerializeToString()))
     except OSError as err:
         raise CnnError(f"cannot write {out}: {err.strerror or err}", code="E083") from None
     finally:

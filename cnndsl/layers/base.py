@@ -178,6 +178,11 @@ class Kind:
     # Combinators (add, concat, mul, residual) take a { body } instead of one input.
     combinator = False
 
+    # What a network's output of this kind holds, for training: "scores" (the larger, the
+    # likelier the class), "distances" (the smaller, the likelier: rbf) or "probabilities"
+    # (a softmax: the loss takes the scores before it).
+    output = "scores"
+
     def all_args(self) -> dict[str, Spec]:
         return {**dict(self.positional), **self.keywords}
 

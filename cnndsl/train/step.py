@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.errors import CnnError
+from cnndsl.layers import CATALOGUE
 from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
 from cnndsl.train.adjoints import differentiate
 
@@ -60,10 +61,16 @@ def train_model(
     )[0]
 
 
+def output_meaning(model) -> str:
+    """What the network's (first) output holds: ``scores``, ``distances`` (rbf) or
+    ``probabilities`` (softmax), as its layer kind says (``Kind.output``)."""
+    kind = model.graph.nodes[model.graph.outputs[0][1]].kind
+    return CATALOGUE[kind].output if kind in CATALOGUE else "scores"  # the input itself: scores
+
+
 def default_loss(model) -> str:
-    """``map`` for a network ending in rbf units (LeNet-5's own criterion), ``cross_entropy`` otherwise."""
-    graph = model.graph
-    return "map" if graph.nodes[graph.outputs[0][1]].kind == "rbf" else "cross_entropy"
+    """``map`` for a network ending in distances (rbf units: LeNet-5's own criterion), ``cross_entropy`` otherwise."""
+    return "map" if output_meaning(model) == "distances" else "cross_entropy"
 
 
 def train_graph(
@@ -97,16 +104,17 @@ def train_graph(
     out_node = graph.nodes[out_id]
     b.layer = "loss"
     prediction = b.tensor(out_id)
-    if loss == "map" and out_node.kind != "rbf":
+    meaning = output_meaning(model)
+    if loss == "map" and meaning != "distances":
         raise CnnError(
             f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
             f"{out_node.kind} (use cross_entropy)",
             code="E085",
         )
     if loss in ("cross_entropy", "map"):
-        if out_node.kind == "softmax":  # the loss takes the scores before the softmax
+        if meaning == "probabilities":  # the loss takes the scores before the softmax
             prediction = b.tensor(out_node.inputs[0])
-        elif out_node.kind == "rbf":  # distances: the nearest centre is the most likely class
+        elif meaning == "distances":  # the nearest centre is the most likely class
             prediction = b.op("Neg", [prediction])
     logit_shape = graph.nodes[out_id].shape
     forward = list(b.nodes)

@@ -28,6 +28,7 @@ from math import prod
 import numpy as np
 
 from cnndsl.errors import CnnError
+from cnndsl.train.interpolation import linear_weights
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 MAX_CLASSES = 100_000  # a label beyond this is a mistake (a pixel array given as y), not a class
@@ -435,22 +436,6 @@ def _resize(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     first = x.ndim - len(size)
     for axis, (n_in, n_out) in enumerate(zip(x.shape[first:], size), start=first):
         if n_in != n_out:
-            x = np.moveaxis(np.tensordot(x, _linear_weights(n_in, n_out), axes=([axis], [1])), -1, axis)
+            weights = linear_weights(n_in, n_out).astype(np.float32)  # PyTorch's bilinear, per axis
+            x = np.moveaxis(np.tensordot(x, weights, axes=([axis], [1])), -1, axis)
     return x.astype(np.float32, copy=False)
-
-
-def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix of linear interpolation with half-pixel centres.
-
-    The same as PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` per axis:
-    output i samples input position (i + 0.5) * n_in / n_out - 0.5, clamped to the edges.
-    """
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    w = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(w, (rows, lo), 1 - frac)
-    np.add.at(w, (rows, hi), frac)
-    return w.astype(np.float32)

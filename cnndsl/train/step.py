@@ -34,6 +34,7 @@ import numpy as np
 from cnndsl.errors import CnnError
 from cnndsl.layers import CATALOGUE
 from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
+from cnndsl.lower.export import light_copy
 from cnndsl.train.adjoints import differentiate
 
 LOSSES = ("cross_entropy", "mse", "map")
@@ -88,6 +89,7 @@ def train_graph(
     check=True,
 ):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
+    import onnx
     from onnx import helper, numpy_helper
 
     loss = default_loss(model) if loss is None else loss
@@ -215,8 +217,8 @@ def train_graph(
     }
     _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
-    if check:
-        _check(proto)
+    if check:  # the full ONNX checker, on a copy without the large initializers
+        onnx.checker.check_model(light_copy(proto), full_check=True)
     return proto, dict(b.params)
 
 
@@ -275,24 +277,6 @@ def _static_shapes(b, graph) -> dict[str, tuple]:
     for node in graph.nodes:  # layer outputs: ours (the IR is the authority)
         shapes[b.tensor(node.id)] = (SHAPE_BATCH, *node.shape)
     return shapes
-
-
-def _check(proto) -> None:
-    """The full ONNX checker on a light copy: the large initializers, all of them graph
-    inputs already (parameters and their buffers), stay out of it."""
-    import onnx
-
-    light = onnx.ModelProto()
-    for field in ("ir_version", "producer_name"):
-        setattr(light, field, getattr(proto, field))
-    light.opset_import.extend(proto.opset_import)
-    g, src = light.graph, proto.graph
-    g.name = src.name
-    for part in ("node", "input", "output", "value_info"):
-        getattr(g, part).extend(getattr(src, part))
-    inputs = {i.name for i in src.input}
-    g.initializer.extend(t for t in src.initializer if t.name not in inputs or len(t.raw_data) <= 16384)
-    onnx.checker.check_model(light, full_check=True)
 
 
 def step_names(proto) -> dict[str, str]:

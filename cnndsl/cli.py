@@ -13,7 +13,7 @@ import os
 import sys
 
 from cnndsl.errors import CnnError, Diagnostic
-from cnndsl.files import refuse_overwrite
+from cnndsl.files import read_bytes, refuse_overwrite
 from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
 from cnndsl.version import __version__
 
@@ -387,8 +387,6 @@ def cmd_run(args) -> int:
             imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file),
         )
     if path.suffix == ".onnx":
-        from cnndsl.files import read_bytes
-
         model_bytes = read_bytes(path, "E040")
         name = path.name
     else:
@@ -402,10 +400,13 @@ def cmd_run(args) -> int:
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:
+        import io
+
         import numpy as np
 
+        raw = read_bytes(args.data, "E092", f"--data {args.data}")
         try:
-            data = np.load(args.data, allow_pickle=False)
+            data = np.load(io.BytesIO(raw), allow_pickle=False)
         except Exception as err:
             raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
     outputs, times, used, batch = time_model(

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from math import prod
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.files import write_atomic
+from cnndsl.files import read_bytes, write_atomic
 from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
 
 TWO_GB = 2**31 - 1
@@ -25,22 +26,23 @@ def load_weights(path) -> dict:
     import numpy as np
 
     path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load as load_safetensors
+        except ImportError:
+            raise CnnError(
+                "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
+                code="E082",
+            ) from None
+        raw = read_bytes(path, "E082", f"--weights {path}")
+        try:
+            return dict(load_safetensors(raw))
+        except Exception as err:  # a corrupt or foreign file
+            raise CnnError(f"--weights {path}: cannot read it as .safetensors: {err}", code="E082") from None
+    raw = read_bytes(path, "E082", f"--weights {path}")
     try:
-        if path.suffix == ".safetensors":
-            try:
-                from safetensors.numpy import load_file
-            except ImportError:
-                raise CnnError(
-                    "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
-                    code="E082",
-                ) from None
-            return dict(load_file(str(path)))
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except CnnError:
-        raise
-    except FileNotFoundError:
-        raise CnnError(f"--weights {path}: no such file", code="E082") from None
     except Exception as err:  # a corrupt or foreign file
         raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
 

@@ -28,6 +28,7 @@ from math import prod
 import numpy as np
 
 from cnndsl.errors import CnnError
+from cnndsl.files import read_bytes
 from cnndsl.train.interpolation import linear_weights
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
@@ -154,8 +155,9 @@ def _digits(shape, classes, fail) -> Data:
 
 
 def _npz(source, shape, classes, fail) -> Data:
+    raw = read_bytes(source, "E101", f"--data {source}", missing="E100")
     try:
-        f = np.load(source, allow_pickle=False)
+        f = np.load(io.BytesIO(raw), allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise fail("E101", "expected a .npz archive of arrays x and y; received a single .npy array")
         with f:
@@ -168,18 +170,16 @@ def _npz(source, shape, classes, fail) -> Data:
             x, y = f[xkey], f[ykey]
     except CnnError:
         raise
-    except FileNotFoundError:
-        raise fail("E100", "no such file") from None
     except Exception as err:  # noqa: BLE001 - zip, zlib, .npy header, pickle errors: a damaged file
         raise fail("E101", f"cannot read it as .npz ({type(err).__name__}: {err})") from None
     return _arrays(source, x, y, shape, classes, fail, xkey, ykey)
 
 
 def _idx(source, images, labels, shape, classes, fail) -> Data:
-    x = _read_idx(images, fail)
+    x = _read_idx(source, images, fail)
     if labels is None:
         labels = _labels_file(images, fail)
-    y = _read_idx(labels, fail)
+    y = _read_idx(source, labels, fail)
     if x.ndim == 1 and y.ndim > 1:
         raise fail("E109", f"{images} holds labels and {labels} images; give the images file first")
     if y.ndim != 1:
@@ -256,16 +256,13 @@ def _labels_file(images: str, fail) -> str:
     )
 
 
-def _read_idx(path: str, fail) -> np.ndarray:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+def _read_idx(source: str, path: str, fail) -> np.ndarray:
+    raw = read_bytes(path, "E101", f"--data {source}: {path}", missing="E100")
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+        try:
             raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise fail("E100", f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zlib.error) as err:
-        raise fail("E101", f"{path}: cannot read it ({type(err).__name__}: {err})") from None
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise fail("E101", f"{path}: cannot read it ({type(err).__name__}: {err})") from None
     if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in IDX_TYPES or raw[3] == 0:
         got = f"0x{raw[:4].hex()}" if raw else "an empty file"
         raise fail(

@@ -17,7 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_onnx as B  # noqa: E402
 
 import cnndsl  # noqa: E402
-from cnndsl.lower.export import to_onnx, write_atomic  # noqa: E402
+from cnndsl.lower.export import to_onnx, write_model  # noqa: E402
 
 
 def main(runs: int = 300) -> None:
@@ -25,7 +25,7 @@ def main(runs: int = 300) -> None:
 
     d = pathlib.Path(tempfile.mkdtemp())
     root = pathlib.Path(__file__).resolve().parent.parent
-    write_atomic(to_onnx(cnndsl.load(root / "networks" / "resnet.net", network="resnet50")), d / "ours.onnx")
+    write_model(to_onnx(cnndsl.load(root / "networks" / "resnet.net", network="resnet50")), d / "ours.onnx")
     module = B.torch_models()["resnet50"]().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ import os
 import sys
 
 from cnndsl.errors import CnnError, Diagnostic
-from cnndsl.files import refuse_overwrite
+from cnndsl.files import read_bytes, refuse_overwrite
 from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
 from cnndsl.version import __version__
 
@@ -243,7 +243,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.builder import DEFAULT_OPSET
-    from cnndsl.lower.export import load_weights, to_onnx, write_atomic
+    from cnndsl.lower.export import load_weights, to_onnx, write_model
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
@@ -273,7 +273,7 @@ def cmd_export(args) -> int:
             ),
             model,
         )
-        size = write_atomic(proto, out)
+        size = write_model(proto, out)
         loss = next(p.value for p in proto.metadata_props if p.key == "cnndsl.loss")
         news = sum(o.name.endswith(".new") for o in proto.graph.output)
         print(
@@ -295,7 +295,7 @@ def cmd_export(args) -> int:
         ),
         model,
     )
-    size = write_atomic(proto, out)
+    size = write_model(proto, out)
     print(
         f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
         f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}"
@@ -373,7 +373,7 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from cnndsl.lower.session import bar, percentile, run, save_outputs
+    from cnndsl.lower.session import bar, percentile, save_outputs, time_model
 
     if args.iterations < 0 or args.batch < 1:
         raise CnnError("--iterations must be at least 0 and --batch at least 1", code="E084")
@@ -387,8 +387,6 @@ def cmd_run(args) -> int:
             imports=None if args.file.endswith(".onnx") else lambda: net_sources(args.file),
         )
     if path.suffix == ".onnx":
-        from cnndsl.files import read_bytes
-
         model_bytes = read_bytes(path, "E040")
         name = path.name
     else:
@@ -402,13 +400,16 @@ def cmd_run(args) -> int:
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:
+        import io
+
         import numpy as np
 
+        raw = read_bytes(args.data, "E092", f"--data {args.data}")
         try:
-            data = np.load(args.data, allow_pickle=False)
+            data = np.load(io.BytesIO(raw), allow_pickle=False)
         except Exception as err:
             raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
-    outputs, times, used, batch = run(
+    outputs, times, used, batch = time_model(
         model_bytes, args.provider, args.batch, args.iterations, data, progress=bar() if args.iterations >= 50 else None
     )
     print(f"model {name} on {used}, batch {batch}")
@@ -426,7 +427,7 @@ def cmd_run(args) -> int:
 
 def cmd_graph(args) -> int:
     from cnndsl.files import write_atomic
-    from cnndsl.tools.diagram import diagram, output_path, render
+    from cnndsl.tools.diagram import diagram, output_path, render_diagram
 
     model = load(
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
@@ -434,7 +435,7 @@ def cmd_graph(args) -> int:
     _print_diagnostics(model.warnings)
     out = output_path(args.output, model.name, args.file)
     d = diagram(model, args.depth)
-    data = render(d, out.suffix.lower() or ".svg")
+    data = render_diagram(d, out.suffix.lower() or ".svg")
     write_atomic(out, lambda f: f.write(data))
     size = len(data)
     depth = "all blocks expanded" if args.depth is None else f"blocks below depth {args.depth} collapsed"
@@ -546,9 +547,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    from cnndsl.tools.fmt import run
+    from cnndsl.tools.fmt import format_paths
 
-    return run(args.files, args.check, lambda d: _print_diagnostics([d]))
+    return format_paths(args.files, args.check, lambda d: _print_diagnostics([d]))
 
 
 def main(argv=None) -> int:

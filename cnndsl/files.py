@@ -24,12 +24,19 @@ WRITE_ERROR = "E083"
 
 
 def read_bytes(
-    path, code: str, what: str | None = None, span=None, limit: tuple[int, str] | None = None, expected: str = ""
+    path,
+    code: str,
+    what: str | None = None,
+    span=None,
+    limit: tuple[int, str] | None = None,
+    expected: str = "",
+    missing: str | None = None,
 ) -> bytes:
     """The bytes of a file the user named, every way this can fail a diagnostic with ``code``:
-    ``{what}: no such file``, ``: it is a directory`` (``, not {expected}``), ``: permission
-    denied``, the OS's reason, or with ``limit=(bytes, code)`` a size over the limit. ``what``
-    defaults to ``cannot read PATH``.
+    ``{what}: no such file`` (code ``missing`` where given), ``: it is a directory``
+    (``, not {expected}``), ``: permission denied``, the OS's reason (or the path's: a NUL
+    byte), or with ``limit=(bytes, code)`` a size over the limit. ``what`` defaults to
+    ``cannot read PATH``.
 
         >>> read_bytes("/nonexistent/x.net", "E040")
         Traceback (most recent call last):
@@ -47,11 +54,13 @@ def read_bytes(
                 raise CnnError(message, span, code=limit[1])
         return path.read_bytes()
     except FileNotFoundError:
-        raise CnnError(f"{what}: no such file", span, code=code) from None
+        raise CnnError(f"{what}: no such file", span, code=missing or code) from None
     except PermissionError:
         raise CnnError(f"{what}: permission denied", span, code=code) from None
     except OSError as err:
         raise CnnError(f"{what}: {err.strerror or err}", span, code=code) from None
+    except ValueError as err:  # a path the OS cannot take: "embedded null byte"
+        raise CnnError(f"{what}: {err}", span, code=code) from None
 
 
 def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:

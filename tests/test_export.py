@@ -197,6 +197,25 @@ def test_run_command(cli, tmp_path):
     assert r.returncode == 1 and "no such file" in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["export", "-o", "{tmp}/t.onnx", "--weights", "{tmp}/w.npz"],
+            "--weights {tmp}/w.npz: it is a directory [E082]",
+        ),
+        (["export", "-o", "{tmp}/t.onnx", "--weights", "{tmp}/no.npz"], "--weights {tmp}/no.npz: no such file [E082]"),
+        (["run", "--data", "{tmp}/no.npy", "--provider", "cpu"], "--data {tmp}/no.npy: no such file [E092]"),
+    ],
+    ids=["weights-directory", "weights-missing", "run-data-missing"],
+)
+def test_user_files_read_through_files_read_bytes(cli, tmp_path, args, message):
+    """--weights and run's --data are read by cnndsl.files.read_bytes: its diagnostics, no traceback."""
+    (tmp_path / "w.npz").mkdir()
+    r = cli(args[0], NETWORKS / "lenet5.net", *(a.format(tmp=tmp_path) for a in args[1:]))
+    assert r.returncode == 1 and message.format(tmp=tmp_path) in r.stderr and "Traceback" not in r.stderr
+
+
 def test_large_models_use_external_data(tmp_path, monkeypatch):
     """Past 2 GB the weights go to OUT.onnx.data; the limit is lowered here to test the path."""
     import cnndsl.lower.export as ex
@@ -204,7 +223,7 @@ def test_large_models_use_external_data(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "TWO_GB", 10_000)
     m = cnndsl.load(NETWORKS / "lenet5.net")
     out = tmp_path / "big.onnx"
-    ex.write_atomic(to_onnx(m), out)
+    ex.write_model(to_onnx(m), out)
     assert (tmp_path / "big.onnx.data").stat().st_size > 200_000
     assert out.stat().st_size < 50_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]

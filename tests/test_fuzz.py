@@ -382,7 +382,7 @@ def test_generated_networks_format_and_draw(text):
     the same syntax tree: format_text checks it) and every network draws as SVG and DOT."""
     from xml.etree import ElementTree
 
-    from cnndsl.tools.diagram import diagram, render
+    from cnndsl.tools.diagram import diagram, render_diagram
     from cnndsl.tools.fmt import format_text
 
     models = compile_all(text)
@@ -393,8 +393,8 @@ def test_generated_networks_format_and_draw(text):
     for model in models:
         for depth in (None, 0):
             d = diagram(model, depth)
-            assert ElementTree.fromstring(render(d, ".svg")).tag.endswith("svg")  # well-formed XML
-            assert render(d, ".dot").decode().rstrip().endswith("}")
+            assert ElementTree.fromstring(render_diagram(d, ".svg")).tag.endswith("svg")  # well-formed XML
+            assert render_diagram(d, ".dot").decode().rstrip().endswith("}")
 
 
 def test_generated_networks_mostly_compile():

@@ -35,7 +35,7 @@ from conftest import NETWORKS
 
 from cnndsl import load
 from cnndsl.layers.arith import fmt_shape
-from cnndsl.tools.diagram import diagram, layer_op, render
+from cnndsl.tools.diagram import diagram, layer_op, render_diagram
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -63,7 +63,7 @@ def node_text(g) -> list[str]:
 def test_every_network_draws_well_formed_svg_with_every_ir_edge(path, name):
     model = load(str(path), network=name)
     g = model.graph
-    root, nodes, edges = parse_svg(render(diagram(model), ".svg"))
+    root, nodes, edges = parse_svg(render_diagram(diagram(model), ".svg"))
     assert root.tag == f"{SVG}svg"
     assert len(nodes) == len(g.nodes) + len(g.outputs)
     drawn = set(edges)
@@ -97,19 +97,19 @@ def test_every_network_draws_well_formed_svg_with_every_ir_edge(path, name):
 )
 def test_node_and_edge_counts_match_hand_counts(file, network, depth, boxes, edges):
     d = diagram(load(str(NETWORKS / file), network=network), depth)
-    _, nodes, drawn = parse_svg(render(d, ".svg"))
+    _, nodes, drawn = parse_svg(render_diagram(d, ".svg"))
     assert len(nodes) == boxes
     if edges is not None:
         assert len(drawn) == edges
 
 
 def test_labels_carry_kind_fields_and_shapes():
-    _, nodes, _ = parse_svg(render(diagram(load(str(NETWORKS / "lenet5.net"))), ".svg"))
+    _, nodes, _ = parse_svg(render_diagram(diagram(load(str(NETWORKS / "lenet5.net"))), ".svg"))
     by_name = {node_text(g)[0]: node_text(g) for g in nodes.values()}
     assert by_name["C1"][1:] == ["conv 6/5/1/0", "6x28x28 · 156 params"]  # 6*(25+1) = 156
     assert by_name["S2"][2].startswith("6x14x14")
     assert by_name["F6"][1:] == ["fc 84", "84 · 10.2K params"]  # 84*(120+1) = 10,164
-    _, nodes, _ = parse_svg(render(diagram(load(str(NETWORKS / "resnet.net"), network="resnet18")), ".svg"))
+    _, nodes, _ = parse_svg(render_diagram(diagram(load(str(NETWORKS / "resnet.net"), network="resnet18")), ".svg"))
     by_name = {node_text(g)[0]: node_text(g) for g in nodes.values()}
     assert by_name["stem.conv"][1:] == ["conv 64/7/2/3", "64x112x112 · 9.4K params"]  # 64*3*49 = 9,408
     assert by_name["stem.maxpool"][1:] == ["maxpool 3/2/1", "64x56x56"]
@@ -151,7 +151,7 @@ def test_layout_keeps_edges_downwards_and_boxes_apart():
 
 def test_dot_output_is_dot_like():
     d = diagram(load(str(NETWORKS / "resnet.net"), network="resnet18"))
-    text = render(d, ".dot").decode()
+    text = render_diagram(d, ".dot").decode()
     assert text.startswith('digraph "resnet18" {') and text.rstrip().endswith("}")
     assert text.count("{") == text.count("}")
     node_lines = [line for line in text.splitlines() if re.match(r'^  "[^"]+" \[label=', line)]
@@ -244,7 +244,7 @@ def test_chromium_renders_the_resnet18_svg(tmp_path):
     model = load(str(NETWORKS / "resnet.net"), network="resnet18")
     d = diagram(model)
     svg = tmp_path / "r.svg"
-    svg.write_bytes(render(d, ".svg"))
+    svg.write_bytes(render_diagram(d, ".svg"))
     flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run(
         [*flags, "--dump-dom", svg.as_uri()], capture_output=True, text=True, timeout=90, check=True

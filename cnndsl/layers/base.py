@@ -221,6 +221,11 @@ class Kind:
     stated_defaults: tuple[str, ...] = ()
     sugar_for = ""
 
+    # What a network's output of this kind holds, for training: "scores" (the larger, the
+    # likelier the class), "distances" (the smaller, the likelier: rbf) or "probabilities"
+    # (a softmax: the loss takes the scores before it).
+    output = "scores"
+
     def all_args(self) -> dict[str, Spec]:
         return {**dict(self.positional), **self.keywords}
 

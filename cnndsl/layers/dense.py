@@ -61,6 +61,9 @@ class RBF(Kind):
     doc = "Euclidean radial basis units y_i = Σ_j (x_j − w_ij)² (LeNet-5 output)"
     positional = (("units", Spec("int", min=1)),)
     keywords = {"trainable": Spec("bool", False)}
+    # the nearest centre is the likeliest class: the scores are the negated distances, and
+    # LeNet-5's MAP criterion (cnndsl.train.step, loss "map") is the default loss
+    output = "distances"
 
     def shape(self, a, x):
         return (a["units"],)
@@ -124,6 +127,7 @@ class Softmax(Kind):
     name = "softmax"
     doc = "softmax over the channel axis"
     chains = "layer"
+    output = "probabilities"  # a loss takes the scores before the softmax
 
     def lower(self, b, node, xs, y):
         b.op("Softmax", xs, out=y, axis=1)

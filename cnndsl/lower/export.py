@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from math import prod
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.files import write_atomic as write_atomic_file
+from cnndsl.files import read_bytes, write_atomic
 from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
 
 TWO_GB = 2**31 - 1
@@ -24,22 +26,23 @@ def load_weights(path) -> dict:
     import numpy as np
 
     path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load as load_safetensors
+        except ImportError:
+            raise CnnError(
+                "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
+                code="E082",
+            ) from None
+        raw = read_bytes(path, "E082", f"--weights {path}")
+        try:
+            return dict(load_safetensors(raw))
+        except Exception as err:  # a corrupt or foreign file
+            raise CnnError(f"--weights {path}: cannot read it as .safetensors: {err}", code="E082") from None
+    raw = read_bytes(path, "E082", f"--weights {path}")
     try:
-        if path.suffix == ".safetensors":
-            try:
-                from safetensors.numpy import load_file
-            except ImportError:
-                raise CnnError(
-                    "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
-                    code="E082",
-                ) from None
-            return dict(load_file(str(path)))
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except CnnError:
-        raise
-    except FileNotFoundError:
-        raise CnnError(f"--weights {path}: no such file", code="E082") from None
     except Exception as err:  # a corrupt or foreign file
         raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
 
@@ -81,12 +84,10 @@ def to_onnx(
 def check_model(proto, model) -> None:
     """The full ONNX checker, and ONNX shape inference agreeing with ours.
 
-    Runs on a light copy whose large weights are graph inputs of the same type
-    and shape: the checks see the whole graph without copying the weights."""
+    Runs on :func:`light_copy`: the checks see the whole graph without copying the weights."""
     import onnx
 
-    light = onnx.ModelProto()
-    _light_into(proto, light)
+    light = light_copy(proto)
     onnx.checker.check_model(light, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True)
     ours = {n.name: n.shape for n in model.graph.nodes[1:]}
@@ -98,35 +99,43 @@ def check_model(proto, model) -> None:
                 raise AssertionError(f"ONNX infers {dims} for {vi.name}, cnndsl {ours[vi.name]}")
 
 
-def _light_into(proto, light) -> None:
+LIGHT_ELEMENTS = 4096  # initializers larger than this stay out of the light copy
+
+
+def light_copy(proto):
+    """A copy of the model for ``onnx.checker`` and shape inference, without its large
+    initializers: each becomes a graph input of the same type and shape (or, where it is
+    a graph input already, as the train-step graph's parameters are, is just left out).
+    Small ones (shapes, axes, scalars) stay: inference reads their values."""
+    import onnx
     from onnx import helper
 
+    light = onnx.ModelProto()
     light.ir_version = proto.ir_version
     light.opset_import.extend(proto.opset_import)
     light.producer_name = proto.producer_name
-    g = light.graph
-    g.name = proto.graph.name
-    g.node.extend(proto.graph.node)
-    g.input.extend(proto.graph.input)
-    g.output.extend(proto.graph.output)
-    g.value_info.extend(proto.graph.value_info)
-    for t in proto.graph.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        if n > 4096:
-            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        else:
+    g, src = light.graph, proto.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if prod(t.dims) <= LIGHT_ELEMENTS:
             g.initializer.append(t)
+        elif t.name not in inputs:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
 
 
-def write_atomic(proto, out: Path) -> int:
+def write_model(proto, out: Path) -> int:
     """Write the model atomically (cnndsl.files): never a partial file.
 
     Models over 2 GB keep their weights in ``<name>.data`` beside the model."""
     out = Path(out)
     if proto.ByteSize() < TWO_GB:
-        write_atomic_file(out, lambda f: f.write(proto.SerializeToString()))
+        write_atomic(out, lambda f: f.write(proto.SerializeToString()))
         return out.stat().st_size
     return _write_external(proto, out)
 
@@ -158,7 +167,7 @@ def _write_external(proto, out: Path) -> int:
                 if e.key == "location":
                     e.value = out.name + ".data"
         os.replace(data_tmp, out.with_name(out.name + ".data"))
-        write_atomic_file(out, lambda f: f.write(m.SerializeToString()))
+        write_atomic(out, lambda f: f.write(m.SerializeToString()))
     except OSError as err:
         raise CnnError(f"cannot write {out}: {err.strerror or err}", code="E083") from None
     finally:

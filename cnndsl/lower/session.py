@@ -53,7 +53,7 @@ def percentile(values, q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def run(model_bytes: bytes, provider="auto", batch=1, iterations=20, data=None, warmup=3, progress=None):
+def time_model(model_bytes: bytes, provider="auto", batch=1, iterations=20, data=None, warmup=3, progress=None):
     """Run ``iterations`` times; returns (outputs, latencies in seconds, provider used)."""
     import numpy as np
 

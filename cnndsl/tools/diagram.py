@@ -174,7 +174,7 @@ def output_path(out: str | None, network: str, source: str) -> Path:
     return path
 
 
-def render(d: Diagram, fmt: str) -> bytes:
+def render_diagram(d: Diagram, fmt: str) -> bytes:
     """The diagram as ``.svg``, ``.png`` or ``.dot`` bytes."""
     from cnndsl.tools import diagram_draw as graph_draw
 

@@ -386,7 +386,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def run(paths: list[str], check: bool, print_diagnostic) -> int:
+def format_paths(paths: list[str], check: bool, print_diagnostic) -> int:
     """``cnndsl fmt [--check] FILE...``: returns the exit status (0, or 1 on an error or a change under --check)."""
     from cnndsl.lang.modules import read_source
 

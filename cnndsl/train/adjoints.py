@@ -29,6 +29,7 @@ import numpy as np
 from onnx import helper
 
 from cnndsl.layers.arith import transpose_out, window_out
+from cnndsl.train.interpolation import linear_weights
 
 # Operators whose outputs never carry a gradient (shapes, comparisons, indices).
 NON_DIFFERENTIABLE = {
@@ -707,13 +708,7 @@ def _resize(t, n, dy):
     # linear, half-pixel centres: y = A·x along each axis, so dx = Aᵀ·dy
     g = dy
     for i, (w, f) in enumerate(zip(sx[2:], factors)):
-        a = np.zeros((w * f, w))
-        for o in range(w * f):
-            pos = max((o + 0.5) / f - 0.5, 0.0)
-            i0 = min(int(np.floor(pos)), w - 1)
-            i1 = min(i0 + 1, w - 1)
-            a[o, i0] += 1 - (pos - i0)
-            a[o, i1] += pos - i0
+        a = linear_weights(w, w * f, scale=f)
         axis = 2 + i
         perm = list(range(r + 2))
         perm[axis], perm[-1] = perm[-1], perm[axis]

@@ -28,6 +28,8 @@ from math import prod
 import numpy as np
 
 from cnndsl.errors import CnnError
+from cnndsl.files import read_bytes
+from cnndsl.train.interpolation import linear_weights
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 MAX_CLASSES = 100_000  # a label beyond this is a mistake (a pixel array given as y), not a class
@@ -153,8 +155,9 @@ def _digits(shape, classes, fail) -> Data:
 
 
 def _npz(source, shape, classes, fail) -> Data:
+    raw = read_bytes(source, "E101", f"--data {source}", missing="E100")
     try:
-        f = np.load(source, allow_pickle=False)
+        f = np.load(io.BytesIO(raw), allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise fail("E101", "expected a .npz archive of arrays x and y; received a single .npy array")
         with f:
@@ -167,18 +170,16 @@ def _npz(source, shape, classes, fail) -> Data:
             x, y = f[xkey], f[ykey]
     except CnnError:
         raise
-    except FileNotFoundError:
-        raise fail("E100", "no such file") from None
     except Exception as err:  # noqa: BLE001 - zip, zlib, .npy header, pickle errors: a damaged file
         raise fail("E101", f"cannot read it as .npz ({type(err).__name__}: {err})") from None
     return _arrays(source, x, y, shape, classes, fail, xkey, ykey)
 
 
 def _idx(source, images, labels, shape, classes, fail) -> Data:
-    x = _read_idx(images, fail)
+    x = _read_idx(source, images, fail)
     if labels is None:
         labels = _labels_file(images, fail)
-    y = _read_idx(labels, fail)
+    y = _read_idx(source, labels, fail)
     if x.ndim == 1 and y.ndim > 1:
         raise fail("E109", f"{images} holds labels and {labels} images; give the images file first")
     if y.ndim != 1:
@@ -255,16 +256,13 @@ def _labels_file(images: str, fail) -> str:
     )
 
 
-def _read_idx(path: str, fail) -> np.ndarray:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+def _read_idx(source: str, path: str, fail) -> np.ndarray:
+    raw = read_bytes(path, "E101", f"--data {source}: {path}", missing="E100")
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the name says
+        try:
             raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise fail("E100", f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zlib.error) as err:
-        raise fail("E101", f"{path}: cannot read it ({type(err).__name__}: {err})") from None
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise fail("E101", f"{path}: cannot read it ({type(err).__name__}: {err})") from None
     if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in IDX_TYPES or raw[3] == 0:
         got = f"0x{raw[:4].hex()}" if raw else "an empty file"
         raise fail(
@@ -435,22 +433,6 @@ def _resize(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     first = x.ndim - len(size)
     for axis, (n_in, n_out) in enumerate(zip(x.shape[first:], size), start=first):
         if n_in != n_out:
-            x = np.moveaxis(np.tensordot(x, _linear_weights(n_in, n_out), axes=([axis], [1])), -1, axis)
+            weights = linear_weights(n_in, n_out).astype(np.float32)  # PyTorch's bilinear, per axis
+            x = np.moveaxis(np.tensordot(x, weights, axes=([axis], [1])), -1, axis)
     return x.astype(np.float32, copy=False)
-
-
-def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix of linear interpolation with half-pixel centres.
-
-    The same as PyTorch's ``interpolate(mode="bilinear", align_corners=False)`` per axis:
-    output i samples input position (i + 0.5) * n_in / n_out - 0.5, clamped to the edges.
-    """
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    w = np.zeros((n_out, n_in))
-    rows = np.arange(n_out)
-    np.add.at(w, (rows, lo), 1 - frac)
-    np.add.at(w, (rows, hi), frac)
-    return w.astype(np.float32)

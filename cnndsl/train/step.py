@@ -32,7 +32,9 @@ from __future__ import annotations
 import numpy as np
 
 from cnndsl.errors import CnnError
+from cnndsl.layers import CATALOGUE
 from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
+from cnndsl.lower.export import light_copy
 from cnndsl.train.adjoints import differentiate
 
 LOSSES = ("cross_entropy", "mse", "map")
@@ -60,10 +62,16 @@ def train_model(
     )[0]
 
 
+def output_meaning(model) -> str:
+    """What the network's (first) output holds: ``scores``, ``distances`` (rbf) or
+    ``probabilities`` (softmax), as its layer kind says (``Kind.output``)."""
+    kind = model.graph.nodes[model.graph.outputs[0][1]].kind
+    return CATALOGUE[kind].output if kind in CATALOGUE else "scores"  # the input itself: scores
+
+
 def default_loss(model) -> str:
-    """``map`` for a network ending in rbf units (LeNet-5's own criterion), ``cross_entropy`` otherwise."""
-    graph = model.graph
-    return "map" if graph.nodes[graph.outputs[0][1]].kind == "rbf" else "cross_entropy"
+    """``map`` for a network ending in distances (rbf units: LeNet-5's own criterion), ``cross_entropy`` otherwise."""
+    return "map" if output_meaning(model) == "distances" else "cross_entropy"
 
 
 def train_graph(
@@ -81,6 +89,7 @@ def train_graph(
     check=True,
 ):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
+    import onnx
     from onnx import helper, numpy_helper
 
     loss = default_loss(model) if loss is None else loss
@@ -97,16 +106,17 @@ def train_graph(
     out_node = graph.nodes[out_id]
     b.layer = "loss"
     prediction = b.tensor(out_id)
-    if loss == "map" and out_node.kind != "rbf":
+    meaning = output_meaning(model)
+    if loss == "map" and meaning != "distances":
         raise CnnError(
             f"--loss map is LeNet-5's criterion for an rbf output; the output of {model.name} is "
             f"{out_node.kind} (use cross_entropy)",
             code="E085",
         )
     if loss in ("cross_entropy", "map"):
-        if out_node.kind == "softmax":  # the loss takes the scores before the softmax
+        if meaning == "probabilities":  # the loss takes the scores before the softmax
             prediction = b.tensor(out_node.inputs[0])
-        elif out_node.kind == "rbf":  # distances: the nearest centre is the most likely class
+        elif meaning == "distances":  # the nearest centre is the most likely class
             prediction = b.op("Neg", [prediction])
     logit_shape = graph.nodes[out_id].shape
     forward = list(b.nodes)
@@ -207,8 +217,8 @@ def train_graph(
     }
     _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
-    if check:
-        _check(proto)
+    if check:  # the full ONNX checker, on a copy without the large initializers
+        onnx.checker.check_model(light_copy(proto), full_check=True)
     return proto, dict(b.params)
 
 
@@ -267,24 +277,6 @@ def _static_shapes(b, graph) -> dict[str, tuple]:
     for node in graph.nodes:  # layer outputs: ours (the IR is the authority)
         shapes[b.tensor(node.id)] = (SHAPE_BATCH, *node.shape)
     return shapes
-
-
-def _check(proto) -> None:
-    """The full ONNX checker on a light copy: the large initializers, all of them graph
-    inputs already (parameters and their buffers), stay out of it."""
-    import onnx
-
-    light = onnx.ModelProto()
-    for field in ("ir_version", "producer_name"):
-        setattr(light, field, getattr(proto, field))
-    light.opset_import.extend(proto.opset_import)
-    g, src = light.graph, proto.graph
-    g.name = src.name
-    for part in ("node", "input", "output", "value_info"):
-        getattr(g, part).extend(getattr(src, part))
-    inputs = {i.name for i in src.input}
-    g.initializer.extend(t for t in src.initializer if t.name not in inputs or len(t.raw_data) <= 16384)
-    onnx.checker.check_model(light, full_check=True)
 
 
 def step_names(proto) -> dict[str, str]:

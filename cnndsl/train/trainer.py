@@ -41,9 +41,10 @@ class Result:
     predictions: np.ndarray | None = None  # held-out predictions of the last evaluation
 
 
-def predicted_classes(kind: str, outputs: np.ndarray) -> np.ndarray:
-    """Class per sample (and position): the nearest centre for rbf, else the largest score."""
-    return outputs.argmin(1) if kind == "rbf" else outputs.argmax(1)
+def predicted_classes(meaning: str, outputs: np.ndarray) -> np.ndarray:
+    """Class per sample (and position): the nearest centre for ``distances`` (rbf), else the
+    largest score or probability (``meaning``: :func:`cnndsl.train.step.output_meaning`)."""
+    return outputs.argmin(1) if meaning == "distances" else outputs.argmax(1)
 
 
 def save_weights(weights: dict, path: Path) -> None:
@@ -60,12 +61,12 @@ class Trainer:
         from onnx import numpy_helper
 
         from cnndsl.lower.session import make_session
-        from cnndsl.train.step import default_loss, train_graph
+        from cnndsl.train.step import default_loss, output_meaning, train_graph
 
         self.model = model
         self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
-        self.out_node = model.graph.nodes[model.graph.outputs[0][1]]
+        self.output = output_meaning(model)  # scores, distances or probabilities
         proto, params = train_graph(
             model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=weights
         )
@@ -141,11 +142,11 @@ class Trainer:
         )
         if self.loss == "mse":
             return float(((outs - y) ** 2).mean()), None, outs
-        pred = predicted_classes(self.out_node.kind, outs)
-        scores = -outs if self.out_node.kind == "rbf" else outs
+        pred = predicted_classes(self.output, outs)
+        scores = -outs if self.output == "distances" else outs
         if self.loss == "map":  # the criterion's constant score −j (cnndsl.train.MAP_J)
             scores = np.concatenate([scores, np.full((len(scores), 1), -MAP_J, scores.dtype)], axis=1)
-        if self.out_node.kind == "softmax":
+        if self.output == "probabilities":
             logp = np.log(np.clip(outs, 1e-30, None))
         else:
             z = scores - scores.max(1, keepdims=True)

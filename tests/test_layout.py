@@ -188,3 +188,41 @@ def test_no_module_shadows_the_standard_library_or_a_dependency():
         if p.stem in sys.stdlib_module_names or p.stem in dependencies or p.parent.name in dependencies
     ]
     assert clash == []
+
+
+# Where a layer kind's name may appear as a string outside cnndsl/layers/: the readers of
+# foreign formats map those formats' own names to kinds (Caffe's Convolution is conv,
+# Darknet's [maxpool] is maxpool); three strings only look like kind names.
+FOREIGN_MAPPINGS = {"cnndsl.importers.from_caffe", "cnndsl.importers.from_darknet"}
+LOOKALIKES = {
+    ("cnndsl.ir.arguments", "pad"),  # the argument type of Spec("pad"), not the pad layer
+    ("cnndsl.train.adjoints", "add"),  # ScatterElements(reduction="add"), an ONNX attribute
+    ("cnndsl.lang.values", "abs"),  # the built-in function abs(x) of expressions
+}
+
+
+def test_layer_kinds_are_named_only_in_the_catalogue():
+    from cnndsl.layers import CATALOGUE
+
+    found = []
+    for name, path in modules(PACKAGE).items():
+        if name.startswith("cnndsl.layers") or name in FOREIGN_MAPPINGS:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in CATALOGUE
+                and id(node) not in docstrings
+                and (name, node.value) not in LOOKALIKES
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: '{node.value}'")
+    assert found == []

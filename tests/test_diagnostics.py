@@ -21,7 +21,7 @@ CASES = [
     (
         "syntax: chain ends with ->",
         net("conv 8/3 ->"),
-        "4:1: error: unexpected '}'; expected '@', '_', 'repeat', '{', a name\n  hint: a chain cannot end with '->'",
+        "4:1: error: unexpected '}'; expected '@', '_', 'if', 'repeat', '{', a name\n  hint: a chain cannot end with '->'",
     ),
     ("syntax: unclosed brace", "network n {\n    input 3x8x8\n    relu\n", "3:9: error: unexpected end of file"),
     ("syntax: unexpected character", net("conv 8/3 $"), "3:14: error: unexpected character '$'"),
@@ -34,7 +34,7 @@ CASES = [
     (
         "syntax: misspelt top-level keyword",
         "networks n {\n}\n",
-        "1:1: error: unexpected 'networks'; expected 'block', 'default', 'import', 'network', 'table', end of file",
+        "1:1: error: unexpected 'networks'; expected 'block', 'default', 'fn', 'import', 'network', 'table', end of file",
     ),
     # --- names and arguments
     ("unknown layer kind", net("conb 8/3"), "3:5: error: unknown layer kind or block 'conb'; did you mean 'conv'?"),

@@ -183,8 +183,9 @@ def test_language_examples():
             assert _comments(once) == _comments(candidate)
             tested += 1
             break
-    # §1 alexnet, §5 combinators (in a network), §8 lenet5, resnet50, inception
-    assert tested == 5
+    # §1 alexnet, §5 combinators (in a network), §8 lenet5, resnet50, inception,
+    # §10.1 make_divisible and scaled (fn), §10.2 inverted_residual (if)
+    assert tested == 7
 
 
 # ---- the command as a user sees it ----------------------------------------------

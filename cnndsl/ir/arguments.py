@@ -6,7 +6,7 @@ from __future__ import annotations
 from cnndsl.errors import CnnError, Span, did_you_mean, source_text
 from cnndsl.ir.scope import Env
 from cnndsl.lang import tree as ast
-from cnndsl.layers import LayerError, Symbol, coerce
+from cnndsl.layers import PUBLIC, LayerError, Symbol, coerce
 from cnndsl.layers.arith import fmt_shape
 from cnndsl.layers.base import REQUIRED
 
@@ -90,7 +90,11 @@ def resolve(kind, values: dict, env: Env, x: tuple, span: Span):
         except LayerError as err:
             hint = ""
             if isinstance(value, Symbol) and spec.type not in ("enum", "pad"):
-                names = tuple(env.scope.params) + tuple(env.scope.module.tables)
-                hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"
+                written = source_text(vspan)
+                if value.name in PUBLIC or value.name in env.scope.module.blocks:
+                    hint = f" ('{written}' holds the layer kind or block '{value.name}', not a value)"
+                else:
+                    names = tuple(env.lets) + tuple(env.scope.params) + tuple(env.scope.module.tables)
+                    hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"
             raise CnnError(err.message + hint, vspan, code="E018") from None
     return a, spans

@@ -21,8 +21,8 @@ from cnndsl.ir.labels import Labels
 from cnndsl.ir.scope import Env, ExprNames, Scope
 from cnndsl.lang import tree as ast
 from cnndsl.lang.modules import Definition, with_default
-from cnndsl.lang.values import INT_LIMIT, evaluate
-from cnndsl.layers import CATALOGUE, PUBLIC, LayerError, ValueRef
+from cnndsl.lang.values import INT_LIMIT, check_new_name, evaluate
+from cnndsl.layers import CATALOGUE, PUBLIC, LayerError, Symbol, ValueRef
 from cnndsl.layers.arith import fmt_shape, prod
 from cnndsl.layers.base import describe
 
@@ -48,8 +48,9 @@ class Elaborator:
         env = Env(scope, None, d.defaults, 0)  # no in.c before the input: parameters decide the input
         self._bind_network_params(net, scope, env, defines)
         body = list(net.body)
-        while body and isinstance(body[0], ast.Default):
-            env = self._default(body.pop(0), env)
+        while body and isinstance(body[0], (ast.Default, ast.Let)):
+            st = body.pop(0)
+            env = self._default(st, env) if isinstance(st, ast.Default) else self._let(st, env)
         if not body or not isinstance(body[0], ast.Input):
             where = body[0].span if body else net.span
             raise CnnError(
@@ -86,7 +87,7 @@ class Elaborator:
             )
         )
         scope.everywhere.add("input")
-        env = Env(scope, shape, env.defaults, 0)
+        env = Env(scope, shape, env.defaults, 0, env.lets)
         last = self.body(body, env, 0, network=True)
         self.warnings.extend(self.labels.unused())
         if self.labels.outputs:
@@ -137,6 +138,8 @@ class Elaborator:
                 cur = self.statement(st, env, cur)
             elif t is ast.Default:
                 env = self._default(st, env)
+            elif t is ast.Let:
+                env = self._let(st, env)
             elif t is ast.Output:
                 if not network or env.scope.prefix:
                     raise CnnError("output is only allowed in the body of a network", st.span, code="E054")
@@ -147,10 +150,20 @@ class Elaborator:
         return cur
 
     def statement(self, st: ast.Statement, env: Env, cur: int) -> int:
+        """A chain. A label names the value at the end of the chain, and the layers to its
+        right are named after it: ``x: conv -> relu`` gives layers x and x.relu."""
         label = st.label
         named = False
         names_layer = False
+        labels = [(st.label, st.label_span)] if label else []  # (label, span, names a layer)
+        later = {i: (name, span) for i, name, span in st.inner_labels}
         for i, step in enumerate(st.steps):
+            if i in later:
+                if label:
+                    labels[-1] = (*labels[-1][:2], names_layer)
+                label, span = later[i]
+                labels.append((label, span))
+                named = names_layer = False
             if type(step) is ast.Ref:
                 if i:
                     raise CnnError(
@@ -168,7 +181,9 @@ class Elaborator:
                 names_layer = names_layer or type(inner) is ast.Call
             cur = self.step(step, env, cur, hint)
         if label:
-            self.labels.bind(label, cur, st.label_span, env, names_layer)
+            labels[-1] = (*labels[-1][:2], names_layer)
+        for name, span, named_layer in labels:
+            self.labels.bind(name, cur, span, env, named_layer)
         return cur
 
     def step(self, step, env: Env, cur: int, hint: str | None) -> int:
@@ -179,11 +194,22 @@ class Elaborator:
             return cur
         if t is ast.Group:
             return self.body(step.body, env.nested(), cur)
+        if t is ast.If:
+            for cond, body in step.branches:
+                value = self._eval(cond, env)
+                if not isinstance(value, bool):
+                    shown = value.name if isinstance(value, Symbol) else describe(value)
+                    message = f"the condition of if must be true or false; received {shown} (compare it: x != 0)"
+                    raise CnnError(message, cond.span, code="E034")
+                if value:
+                    return self.body(body, env.nested(), cur)
+            return cur if step.orelse is None else self.body(step.orelse, env.nested(), cur)
         if t is ast.Repeat:
             n = self._eval(step.count, env)
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                why = " (a condition: write if ... { })" if isinstance(n, bool) else ""
                 raise CnnError(
-                    f"a repeat count must be an integer of at least 0; received {describe(n)}",
+                    f"a repeat count must be an integer of at least 0; received {describe(n)}{why}",
                     step.count.span,
                     code="E061",
                 )
@@ -192,13 +218,15 @@ class Elaborator:
                     f"repeat count {n:,} exceeds the limit of {self.max_layers:,} layers", step.count.span, code="E062"
                 )
             inner = env.nested()
-            for _ in range(n):
+            if step.var is not None:
+                check_new_name(step.var, step.var_span, inner.lets, env.scope.params)
+            for i in range(n):
                 before = len(self.nodes)
                 if step.is_step:
                     cur = self.step(step.body[0], inner, cur, hint)
                 else:
-                    cur = self.body(step.body, inner, cur)
-                if len(self.nodes) == before:
+                    cur = self.body(step.body, inner if step.var is None else inner.bind(step.var, i), cur)
+                if len(self.nodes) == before and step.var is None:
                     # The body adds no layer (`_`, an empty group): every further round would
                     # do exactly the same, so stop here rather than spin (repeat 10**6 { repeat 10**6 { _ } }).
                     break
@@ -207,9 +235,10 @@ class Elaborator:
 
     # -------------------------------------------------------------------- calls
     def call(self, c: ast.Call, env: Env, cur: int, hint: str | None) -> int:
-        kind = PUBLIC.get(c.kind)
+        invoked = self._invoked(c, env)
+        kind = PUBLIC.get(invoked)
         if kind is None:
-            block = env.scope.module.blocks.get(c.kind)
+            block = env.scope.module.blocks.get(invoked)
             if block is not None:
                 return self.block_call(c, block, env, cur, hint)
             choices = list(PUBLIC) + list(env.scope.module.blocks)
@@ -225,6 +254,21 @@ class Elaborator:
         x = self.nodes[cur].shape
         a, spans = bind_arguments(c, kind, env, x, self._eval)
         return self.layer(kind, a, (cur,), c.span, env, hint or kind.name, spans)
+
+    def _invoked(self, c: ast.Call, env: Env) -> str:
+        """The kind or block a step invokes: its name, or what a parameter of that name holds
+        (``act`` with ``act = hardswish``). A parameter holding a number leaves the name to
+        the layer kind of that name (``dropout dropout``)."""
+        held = ExprNames(env)(c.kind)
+        if not isinstance(held, Symbol) or held.name == c.kind:
+            return c.kind
+        if held.name in PUBLIC or held.name in env.scope.module.blocks:
+            return held.name
+        raise CnnError(f"'{c.kind}' holds '{held.name}', which is not a layer kind or block", c.kind_span, code="E010")
+
+    def _let(self, st: ast.Let, env: Env) -> Env:
+        check_new_name(st.name, st.name_span, env.lets, env.scope.params)
+        return env.bind(st.name, self._eval(st.value, env))
 
     def layer(self, kind, a: dict, inputs: tuple, span: Span, env: Env, base: str, spans=None) -> int:
         x = self.nodes[inputs[0]].shape
@@ -353,7 +397,7 @@ class Elaborator:
             env.scope.everywhere,
             instances=env.scope.instances + (prefix_name,),
         )
-        inner = Env(scope, x, d.defaults, env.depth + 1)
+        inner = Env(scope, x, d.defaults, env.depth + 1)  # a block sees its parameters, no outer let
         for p in block.params:
             if p.name in bound:
                 scope.params[p.name] = bound[p.name]
@@ -372,10 +416,10 @@ class Elaborator:
     # ---------------------------------------------------------------- utilities
     def _default(self, st: ast.Default, env: Env) -> Env:
         defaults = with_default(env.defaults, st, lambda e: self._eval(e, env))
-        return Env(env.scope, env.inp, defaults, env.depth)
+        return Env(env.scope, env.inp, defaults, env.depth, env.lets)
 
     def _eval(self, expr, env: Env):
-        return evaluate(expr, ExprNames(env.scope), lambda n, s: self._ref(n, s, env), env.inp)
+        return evaluate(expr, ExprNames(env), lambda n, s: self._ref(n, s, env), env.inp)
 
     def _ref(self, name: str, span: Span, env: Env) -> ValueRef:
         node = self.nodes[self.labels.value(name, span, env)]

@@ -50,23 +50,33 @@ class Env:
     inp: tuple | None  # the shape for in.c, in.h ...; None before the network's input
     defaults: dict  # kind -> {keyword: (value, span)}
     depth: int
+    lets: dict = field(default_factory=dict)  # names bound by let and repeat ... as, visible here
 
     def nested(self, inp: tuple | None = None) -> Env:
         """The environment one level deeper (a group, repeat or branch), with ``in`` = inp."""
-        return Env(self.scope, self.inp if inp is None else inp, self.defaults, self.depth + 1)
+        return Env(self.scope, self.inp if inp is None else inp, self.defaults, self.depth + 1, self.lets)
+
+    def bind(self, name: str, value) -> Env:
+        """This environment with one more ``let`` name (for the statements after it)."""
+        return Env(self.scope, self.inp, self.defaults, self.depth, {**self.lets, name: value})
 
 
 class ExprNames:
-    """Name lookup for expressions: parameters, then tables (with .names for hints)."""
+    """Name lookup for expressions: let names, parameters, then the tables and functions of
+    the file (with .names for hints)."""
 
-    def __init__(self, scope: Scope):
-        self.scope = scope
+    def __init__(self, env: Env):
+        self.env = env
 
     def __call__(self, name):
-        if name in self.scope.params:
-            return self.scope.params[name]
-        return self.scope.module.tables.get(name)
+        lets, scope = self.env.lets, self.env.scope
+        if name in lets:
+            return lets[name]
+        if name in scope.params:
+            return scope.params[name]
+        return scope.module.names(name)
 
     @property
     def names(self):
-        return tuple(self.scope.params) + tuple(self.scope.module.tables)
+        scope = self.env.scope
+        return tuple(self.env.lets) + tuple(scope.params) + tuple(scope.module.tables) + tuple(scope.module.functions)

@@ -1,9 +1,10 @@
-"""Files and their namespaces: reading sources, imports, blocks, tables, defaults.
+"""Files and their namespaces: reading sources, imports, blocks, tables, functions, defaults.
 
-Each file is a module with its own namespace: the blocks, tables and networks it
-defines, plus the blocks and tables of the files it imports (not what those
-import in turn). A block body resolves names in the namespace of its own file,
-and sees the ``default`` statements that precede it in that file.
+Each file is a module with its own namespace: the blocks, tables, functions and
+networks it defines, plus the blocks, tables and functions of the files it
+imports (not what those import in turn). A block body or function resolves names
+in the namespace of its own file, and a block sees the ``default`` statements
+that precede it in that file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.files import read_bytes
 from cnndsl.lang import tree as ast
 from cnndsl.lang.parser import parse_text
-from cnndsl.lang.values import evaluate
+from cnndsl.lang.values import BUILTINS, Function, evaluate
 from cnndsl.layers import PUBLIC, Table
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -37,7 +38,13 @@ class Module:
     blocks: dict[str, Definition] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
     networks: dict[str, Definition] = field(default_factory=dict)
+    functions: dict[str, Function] = field(default_factory=dict)
     origins: dict[str, Span] = field(default_factory=dict)  # name -> where it was defined
+
+    def names(self, name: str):
+        """A table or function of this file's namespace, or None."""
+        found = self.tables.get(name)
+        return found if found is not None else self.functions.get(name)
 
 
 def read_source(path: Path, shown: str, span: Span | None = None) -> str:
@@ -93,10 +100,16 @@ class Loader:
     def _fill(self, module: Module, tree: ast.File) -> None:
         defaults: dict = {}
         imported: dict[str, tuple[object, Span]] = {}
-        # Tables first: blocks may use a table defined further down the file.
+        # Tables and functions first: blocks may use those defined further down the file.
+        lookup = _namespace(module)
         for item in tree.items:
             if isinstance(item, ast.TableDef):
                 self._define(module, module.tables, item.name, Table(item.name, tuple(item.value)), item.span)
+            elif isinstance(item, ast.FnDef):
+                if item.name in BUILTINS:
+                    message = f"fn '{item.name}' has the name of a built-in function; choose another name"
+                    raise CnnError(message, item.span, code="E044")
+                self._define(module, module.functions, item.name, Function(item, lookup), item.span)
         for item in tree.items:
             if isinstance(item, ast.Import):
                 target = (
@@ -107,8 +120,10 @@ class Loader:
                     self._import(module, module.blocks, name, d, item.span, imported)
                 for name, t in other.tables.items():
                     self._import(module, module.tables, name, t, item.span, imported)
+                for name, f in other.functions.items():
+                    self._import(module, module.functions, name, f, item.span, imported)
             elif isinstance(item, ast.Default):
-                defaults = with_default(defaults, item, lambda e: evaluate(e, _tables(module), _no_labels, None))
+                defaults = with_default(defaults, item, lambda e: evaluate(e, lookup, _no_labels, None))
             elif isinstance(item, ast.BlockDef):
                 target = module.networks if item.is_network else module.blocks
                 self._define(module, target, item.name, Definition(item, module, defaults), item.span)
@@ -136,12 +151,18 @@ class Loader:
         module.origins.setdefault(name, span)
 
 
-def _tables(module: Module):
-    def lookup(name):
-        return module.tables.get(name)
+class _namespace:  # noqa: N801 - used like a function: the file-level name lookup
+    """Names at file level (defaults, function bodies): the file's tables and functions."""
 
-    lookup.names = tuple(module.tables)
-    return lookup
+    def __init__(self, module: Module):
+        self.module = module
+
+    def __call__(self, name):
+        return self.module.names(name)
+
+    @property
+    def names(self):
+        return tuple(self.module.tables) + tuple(self.module.functions)
 
 
 def _no_labels(name, span):

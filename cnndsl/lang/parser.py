@@ -49,12 +49,13 @@ TOKEN_NAMES = {
     "DOT": "'.'",
     "PERCENT": "'%'",
     "__ANON_0": "'//'",
+    "CMP": "a comparison",
     "UNDERSCORE": "'_'",
 }
 _OPENERS = {"LPAR", "LSQB"}
 _CLOSERS = {"RPAR", "RSQB"}
 # A newline directly after these tokens does not end a statement.
-_CONTINUES = {None, "_NL", "_ARROW", "LBRACE", "COMMA"}
+_CONTINUES = {None, "_NL", "_ARROW", "_NL_ARROW", "LBRACE", "COMMA"}
 
 
 class _Newlines:
@@ -164,6 +165,8 @@ def _describe(token) -> str:
 
 
 def _expected(names) -> str:
+    # a newline before '->' or 'else' continues a line: the same as '->' and 'else' themselves
+    names = {"_ARROW" if n == "_NL_ARROW" else "ELSE" if n == "_NL_ELSE" else n for n in names}
     shown = sorted({TOKEN_NAMES.get(n, f"'{n.lower()}'") for n in names})
     if len(shown) > 8:
         shown = shown[:8] + ["..."]
@@ -216,6 +219,13 @@ def parse_text(text: str, filename: str) -> ast.File:
         raise _syntax_error(err, text, filename) from None
     items = _ToAst(filename).transform(tree)
     return ast.File(filename, tuple(items))
+
+
+class _Else:
+    """The ``else { }`` part of an if step, told apart from its ``else if`` parts."""
+
+    def __init__(self, body):
+        self.body = body
 
 
 def _tok_span(file: str, tok) -> Span:
@@ -319,12 +329,41 @@ class _ToAst:
     # -- statements and steps
     def statement(self, meta, c):
         label = c[0]
+        steps = tuple(c[1::2])
+        inner = tuple((i, str(tok), _tok_span(self.file, tok)) for i, tok in enumerate(c[2::2], 1) if tok is not None)
         return ast.Statement(
             str(label) if label is not None else None,
-            tuple(c[1:]),
+            steps,
             self._span(meta),
             _tok_span(self.file, label) if label is not None else None,
+            inner,
         )
+
+    def label(self, meta, c):
+        return c[0]
+
+    def let_stmt(self, meta, c):
+        return ast.Let(str(c[0]), c[1], self._span(meta), _tok_span(self.file, c[0]))
+
+    def fn_short(self, meta, c):
+        return ast.FnDef(str(c[0]), c[1], (), c[2], self._span(meta))
+
+    def fn_long(self, meta, c):
+        return ast.FnDef(str(c[0]), c[1], tuple(c[2:-1]), c[-1], self._span(meta))
+
+    def if_step(self, meta, c):
+        cond, body, *rest = c
+        orelse = None
+        if rest and (rest[-1] is None or isinstance(rest[-1], _Else)):
+            last = rest.pop()
+            orelse = last.body if last is not None else None
+        return ast.If(((cond, body), *rest), orelse, self._span(meta))
+
+    def else_if(self, meta, c):
+        return (c[0], c[1])
+
+    def else_body(self, meta, c):
+        return _Else(c[0])
 
     def repeated(self, meta, c):
         base, count = c
@@ -340,7 +379,9 @@ class _ToAst:
         return ast.Identity(self._span(meta))
 
     def repeat(self, meta, c):
-        return ast.Repeat(c[0], c[1], self._span(meta))
+        count, var, body = c
+        var_span = _tok_span(self.file, var) if var is not None else None
+        return ast.Repeat(count, body, self._span(meta), var=None if var is None else str(var), var_span=var_span)
 
     def count(self, meta, c):
         tok = c[0]
@@ -451,8 +492,38 @@ class _ToAst:
     add = _binop("+")
     sub = _binop("-")
     mul = _binop("*")
+    truediv = _binop("/")
     floordiv = _binop("//")
     mod = _binop("%")
+
+    def compare(self, meta, c):
+        return ast.Compare(tuple(c[0::2]), tuple(str(t) for t in c[1::2]), self._span(meta))
+
+    def or_(self, meta, c):
+        return ast.BoolOp("or", c[0], c[1], self._span(meta))
+
+    def and_(self, meta, c):
+        return ast.BoolOp("and", c[0], c[1], self._span(meta))
+
+    def not_(self, meta, c):
+        return ast.Not(c[0], self._span(meta))
+
+    def ifexp(self, meta, c):
+        then, cond, orelse = c
+        return ast.IfExp(cond, then, orelse, self._span(meta))
+
+    def fcall(self, meta, c):
+        name, *items = c
+        items = [x for x in items if x is not None]
+        args = tuple(x for x in items if not isinstance(x, tuple))
+        keywords = tuple(x for x in items if isinstance(x, tuple))
+        return ast.FnCall(str(name), args, keywords, self._span(meta), _tok_span(self.file, name))
+
+    def farg(self, meta, c):
+        return c[0]
+
+    def named_farg(self, meta, c):
+        return (str(c[0]), c[1], self._span(meta))
 
     def neg(self, meta, c):
         return ast.Neg(c[0], self._span(meta))

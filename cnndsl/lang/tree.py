@@ -66,6 +66,50 @@ class Neg:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``a < b <= c``: Python's chained comparison."""
+
+    operands: tuple
+    ops: tuple[str, ...]  # == != < <= > >=
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    op: str  # and, or (short-circuit)
+    left: object
+    right: object
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: object
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class IfExp:
+    """``a if cond else b``."""
+
+    cond: object
+    then: object
+    orelse: object
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FnCall:
+    """``max(a, b)``, ``make_divisible(c * width, d=8)``: a built-in or a ``fn``."""
+
+    name: str
+    args: tuple
+    keywords: tuple  # (name, expr, span)
+    span: Span
+    name_span: Span
+
+
 # ---- steps and statements ----------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Arg:
@@ -109,12 +153,33 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Repeat:
-    """``repeat N { body }`` and ``step * N`` (then ``body`` is one step)."""
+    """``repeat N { body }``, ``repeat N as i { body }`` and ``step * N`` (then ``body`` is one step)."""
 
     count: object  # an expression
     body: tuple  # statements, or a 1-tuple holding a step for ``step * N``
     span: Span
     is_step: bool = False
+    var: str | None = None  # ``as i``: the round, 0 .. N-1
+    var_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """``if C { } else if C { } else { }``: the first true condition's body, else ``orelse``."""
+
+    branches: tuple  # (condition expression, body statements)
+    orelse: tuple | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Let:
+    """``let NAME = EXPR``: binds NAME for the statements after it in its body."""
+
+    name: str
+    value: object
+    span: Span
+    name_span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +188,8 @@ class Statement:
     steps: tuple
     span: Span
     label_span: Span | None = None
+    # labels before later steps of the chain: (step index, name, span)
+    inner_labels: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +227,17 @@ class BlockDef:
     body: tuple
     span: Span
     is_network: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FnDef:
+    """``fn NAME(params) = EXPR`` or ``fn NAME(params) { let ...; EXPR }``."""
+
+    name: str
+    params: tuple[Param, ...]
+    lets: tuple[Let, ...]
+    result: object
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)

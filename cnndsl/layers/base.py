@@ -115,7 +115,9 @@ def coerce(spec: Spec, name: str, value, rank: int):
     Raises LayerError (with ``arg=name``) saying what was expected and received."""
 
     def bad(extra: str = ""):
-        raise LayerError(f"{name} must be {_type_name(spec)}{extra}; received {name}={describe(value)}", name)
+        if isinstance(value, float) and t in ("int", "spatial", "pad", "number_or_spatial"):
+            extra += " (a float: convert it with int(), round(), floor() or ceil())"
+        raise LayerError(f"{name} must be {_type_name(spec)}; received {name}={describe(value)}{extra}", name)
 
     t = spec.type
     if t == "int":

@@ -37,10 +37,12 @@ _TOKEN = re.compile(
                | [0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)? | \.[0-9]+(?:[eE][+-]?[0-9]+)? | [0-9]+[eE][+-]?[0-9]+
                | [0-9]+
                | [A-Za-z_][A-Za-z0-9_]*)
-      | (?P<OP>->|//|[{}()\[\],:=/*@+\-.%;])""",
+      | (?P<OP>->|//|==|!=|<=|>=|[<>{}()\[\],:=/*@+\-.%;])""",
     re.VERBOSE,
 )
 _OPENERS = {"{": "}", "(": ")", "[": "]"}
+# operators spaced on both sides (+ and - too, where they are not signs)
+_BINARY = {"->", "*", "//", "%", ";", "==", "!=", "<", "<=", ">", ">="}
 _CLOSERS = {"}", ")", "]"}
 
 
@@ -149,7 +151,12 @@ class _Layout:
             return self.stack[-1].closer
         if not self._in_body():
             return self._base()
-        return self.stmt_indent + INDENT if self.cont else self._base()
+        return self.stmt_indent + INDENT if self.cont or self._continues(first) else self._base()
+
+    @staticmethod
+    def _continues(first: _Tok | None) -> bool:
+        """A line that starts with '->' continues the statement of the line before."""
+        return first is not None and first.kind == "OP" and first.text == "->"
 
     # -- spacing
     def _space(self, k: int) -> bool:
@@ -166,7 +173,7 @@ class _Layout:
         if p.text == "=" or t.text == "=":
             return self._spaced_equals(k - 1 if p.text == "=" else k)
         if p.text == "/" or t.text == "/":
-            return False
+            return self.expression[k]  # true division in an expression; tight between fields
         if t.text == "(" and p.kind == "WORD" and p.text not in keywords() and not p.text[0].isdigit():
             # call arguments attach to the name (inception(64, 96)); a parenthesised
             # field stays apart from the kind (conv (4 * c)/1)
@@ -178,22 +185,41 @@ class _Layout:
         t = self.toks[k]
         if t.kind != "OP":
             return False
-        return t.text in ("->", "*", "//", "%", ";") or t.text in ("+", "-") and not self.unary[k]
+        return t.text in _BINARY or t.text in ("+", "-") and not self.unary[k]
 
     def _spaced_equals(self, k: int) -> bool:
-        """'=' is spaced in a table definition and a parameter list, tight in keywords."""
-        if k >= 2 and self.toks[k - 2].text == "table":
+        """'=' is spaced in a table definition, a let, a fn's ``= expr`` and a parameter list;
+        tight in keywords."""
+        toks = self.toks
+        if k >= 2 and toks[k - 2].text in ("table", "let"):
+            return True
+        if k >= 1 and toks[k - 1].text == ")" and self._fn_header(self.pairs.get(k - 1, 0)):
             return True
         return self.header[k]
 
+    def _fn_header(self, open_paren: int) -> bool:
+        """Whether the '(' at ``open_paren`` opens the parameters of ``fn NAME(...)``."""
+        return open_paren >= 2 and self.toks[open_paren - 2].text == "fn"
+
     def _classify(self) -> None:
-        """Per token: is it a unary sign; is it directly inside a network's or block's parameter list."""
+        """Per token: is it a unary sign; is it directly inside a network's, block's or fn's
+        parameter list; is it in an expression (parentheses, a let, a fn) rather than between
+        the fields of a layer."""
         toks = self.toks
         self.unary = [False] * len(toks)
         self.header = [False] * len(toks)
-        stack: list[tuple[str, bool]] = []
+        self.expression = [False] * len(toks)
+        stack: list[tuple[str, bool, bool]] = []  # (bracket, parameter list, expression inside)
+        line_expr = False  # this line is a let or a fn's '= expr'
         for k, t in enumerate(toks):
-            in_paren = bool(stack) and stack[-1][0] == "("
+            if t.kind == "NL":
+                line_expr = False
+            elif t.text == "let" or (
+                t.text == "=" and k and toks[k - 1].text == ")" and self._fn_header(self.pairs.get(k - 1, 0))
+            ):
+                line_expr = True
+            in_paren = line_expr or (bool(stack) and stack[-1][2])
+            self.expression[k] = in_paren
             self.header[k] = bool(stack) and stack[-1][1]
             if t.kind != "OP":
                 continue
@@ -205,8 +231,10 @@ class _Layout:
                 )
                 self.unary[k] = not (in_paren and operand)
             elif t.text in _OPENERS:
-                header = t.text == "(" and k >= 2 and toks[k - 2].text in ("network", "block")
-                stack.append((t.text, header))
+                header = t.text == "(" and k >= 2 and toks[k - 2].text in ("network", "block", "fn")
+                # a fn's body is an expression; so is anything in parentheses
+                fn_body = t.text == "{" and k and toks[k - 1].text == ")" and self._fn_header(self.pairs.get(k - 1, 0))
+                stack.append((t.text, header, t.text == "(" or bool(fn_body)))
             elif t.text in _CLOSERS and stack:
                 stack.pop()
 
@@ -239,7 +267,13 @@ class _Layout:
                 self.lines.append(_Line("blank", blank_ok=self._in_body() and not self.cont))
             return
         indent = self._indent_for(toks[start])
-        if self._in_body() and not self.cont and not (toks[start].kind == "OP" and toks[start].text in _CLOSERS):
+        first = toks[start]
+        if (
+            self._in_body()
+            and not self.cont
+            and not self._continues(first)
+            and not (first.kind == "OP" and first.text in _CLOSERS)
+        ):
             self.stmt_indent = indent
         parts: list[str] = []
         col = indent

@@ -105,8 +105,9 @@ class Gen:
                 "flatten",
                 "conv_in_c",
             ]
+        kinds += ["act_param", "v2_expr"]  # language v2: a kind held by a parameter, float arithmetic
         if self.depth < 3:
-            kinds += ["residual", "add", "concat", "mul", "group", "repeat", "block"]
+            kinds += ["residual", "add", "concat", "mul", "group", "repeat", "block", "if", "repeat_as", "let"]
             if not keep_shape:
                 kinds += ["ref", "unpool"]
         kind = self.pick(kinds)
@@ -276,11 +277,16 @@ class Gen:
 
     # -- compound steps --------------------------------------------------------------
     def chain(self, x, keep_shape=False, max_len=3):
-        parts = []
+        parts, later = [], []
         for i in range(self.int(1, max_len)):
             self.at_start = i == 0
             text, x = self.step(x, keep_shape)
+            if i and self.depth == 0 and self.coin(0.1) and not text.startswith(("@", "pool")):
+                later.append(f"l{len(self.labels) + len(later)}")  # v2: a label before a later step
+                text = f"{later[-1]}: {text}"
             parts.append(text)
+        for label in later:  # it names the value at the end of the chain
+            self.labels[label] = x
         return " -> ".join(parts), x
 
     def nested(self, fn, *args):
@@ -381,6 +387,51 @@ class Gen:
         n = self.int(0, 2)
         return f"{name}({n})", x
 
+    # -- language v2 (LANGUAGE.md §10) ----------------------------------------------------
+    def k_act_param(self, x, _):
+        return "act", x  # the network's `act` parameter holds a layer kind
+
+    def k_v2_expr(self, x, keep):
+        if keep:
+            return self.pick(["act", "silu"]), x
+        c = self.channels()
+        w = self.pick(["0.5", "0.75", "1.3", "2 / 3"])
+        text = self.pick(
+            [
+                f"conv (int({c} * {w}) + 1)/1",
+                f"conv (max(1, round({c} * {w})))/1",
+                f"conv (ceil({c} * {w}))/1",
+                f"conv (half_up({c}))/1",
+                f"conv ({c} if k > 3 else {c} + 1)/1",
+            ]
+        )
+        return text, Shape(c, x.sp)  # a guide only: the oracle is the compiler's own inference
+
+    def condition(self):
+        return self.pick(["k > 3", "k % 2 == 0 and k < 8", "not (k == 1)", "true", "false", "in.c != 2", "1 < k <= 5"])
+
+    def k_if(self, x, keep):
+        cond = self.condition()
+        then, y = self.nested(self.body, x, True, 2)
+        text = f"if {cond} {{ {' ; '.join(then)} }}"
+        if self.coin(0.5):
+            other, _ = self.nested(self.body, x, True, 2)
+            text += self.pick([" else ", " else if k > 5 { _ } else "]) + f"{{ {' ; '.join(other)} }}"
+        return text, y
+
+    def k_repeat_as(self, x, _):
+        n, base = self.int(0, 3), self.int(1, 6)
+        if n == 0:
+            return f"repeat 0 as i {{ conv ({base} + i)/1 }}", x
+        return f"repeat {n} as i {{ conv ({base} + i)/1 -> act }}", Shape(base + n - 1, x.sp)
+
+    def k_let(self, x, keep):
+        name = f"v{self.int(0, 99)}"
+        if keep:
+            return f"{{ let {name} = in.c ; conv {name}/1 }}", x
+        c = self.channels()
+        return f"{{ let {name} = half_up({2 * c}) ; conv {name}/1 -> act }}", Shape(c, x.sp)
+
     # -- bodies and files --------------------------------------------------------------
     def body(self, x, keep_shape=False, max_len=4):
         lines = []
@@ -423,12 +474,18 @@ def net_files(draw):
         )
     )
     param = draw(st.integers(1, 10))
-    out = [*g.tables, defaults_file]
+    act = draw(st.sampled_from(["relu", "relu6", "hardswish", "tanh", "silu"]))
+    out = [*g.tables, defaults_file, "fn half_up(x) = max(1, ceil(x / 2))"]
     for template, name in g.blocks.items():
         out.append(f"block {name}{BLOCKS[template]}")
-    out.append(f"network fuzz(k = {param}) {{")
+    out.append(f"network fuzz(k = {param}, act = {act}) {{")
     out.append(f"{defaults_net}    input {c}x{'x'.join(map(str, sp))}")
-    out += [f"    {line}" for line in lines]
+    for line in lines:
+        head, arrow, tail = line.rpartition(" -> ")
+        if arrow and "{" not in tail and draw(st.integers(0, 9)) == 0:
+            out += [f"    {head}", f"        -> {tail}"]  # v2: a continuation line
+        else:
+            out.append(f"    {line}")
     if outputs:
         out.append(f"    output {', '.join(outputs)}")
     out.append("}")

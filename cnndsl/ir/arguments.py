@@ -37,7 +37,7 @@ def bind_arguments(c: ast.Call, kind, env: Env, x: tuple, evaluate):
         names = "/".join(n for n, _ in kind.positional) or "no fields"
         extra = positional[len(kind.positional)]
         raise CnnError(
-            f"{c.kind} takes at most {len(kind.positional)} field{'s' if len(kind.positional) != 1 else ''} "
+            f"{_shown(c, kind)} takes at most {len(kind.positional)} field{'s' if len(kind.positional) != 1 else ''} "
             f"({names}); received {len(positional)}",
             extra.span,
             code="E014",
@@ -48,7 +48,9 @@ def bind_arguments(c: ast.Call, kind, env: Env, x: tuple, evaluate):
         spec = allowed.get(arg.name)
         if spec is None:
             raise CnnError(
-                f"{c.kind} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}", arg.span, code="E011"
+                f"{_shown(c, kind)} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}",
+                arg.span,
+                code="E011",
             )
         if arg.name in values:
             raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
@@ -98,3 +100,8 @@ def resolve(kind, values: dict, env: Env, x: tuple, span: Span):
                     hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"
             raise CnnError(err.message + hint, vspan, code="E018") from None
     return a, spans
+
+
+def _shown(c: ast.Call, kind) -> str:
+    """The kind as the message names it: ``relu``, or ``act (relu)`` for a parameter holding it."""
+    return kind.name if kind.name == c.kind else f"{c.kind} ({kind.name})"

@@ -241,7 +241,7 @@ class Elaborator:
             block = env.scope.module.blocks.get(invoked)
             if block is not None:
                 return self.block_call(c, block, env, cur, hint)
-            choices = list(PUBLIC) + list(env.scope.module.blocks)
+            choices = list(PUBLIC) + list(env.scope.module.blocks) + self._kind_names(env)
             raise CnnError(
                 f"unknown layer kind or block '{c.kind}'{did_you_mean(c.kind, choices)}", c.kind_span, code="E010"
             )
@@ -265,6 +265,12 @@ class Elaborator:
         if held.name in PUBLIC or held.name in env.scope.module.blocks:
             return held.name
         raise CnnError(f"'{c.kind}' holds '{held.name}', which is not a layer kind or block", c.kind_span, code="E010")
+
+    @staticmethod
+    def _kind_names(env: Env) -> list[str]:
+        """Parameters and lets holding a layer kind or block: they can be invoked too."""
+        names = ExprNames(env)
+        return [n for n in (*env.lets, *env.scope.params) if isinstance(names(n), Symbol)]
 
     def _let(self, st: ast.Let, env: Env) -> Env:
         check_new_name(st.name, st.name_span, env.lets, env.scope.params)

@@ -12,7 +12,10 @@ to /dev/null), interpreter start-up and imports included, median of several runs
 3. a 200-deep nesting of blocks (b0 calls b1 ... calls b199) and of groups
    ``{ { ... } }``: both must compile (times printed);
 4. ``info`` and ``check`` import neither onnx nor onnxruntime
-   (``python -X importtime -m cnndsl ...``).
+   (``python -X importtime -m cnndsl ...``);
+5. the cost per layer of a v2 file (EfficientNet-B7: fn calls, let, if,
+   repeat ... as, float arithmetic) against a v1 file (ResNet-152): whole-process
+   time above start-up divided by the layers; target: B7 no dearer per layer.
 
     python benchmarks/bench_frontend.py            # ~1 min
     python benchmarks/bench_frontend.py --quick    # fewer runs
@@ -36,6 +39,8 @@ from netgen import LAYERS_PER_PATTERN, PATTERN, long_network, nested_blocks, nes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "networks" / "resnet.net"
+EFFICIENTNET = ROOT / "networks" / "efficientnet.net"
+B7 = ["-D", "width=2.0", "-D", "depth=3.1", "-D", "dropout=0.5"]
 
 TARGET_RESNET152_S = 0.25
 TARGET_10K_S = 2.0
@@ -138,6 +143,29 @@ def main() -> int:
             path.write_text(text)
             t = median_time(["info", str(path)], runs)
             results.append(row(f"info {DEPTH}-deep nested {name}", f"{t:.3f} s", "compiles", None))
+
+        # 5. per layer: a v2 network against a v1 network
+        if EFFICIENTNET.exists():
+            sys.path.insert(0, str(ROOT))
+            import cnndsl
+
+            cost = {}
+            for label, argv, defines in (
+                ("resnet152 (v1)", ["info", str(RESNET), "--network", "resnet152"], {}),
+                (
+                    "efficientnet B7 (v2)",
+                    ["info", str(EFFICIENTNET), *B7],
+                    {"width": 2.0, "depth": 3.1, "dropout": 0.5},
+                ),
+            ):
+                network = "resnet152" if "resnet" in label else None
+                layers = len(cnndsl.load(argv[1], network=network, defines=defines).layers)
+                t = median_time(argv, runs)
+                cost[label] = (t - startup) / layers
+                results.append(row(f"info {label}, {layers} layers", f"{t:.3f} s"))
+                results.append(row("   per layer above start-up", f"{cost[label] * 1e6:.0f} us"))
+            ratio = cost["efficientnet B7 (v2)"] / cost["resnet152 (v1)"]
+            results.append(row("   per layer, B7 / resnet152", f"{ratio:.2f}x", "<= 1", ratio))
 
         # 4. no onnx in info / check
         for cmd in (["info", str(RESNET), "--network", "resnet152"], ["check", str(RESNET)]):

@@ -305,7 +305,8 @@ class _Adaptive(Kind):
     def check(self, a, x):
         if any(o > w for o, w in zip(a["size"], x[1:])):
             raise LayerError(
-                f"{self.name} to {fmt_shape(a['size'])} needs an input at least that large; received {fmt_shape(x)}",
+                f"{self.name} to {fmt_shape(a['size'])} needs an input of at least {fmt_shape(a['size'])}; "
+                f"received {fmt_shape(x)}",
                 "size",
             )
 

@@ -208,6 +208,20 @@ def avgpool(x, size, stride=None, pad=0, ceil=False, count_pad=False):
     return total / count
 
 
+def adaptive_pool(x, size, reduce="mean"):
+    """PyTorch's adaptive pooling: along each axis, output cell i reads the input positions
+    floor(i·W/O) … ceil((i+1)·W/O) − 1; the cell's value is the mean (or max) of its box."""
+    n = x.ndim - 2
+    size = per_axis(size, n)
+    cells = [[(i * w // o, -(-(i + 1) * w // o)) for i in range(o)] for w, o in zip(x.shape[2:], size)]
+    y = np.zeros(x.shape[:2] + size)
+    for index in itertools.product(*(range(o) for o in size)):
+        box = x[(slice(None), slice(None)) + tuple(slice(*cells[a][i]) for a, i in enumerate(index))]
+        flat = box.reshape(box.shape[:2] + (-1,))
+        y[(slice(None), slice(None)) + index] = flat.mean(-1) if reduce == "mean" else flat.max(-1)
+    return y
+
+
 def gap(x):
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
 
@@ -317,6 +331,22 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     return group_norm(x, 1, gamma, beta, eps)
 
 
+def layer_norm_channels(x, gamma, beta, eps=1e-5):
+    """ln over=channels (ConvNeXt's LayerNorm2d): every sample and position normalised over its C
+    channels (biased variance), then γ[c]·x̂ + β[c]."""
+    mu = x.mean(axis=1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=1, keepdims=True)
+    n = x.ndim - 2
+    return (x - mu) / np.sqrt(var + eps) * _channel(gamma, n) + _channel(beta, n)
+
+
+def scale(x, w, b=None):
+    """y = w[c]·x (+ b[c])."""
+    n = x.ndim - 2
+    y = x * _channel(np.reshape(w, -1), n)
+    return y if b is None else y + _channel(np.reshape(b, -1), n)
+
+
 def instnorm(x, gamma, beta, eps=1e-5):
     return group_norm(x, x.shape[1], gamma, beta, eps)
 
@@ -402,6 +432,24 @@ def hardswish(x):
     return x * relu6(x + 3) / 6
 
 
+def hardsigmoid(x, alpha=1 / 6, beta=0.5):
+    return np.maximum(0, np.minimum(1, alpha * x + beta))
+
+
+def softplus(x, beta=1.0):
+    """log(1 + e^(βx)) / β, written without overflow: max(βx, 0) + log1p(e^−|βx|)."""
+    z = beta * x
+    return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / beta
+
+
+def mish(x):
+    return x * np.tanh(softplus(x))
+
+
+def drop_path(x):
+    return x  # inference
+
+
 def prelu(x, slope):
     """x where positive, slope[c]·x elsewhere."""
     return np.where(x > 0, x, _channel(np.reshape(slope, -1), x.ndim - 2) * x)
@@ -432,6 +480,21 @@ def shuffle(x, groups):
     n_, c = x.shape[:2]
     y = x.reshape((n_, groups, c // groups) + x.shape[2:])
     return np.swapaxes(y, 1, 2).reshape(x.shape)
+
+
+def channel_slice(x, start, end):
+    return x[:, start:end]
+
+
+def space_to_depth(x, s):
+    """ONNX SpaceToDepth, transcribed from its definition (onnx/reference/ops/op_space_to_depth.py)
+    for any number of spatial axes: x reshaped to (N, C, W1/S, S, W2/S, S, …), the block offsets
+    moved before the channels, flattened: output channel ((o1·S + o2)·S + …)·C + c."""
+    n = x.ndim - 2
+    n_, c = x.shape[:2]
+    split = (n_, c) + tuple(v for w in x.shape[2:] for v in (w // s, s))
+    perm = (0,) + tuple(range(3, 2 + 2 * n, 2)) + (1,) + tuple(range(2, 2 + 2 * n, 2))
+    return np.transpose(x.reshape(split), perm).reshape((n_, c * s**n) + tuple(w // s for w in x.shape[2:]))
 
 
 def shortcut_pad(x, stride, channels):
@@ -518,6 +581,20 @@ def _run_node(node, xs, weights, values, pool_indices):
         return lrn(x, a["size"], a["alpha"], a["beta"], a["k"])
     if k == "lcn":
         return lcn(x, a["size"], a["sigma"])
+    if k == "ln" and a["over"] == "channels":
+        return layer_norm_channels(x, wt("weight"), wt("bias"), a["eps"])
+    if k == "scale":
+        return scale(x, wt("weight"), wt("bias") if a["bias"] else None)
+    if k == "hardsigmoid":
+        return hardsigmoid(x, a["alpha"], a["beta"])
+    if k == "softplus":
+        return softplus(x, a["beta"])
+    if k == "slice":
+        return channel_slice(x, a["start"], a["end"])
+    if k == "space_to_depth":
+        return space_to_depth(x, a["block"])
+    if k in ("adaptive_avgpool", "adaptive_maxpool"):
+        return adaptive_pool(x, a["size"], "mean" if k == "adaptive_avgpool" else "max")
     if k in ("ln", "gn", "instnorm"):
         groups = {"ln": 1, "gn": a.get("groups"), "instnorm": x.shape[1]}[k]
         return group_norm(x, groups, wt("weight"), wt("bias"), a["eps"])
@@ -560,6 +637,8 @@ def _run_node(node, xs, weights, values, pool_indices):
         "gelu": gelu,
         "silu": silu,
         "hardswish": hardswish,
+        "mish": mish,
+        "drop_path": drop_path,
     }
     if k in simple:
         return simple[k](x)

@@ -182,6 +182,33 @@ CASES = [
         "block b() {\n    output x\n}\nnetwork n {\n    input 3x8x8\n    b()\n}\n",
         "2:5: error: output is only allowed in the body of a network",
     ),
+    # --- the kinds of LANGUAGE.md §10.5
+    (
+        "slice outside the channels",
+        net("slice 0/40", shape="32x8x8"),
+        "3:13: error: slice takes channels FROM/TO with FROM < TO ≤ 32 (the input's channels); "
+        "received slice 0/40 on 32 channels",
+    ),
+    (
+        "slice FROM not before TO",
+        net("slice 16/8", shape="32x8x8"),
+        "3:11: error: slice takes channels FROM/TO with FROM < TO ≤ 32 (the input's channels); "
+        "received slice 16/8 on 32 channels",
+    ),
+    (
+        "space_to_depth on a size it does not divide",
+        net("space_to_depth 2", shape="3x7x8"),
+        "3:20: error: space_to_depth 2 needs every spatial size divisible by 2; received 3x7x8",
+    ),
+    (
+        "adaptive pooling to a larger size",
+        net("adaptive_maxpool 3x8", shape="3x4x4"),
+        "3:22: error: adaptive_maxpool to 3x8 needs an input of at least 3x8; received 3x4x4",
+    ),
+    ("softplus beta not positive", net("softplus beta=0"), "3:14: error: beta must be positive; received beta=0.0"),
+    ("drop_path rate out of range", net("drop_path 1"), "3:15: error: p must be in [0, 1); received p=1.0"),
+    ("drop_path without rate", net("drop_path"), "3:5: error: drop_path needs p: drop_path p"),
+    ("ln over unknown", net("ln over=space"), "3:8: error: over must be all or channels; received over=space"),
 ]
 
 

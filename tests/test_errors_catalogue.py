@@ -33,6 +33,10 @@ class Entry:
     message: str
     located: bool
     blocks: list = field(default_factory=list)  # (info string, text)
+    also: list = field(default_factory=list)  # more examples of the code: Entry each
+
+
+_ALSO = re.compile(r"^- \*\*Also:\*\* `(.*)`$", re.MULTILINE)
 
 
 def parse_catalogue(text: str) -> list[Entry]:
@@ -42,12 +46,19 @@ def parse_catalogue(text: str) -> list[Entry]:
         body = body.split("\n## ", 1)[0]  # up to the next heading
         m = re.search(r"^- \*\*Message:\*\* `(.*)`$", body, re.MULTILINE)
         assert m, f"{code}: no **Message:** line"
-        blocks = [(info.strip(), src) for info, src in _BLOCK.findall(body)]
-        entries.append(Entry(code, m.group(1), "- **Location:** none" not in body, blocks))
+        main, *more = _ALSO.split(body)  # more: message, body, message, body ...
+        located = "- **Location:** none" not in main
+        blocks = [(info.strip(), src) for info, src in _BLOCK.findall(main)]
+        also = [
+            Entry(code, message, located, [(info.strip(), src) for info, src in _BLOCK.findall(rest)])
+            for message, rest in zip(more[::2], more[1::2])
+        ]
+        entries.append(Entry(code, m.group(1), located, blocks, also))
     return entries
 
 
 ENTRIES = parse_catalogue(CATALOGUE.read_text(encoding="utf-8"))
+MORE = [(e, i) for e in ENTRIES for i in range(len(e.also))]
 
 
 def run_example(entry: Entry, folder: Path, capsys) -> tuple[int, list[dict], str]:
@@ -113,6 +124,18 @@ def test_example_emits_its_code(entry, tmp_path, monkeypatch, capsys):
     assert rc == (0 if entry.code.startswith("W") else 1)
 
 
+@pytest.mark.parametrize("entry, index", MORE, ids=[f"{e.code}-also-{i + 1}" for e, i in MORE])
+def test_more_examples_emit_their_code(entry, index, tmp_path, monkeypatch, capsys):
+    """The ``- **Also:**`` examples of an entry: the same code, their own message."""
+    example = entry.also[index]
+    monkeypatch.chdir(tmp_path)
+    rc, diags, output = run_example(example, tmp_path, capsys)
+    assert [(d["code"], d["message"], d["located"]) for d in diags] == [
+        (example.code, example.message, example.located)
+    ], output
+    assert rc == (0 if example.code.startswith("W") else 1)
+
+
 def test_entries_are_unique_and_in_the_source():
     codes = [e.code for e in ENTRIES]
     assert len(codes) == len(set(codes)), "a code has two entries"
@@ -140,5 +163,10 @@ def test_parser_reads_a_small_catalogue():
     )
     a, b = parse_catalogue(text)
     assert (a.code, a.message, a.located, a.blocks) == ("E001", "bad", True, [("net", "network n {\n}\n")])
+    assert a.also == [] and b.also == []
+    (c,) = parse_catalogue(text.replace("\n\n## E057", "\n\n- **Also:** `worse`\n\n```net\nN\n```\n\n## E057"))[:1]
+    assert c.blocks == a.blocks and [(x.code, x.message, x.blocks) for x in c.also] == [
+        ("E001", "worse", [("net", "N\n")])
+    ]
     assert (b.code, b.message, b.located) == ("E057", "no net", False)
     assert b.blocks == [("file a.net", "A\n"), ("console", "$ cnndsl info a.net\n")]

@@ -230,3 +230,35 @@ def test_large_models_use_external_data(tmp_path, monkeypatch):
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"input": np.zeros((1, 1, 32, 32), np.float32)})
     assert y.shape == (1, 10)
+
+
+NEW_KINDS = {
+    "hardsigmoid",
+    "mish",
+    "softplus",
+    "drop_path",
+    "scale",
+    "ln",
+    "slice",
+    "adaptive_avgpool",
+    "adaptive_maxpool",
+    "space_to_depth",
+}
+
+
+def _table_rows():
+    from test_layers import CASES
+
+    for param in CASES:
+        case = param.values[0]
+        if not param.marks:
+            yield pytest.param(case, id=param.id)
+
+
+@pytest.mark.parametrize("case", list(_table_rows()))
+def test_every_layer_table_row_exports_checked(case):
+    """Every row of tests/test_layers.py passes the full checker, with ONNX shape inference equal
+    to cnndsl's shapes; the kinds of LANGUAGE.md §10.5 at every opset (mish changes at 18)."""
+    m = cnndsl.load(case.text())
+    for opset in (17, 18, 21) if case.kind in NEW_KINDS else (17,):
+        to_onnx(m, opset=opset)

@@ -147,7 +147,9 @@ def _shuffled_whitespace(text: str, rng: random.Random) -> str:
         code, sep, comment = line.partition("#")
         parts = re.split(r"( +)", code.strip())
         code = "".join(" " * rng.randint(1, 3) if p.isspace() else p for p in parts)
-        code = re.sub(r"(->|,|=)", lambda m: " " * rng.randint(0, 2) + m.group(1) + " " * rng.randint(0, 2), code)
+        code = re.sub(
+            r"(->|,|(?<![=!<>])=(?!=))", lambda m: " " * rng.randint(0, 2) + m.group(1) + " " * rng.randint(0, 2), code
+        )
         out.append(" " * rng.randint(0, 6) + code + (" " * rng.randint(0, 3) + sep + comment if sep else ""))
         if not line.strip():
             out.extend([""] * rng.randint(0, 2))  # runs of blank lines collapse to one

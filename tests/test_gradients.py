@@ -57,6 +57,9 @@ KINDS = [
     ("lrn-even", "input 5x3x3\n lrn 4"),
     ("lcn", "input 2x5x5\n lcn 3"),
     ("ln", "input 3x4x4\n ln"),
+    ("ln-over-channels", "input 3x4x4\n ln over=channels"),
+    ("ln-over-channels-1d", "input 4x3\n ln over=channels"),
+    ("ln-over-channels-vector", "input 5\n ln over=channels"),
     ("gn", "input 4x3x3\n gn 2"),
     ("instnorm", "input 3x4x4\n instnorm"),
     ("fc", "input 6\n fc 4"),
@@ -78,6 +81,23 @@ KINDS = [
     ("silu", "input 3x4x4\n silu"),
     ("hardswish", "input 3x4x4\n hardswish"),
     ("prelu", "input 3x4x4\n prelu"),
+    ("hardsigmoid", "input 3x4x4\n hardsigmoid alpha=0.3 beta=0.4"),
+    ("softplus", "input 3x4x4\n softplus"),
+    ("softplus-beta", "input 3x4x4\n softplus beta=2"),
+    ("mish", "input 3x4x4\n mish"),
+    ("drop_path", "input 3x4x4\n drop_path 0.3"),
+    ("drop_path-zero", "input 3x4x4\n drop_path 0"),
+    ("scale", "input 3x4x4\n scale init=0.5"),
+    ("scale-bias", "input 3x5\n scale bias=true"),
+    ("slice", "input 6x3x3\n slice 1/4"),
+    ("space_to_depth", "input 2x4x4\n space_to_depth 2"),
+    ("space_to_depth-1d", "input 2x6\n space_to_depth 3"),
+    ("space_to_depth-3d", "input 1x2x2x4\n space_to_depth 2"),
+    ("adaptive_avgpool", "input 2x7x7\n adaptive_avgpool 3"),
+    ("adaptive_avgpool-divides", "input 2x6x6\n adaptive_avgpool 3"),
+    ("adaptive_avgpool-1d", "input 2x5\n adaptive_avgpool 3"),
+    ("adaptive_maxpool", "input 2x7x5\n adaptive_maxpool 3x2"),
+    ("adaptive_maxpool-3d", "input 1x3x4x5\n adaptive_maxpool 2x3x2"),
     ("crop", "input 2x6x6\n crop 3x4 center=true"),
     ("pad", "input 2x4x4\n pad 1"),
     ("pad-reflect", "input 2x4x4\n pad 2 mode=reflect"),
@@ -275,10 +295,16 @@ def test_bn_running_statistics_update():
     np.testing.assert_allclose(out["bn.running_var.new"], 0.75 * 1 + 0.25 * var, rtol=1e-12)
 
 
-@pytest.mark.parametrize("body", [b for i, b in KINDS if i != "dropout"], ids=[i for i, _ in KINDS if i != "dropout"])
+def _draws_masks(case_id):
+    return case_id in ("dropout", "drop_path")
+
+
+@pytest.mark.parametrize(
+    "body", [b for i, b in KINDS if not _draws_masks(i)], ids=[i for i, _ in KINDS if not _draws_masks(i)]
+)
 def test_onnxruntime_computes_the_same_gradients_in_float32(body):
     """The float32 train graph runs on onnxruntime (default-domain operators only) and its
-    gradients agree with the float64 ones of onnx.reference. (Dropout draws other masks.)"""
+    gradients agree with the float64 ones of onnx.reference. (Dropout and drop_path draw other masks.)"""
     import onnxruntime as ort
 
     check = Check(_source(body))
@@ -292,3 +318,33 @@ def test_onnxruntime_computes_the_same_gradients_in_float32(body):
     for name, ref in check.gradients().items():
         scale = max(np.abs(ref).max(), 1e-3)
         assert np.abs(ours[name] - ref).max() / scale < 1e-3, name
+
+
+def test_drop_path_draws_a_fresh_mask_of_whole_samples_every_step():
+    """In training, drop_path zeroes whole samples (here: the gradient of each sample's input is
+    all zero or nowhere zero) with probability p, scales the others by 1/(1 − p), and one session
+    draws another mask at every step (onnxruntime, the same inputs twice)."""
+    import onnxruntime as ort
+
+    model = load("network n {\n input 3x4x4\n drop_path 0.5\n fc 3\n}")
+    proto = train_model(model, gradients=True, wrt_input=True)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((64, 3, 4, 4)).astype(np.float32), "y": rng.integers(0, 3, 64)}
+    masks = []
+    for _ in range(2):
+        (g,) = sess.run(["input.grad"], feeds)
+        zero = (g == 0).reshape(64, -1)
+        assert (zero.all(axis=1) | ~zero.any(axis=1)).all()  # whole samples
+        masks.append(zero.all(axis=1))
+    assert 10 < masks[0].sum() < 54 and 10 < masks[1].sum() < 54  # about half of 64 (binomial, p = 0.5)
+    assert (masks[0] != masks[1]).any()
+    # the kept samples are scaled by 1/(1 − p) = 2, the dropped ones are zeros: logits W·2x + b or b
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    w, b = inits["fc.weight"], inits["fc.bias"]
+    g, logits = sess.run(["input.grad", "logits"], feeds)
+    kept = ~(g == 0).reshape(64, -1).all(axis=1)
+    want = np.where(kept[:, None], 2 * feeds["x"].reshape(64, -1) @ w.T + b, b)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)

@@ -727,6 +727,128 @@ SMALL_ROUND_TRIPS = {
 }
 
 
+# The kinds of LANGUAGE.md §10.5, each through export and import (the kind, shapes, parameters and
+# MACs come back; tests/test_import.py::test_new_kinds_come_back_as_written checks the text too).
+NEW_KIND_ROUND_TRIPS = {
+    "hardsigmoid": "network n {\n input 3x4x4\n hardsigmoid\n hardsigmoid alpha=0.2 beta=0.4\n}",
+    "softplus": "network n {\n input 3x4x4\n softplus\n softplus beta=2\n}",
+    "mish": "network n {\n input 3x4x4\n conv 4/3 -> mish\n residual { conv 4/3/1/1 -> mish }\n}",
+    "drop_path": "network n {\n input 3x4x4\n residual { conv 3/3/1/1 -> drop_path 0.2 }\n dropout 0.5\n}",
+    "scale": "network n {\n input 3x4x4\n scale init=1e-6\n scale bias=true\n conv 4/1 -> scale\n}",
+    "ln over=channels": "network n {\n input 4x5x5\n ln over=channels\n ln\n ln over=channels eps=1e-6\n}",
+    "ln over=channels 1-d": "network n {\n input 4x7\n ln over=channels\n}",
+    "slice": "network n {\n input 8x4x4\n concat { slice 0/4 ; slice 4/8 -> conv 4/1 }\n}",
+    "adaptive pools": "network n {\n input 3x14x14\n adaptive_avgpool 4\n adaptive_maxpool 3\n}",
+    "adaptive pools 1-d and 3-d": "network n {\n input 2x7x5x6\n adaptive_maxpool 3x2x4\n adaptive_avgpool 2\n}",
+    "space_to_depth": "network n {\n input 3x4x8\n space_to_depth 2\n}",
+    "space_to_depth 1-d": "network n {\n input 3x9\n space_to_depth 3\n shuffle 3\n}",
+    "space_to_depth 3-d": "network n {\n input 2x4x2x6\n space_to_depth 2\n}",
+}
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("text", NEW_KIND_ROUND_TRIPS.values(), ids=NEW_KIND_ROUND_TRIPS.keys())
+def test_new_kinds_round_trip(tmp_path, text, opset):
+    src = tmp_path / "n.net"
+    src.write_text(text)
+    onnx_path, out = tmp_path / "n.onnx", tmp_path / "back.net"
+    assert main(["export", str(src), "-o", str(onnx_path), "--opset", str(opset)]) == 0
+    assert main(["import", str(onnx_path), "-o", str(out)]) == 0
+    before, after = load(str(src)), load(str(out))
+    assert signature(after) == signature(before)
+    assert (after.totals.params, after.totals.macs) == (before.totals.params, before.totals.macs)
+
+
+def test_new_kinds_come_back_as_written(tmp_path):
+    """The keywords come back too (hardsigmoid's alpha of 1/6 is the default, though ONNX stores
+    it as float32; scale's init from its constant weight), and drop_path keeps its rate."""
+    texts = []
+    for key in ("hardsigmoid", "softplus", "scale", "drop_path", "ln over=channels"):
+        src = tmp_path / "n.net"
+        src.write_text(NEW_KIND_ROUND_TRIPS[key])
+        assert main(["export", str(src), "-o", str(tmp_path / "n.onnx")]) == 0
+        texts.append(import_file(tmp_path / "n.onnx"))
+    text = "\n".join(texts)
+    for written in (
+        "hardsigmoid -> hardsigmoid alpha=0.2 beta=0.4",
+        "softplus -> softplus beta=2.0",
+        "scale init=1e-06 -> scale bias",
+        "conv 3/3/1/1 -> drop_path 0.2",
+        "ln over=channels  ",
+        "ln over=channels eps=1e-06",
+    ):
+        assert written in text, text
+
+
+def test_adaptive_pool_whose_size_divides_reads_back_as_the_same_pool(tmp_path):
+    """When O divides W the lowering is an ordinary pool (window = stride = W/O): it reads back
+    as that pool, the same computation (docs/language.md)."""
+    src = tmp_path / "n.net"
+    src.write_text("network n {\n input 3x8x8\n adaptive_avgpool 4\n adaptive_maxpool 2\n}")
+    assert main(["export", str(src), "-o", str(tmp_path / "n.onnx")]) == 0
+    text = import_file(tmp_path / "n.onnx")
+    assert "avgpool 2" in text and "maxpool 2" in text
+    assert [layer.output for layer in load(text).layers] == [layer.output for layer in load(str(src)).layers]
+
+
+def _torch_activation_model(path, op, **attrs):
+    """One activation as torch.onnx.export writes it: a single node between input and output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["x"], ["y"], name=f"/act/{op}", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "torch_jit",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    opset = 18 if op == "Mish" else 17
+    onnx.save(helper.make_model(graph, producer_name="pytorch", opset_imports=[helper.make_opsetid("", opset)]), path)
+
+
+@pytest.mark.parametrize(
+    "op, attrs, line",
+    [
+        ("HardSigmoid", {"alpha": 1 / 6}, "hardsigmoid"),  # torch's nn.Hardsigmoid
+        ("HardSigmoid", {}, "hardsigmoid alpha=0.2"),  # ONNX's default alpha (Keras)
+        ("Softplus", {}, "softplus"),
+        ("Mish", {}, "mish"),  # torch at opset 18
+    ],
+)
+def test_foreign_new_activations(tmp_path, op, attrs, line):
+    _torch_activation_model(str(tmp_path / "a.onnx"), op, **attrs)
+    _, text = imported(tmp_path, "a.onnx", None)
+    assert f"    {line}  " in text, text
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torch_exported_new_kinds(tmp_path):
+    """torch.onnx.export of Hardsigmoid, Softplus (beta 1), a layer scale and AdaptiveAvgPool2d to a
+    size that divides (torch writes AveragePool): read as the kinds that compute the same."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.gamma = nn.Parameter(torch.full((4, 1, 1), 0.5))
+            self.pool = nn.AdaptiveAvgPool2d(4)
+
+        def forward(self, x):
+            x = nn.functional.softplus(nn.functional.hardsigmoid(self.conv(x)))
+            return self.pool(x * self.gamma)
+
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(Net().eval(), torch.zeros(1, 3, 8, 8), str(path), dynamo=False, opset_version=17)
+    m, text = imported(tmp_path, "t.onnx", None)
+    assert [layer.kind for layer in m.layers] == ["conv", "hardsigmoid", "softplus", "scale", "avgpool"]
+    # by hand: conv 3·3·3·4 + 4 = 112, the scale 4
+    assert m.totals.params == 112 + 4 and m.outputs[0][1] == (4, 4, 4)
+    assert "scale init=0.5" in text
+
+
 @pytest.mark.parametrize("text", SMALL_ROUND_TRIPS.values(), ids=SMALL_ROUND_TRIPS.keys())
 def test_small_round_trips(tmp_path, text):
     src = tmp_path / "n.net"

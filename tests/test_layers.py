@@ -305,6 +305,13 @@ CASES = [
     row("upsample-default", "upsample", "4x5x5", "upsample", (4, 10, 10)),
     row("upsample-per-axis-linear", "upsample", "4x5x5", "upsample 2x3 mode=linear", (4, 10, 15)),
     row("upsample-1d", "upsample", "2x7", "upsample 3", (2, 21)),
+    # adaptive pooling: the output size is the argument, whatever the input
+    row("adaptive_avgpool", "adaptive_avgpool", "8x14x14", "adaptive_avgpool 4", (8, 4, 4)),
+    row("adaptive_avgpool-divides", "adaptive_avgpool", "8x8x8", "adaptive_avgpool 4", (8, 4, 4)),
+    row("adaptive_avgpool-per-axis", "adaptive_avgpool", "3x7x9", "adaptive_avgpool 3x2", (3, 3, 2)),
+    row("adaptive_avgpool-3d", "adaptive_avgpool", "2x5x6x7", "adaptive_avgpool 2", (2, 2, 2, 2)),
+    row("adaptive_maxpool", "adaptive_maxpool", "8x7x7", "adaptive_maxpool 3", (8, 3, 3)),
+    row("adaptive_maxpool-1d", "adaptive_maxpool", "4x10", "adaptive_maxpool 4", (4, 4)),
     # --------------------------------------------------------- normalisation
     row("bn", "bn", "16x4x4", "bn", (16, 4, 4), trainable=2 * 16, fixed=2 * 16),
     row("bn-keywords", "bn", "16x4x4", "bn eps=1e-3 momentum=0.01", (16, 4, 4), trainable=2 * 16, fixed=2 * 16),
@@ -313,6 +320,10 @@ CASES = [
     row("lrn", "lrn", "96x27x27", "lrn 5 alpha=1e-4 beta=0.75 k=2", (96, 27, 27)),
     row("lcn", "lcn", "3x16x16", "lcn 9 sigma=2", (3, 16, 16)),
     row("ln", "ln", "8x4x4", "ln", (8, 4, 4), trainable=2 * 8),
+    row("ln-over-all", "ln", "8x4x4", "ln over=all", (8, 4, 4), trainable=2 * 8),
+    # ConvNeXt's LayerNorm2d: γ and β per channel, shared by the positions
+    row("ln-over-channels", "ln", "8x4x4", "ln over=channels", (8, 4, 4), trainable=2 * 8),
+    row("ln-over-channels-1d", "ln", "6x10", "ln over=channels eps=1e-6", (6, 10), trainable=2 * 6),
     row("gn", "gn", "8x4x4", "gn 4", (8, 4, 4), trainable=2 * 8),
     row("gn-1d", "gn", "6x10", "gn 3 eps=1e-3", (6, 10), trainable=2 * 6),
     row("instnorm", "instnorm", "8x4x4", "instnorm", (8, 4, 4), trainable=2 * 8),
@@ -363,6 +374,23 @@ CASES = [
     row("prelu", "prelu", "16x4x4", "prelu", (16, 4, 4), trainable=16),
     row("prelu-1d", "prelu", "6x10", "prelu", (6, 10), trainable=6),
     row("prelu-vector", "prelu", "10", "prelu", (10,), trainable=10),
+    row("hardsigmoid", "hardsigmoid", "16x4x4", "hardsigmoid", (16, 4, 4)),
+    row("hardsigmoid-keywords", "hardsigmoid", "16x4x4", "hardsigmoid alpha=0.2 beta=0.5", (16, 4, 4)),
+    row("mish", "mish", "16x4x4", "mish", (16, 4, 4)),
+    row("softplus", "softplus", "16x4x4", "softplus", (16, 4, 4)),
+    row("softplus-beta", "softplus", "6x10", "softplus beta=2", (6, 10)),
+    # ---------------------------------------------------- stochastic depth, layer scale
+    row("drop_path", "drop_path", "8x4x4", "drop_path 0.2", (8, 4, 4)),
+    # one multiplier per channel; connections: fan-in 1 per output unit (LeNet, as subsample)
+    row("scale", "scale", "16x4x4", "scale init=1e-6",
+        (16, 4, 4),
+        trainable=16,
+        connections=16 * 4 * 4 * 1),
+    row("scale-bias", "scale", "6x10", "scale bias=true",
+        (6, 10),
+        trainable=2 * 6,
+        connections=6 * 10 * (1 + 1)),
+    row("scale-vector", "scale", "10", "scale", (10,), trainable=10, connections=10),
     # ------------------------------------------------------------- reshaping
     row("crop", "crop", "3x7x7", "crop 4x4", (3, 4, 4)),
     row("crop-center", "crop", "3x7x7", "crop 4x4 center", (3, 4, 4)),
@@ -380,6 +408,14 @@ CASES = [
     row("pad-per-axis-reflect", "pad", "3x5x5", "pad 1x2 mode=reflect", (3, 5 + 2 * 1, 5 + 2 * 2)),
     row("pad-1d-replicate", "pad", "2x5", "pad 3 mode=replicate", (2, 5 + 2 * 3)),
     row("shuffle", "shuffle", "8x4x4", "shuffle 4", (8, 4, 4)),
+    # ShuffleNetV2's split of 32 channels into 0..15 and 16..31
+    row("slice", "slice", "32x8x8", "slice 0/16", (16 - 0, 8, 8)),
+    row("slice-end", "slice", "32x8x8", "slice 16/32", (32 - 16, 8, 8)),
+    row("slice-vector", "slice", "10", "slice 3/4", (4 - 3,)),
+    # C·S^n channels, W/S per axis
+    row("space_to_depth", "space_to_depth", "3x8x6", "space_to_depth 2", (3 * 2 * 2, 8 // 2, 6 // 2)),
+    row("space_to_depth-1d", "space_to_depth", "4x9", "space_to_depth 3", (4 * 3, 9 // 3)),
+    row("space_to_depth-3d", "space_to_depth", "2x4x2x6", "space_to_depth 2", (2 * 2 * 2 * 2, 2, 1, 3)),
     # ----------------------------------------------------------- combinators
     row("add", "add", "16x8x8", "add { _ ; conv 16/3/1/1 }",
         (16, 8, 8),
@@ -585,6 +621,14 @@ RF_CASES = [
     pytest.param("conv 4/3/2\ndeconv 4/2/2", [(3, 2), (3, 1)], id="deconv"),
     # pointwise layers keep the field
     pytest.param("conv 4/3/2\nbn\nrelu", [(3, 2), (3, 2), (3, 2)], id="pointwise"),
+    # space_to_depth S is a window of S with stride S
+    pytest.param("space_to_depth 2\nconv 4/3", [(2, 2), (2 + 2 * 2, 2)], id="space_to_depth"),
+    # adaptive 32 -> 4: window = stride = 32/4 = 8, as an ordinary pool
+    pytest.param("adaptive_avgpool 4", [(8, 8)], id="adaptive-divides"),
+    # 32 -> 5: the widest cell, ceil(32/5) + 1 = 8 (cell 1 reads 6 … ceil(64/5) − 1 = 12: 7; cell 2
+    # reads 12 … 19: 8), and the mean step 32/5 between cells (a fraction: a float in the report)
+    pytest.param("adaptive_maxpool 5", [(8, 32 / 5)], id="adaptive-does-not-divide"),
+    pytest.param("adaptive_maxpool 5\nconv 4/3", [(8, 32 / 5), (8 + 2 * 32 / 5, 32 / 5)], id="adaptive-then-conv"),
 ]
 
 

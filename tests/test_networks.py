@@ -7,6 +7,7 @@ cnndsl). No expected number was copied from cnndsl's output.
 """
 
 import functools
+import math
 import re
 
 import pytest
@@ -526,6 +527,195 @@ def test_onebyone():
     assert m.layer("conv5x5").macs == 10_035_200
     assert m.totals.macs == 2_408_448 + 10_035_200
     assert m.outputs == [("output", (32, 28, 28))]
+
+
+# --------------------------------------------------------------------------- torchvision's mobile and modern networks
+#
+# Parameters: torchvision's weights metadata "num_params" (torchvision/models/*.py, the
+# *_Weights enums) where a configuration has weights; otherwise, and for every exact MACs value,
+# counted from torchvision 0.29.1 itself (torch 2.14.1) by tests/torchvision_figures.py:
+# sum(p.numel() for p in model.parameters()), and forward hooks on Conv2d and Linear at the
+# model's default input size (the weights' crop_size), batch 1. Each MACs value rounds to the
+# metadata's "_ops" GFLOPS (the same convention: weight multiply-accumulates only), checked below.
+# tests/test_torchvision.py runs the files against torchvision with the same weights.
+
+
+def kind_attrs(model, kind, key):
+    """The canonical argument `key` of every layer of `kind`, in order."""
+    return [node.attrs[key] for node in model.graph.nodes if node.kind == kind]
+
+
+def check_torchvision(m, params, macs, ops, classes=1000):
+    assert m.totals.trainable_params == params
+    assert m.totals.macs == macs
+    if ops is not None:
+        assert round(macs / 1e9, 3) == ops  # the metadata's _ops, GFLOPS
+    assert m.outputs == [("output", (classes,))]
+
+
+# The text of LANGUAGE.md §10.1, which mobilenet_v3.net and efficientnet.net must use as it is.
+MAKE_DIVISIBLE = """fn make_divisible(v, d = 8) {            # torchvision's _make_divisible, exactly
+    let n = max(d, int(v + d / 2) // d * d)
+    n + d if n < 0.9 * v else n
+}"""
+
+
+@pytest.mark.parametrize(
+    "network, width, params, macs, ops",
+    [
+        # MobileNet_V3_Large_Weights: num_params 5,483,032, _ops 0.217
+        ("mobilenet_v3_large", 1.0, 5_483_032, 216_589_760, 0.217),
+        # mobilenet_v3_large(width_mult=0.75): no weights; both counted from torchvision
+        ("mobilenet_v3_large", 0.75, 3_377_576, 140_033_816, None),
+        # MobileNet_V3_Small_Weights: num_params 2,542,856, _ops 0.057
+        ("mobilenet_v3_small", 1.0, 2_542_856, 56_510_400, 0.057),
+        # mobilenet_v3_small(width_mult=0.75): counted from torchvision
+        ("mobilenet_v3_small", 0.75, 1_653_920, 39_115_576, None),
+    ],
+)
+def test_mobilenet_v3(network, width, params, macs, ops):
+    check_torchvision(load("mobilenet_v3.net", network, width=width), params, macs, ops)
+
+
+def test_mobilenet_v3_structure():
+    assert MAKE_DIVISIBLE in (NETWORKS / "mobilenet_v3.net").read_text()
+    for network, se_blocks in [("mobilenet_v3_large", 8), ("mobilenet_v3_small", 9)]:
+        m = load("mobilenet_v3.net", network)
+        kinds = [row.kind for row in m.layers]
+        # Howard et al. 2019 tables 1 and 2: the rows with SE (large 8 of 15, small 9 of 11), each gated
+        # by a hard sigmoid.
+        assert kinds.count("hardsigmoid") == se_blocks
+        # Convolutions by hand: stem + last 1x1, per block a depthwise and a projection, two in each SE,
+        # and the 1x1 expansions: every block but large's first (16 -> 16) and small's first (16 -> 16).
+        blocks = {"mobilenet_v3_large": 15, "mobilenet_v3_small": 11}[network]
+        assert kinds.count("conv") == 2 + 2 * blocks + 2 * se_blocks + (blocks - 1)
+        assert m.layer("conv").output == (16, 112, 112)
+    # -D classes
+    assert load("mobilenet_v3.net", "mobilenet_v3_small", classes=10).outputs == [("output", (10,))]
+
+
+# EfficientNet_B*_Weights (IMAGENET1K_V1): num_params and _ops at the weights' crop size;
+# exact MACs counted from torchvision at that size. width, depth, dropout: _efficientnet_conf and
+# the efficientnet_b* builders.
+EFFICIENTNETS = [
+    ("b0", 1.0, 1.0, 0.2, 224, 5_288_548, 385_814_752, 0.386),
+    ("b1", 1.0, 1.1, 0.2, 240, 7_794_184, 686_802_832, 0.687),
+    ("b2", 1.1, 1.2, 0.3, 288, 9_109_994, 1_087_529_456, 1.088),
+    ("b3", 1.2, 1.4, 0.3, 300, 12_233_232, 1_827_141_392, 1.827),
+    ("b4", 1.4, 1.8, 0.4, 380, 19_341_616, 4_393_771_024, 4.394),
+    ("b5", 1.6, 2.2, 0.4, 456, 30_389_784, 10_266_384_752, 10.266),
+    ("b6", 1.8, 2.6, 0.5, 528, 43_040_704, 19_067_593_536, 19.068),
+    ("b7", 2.0, 3.1, 0.5, 600, 66_347_960, 37_745_884_192, 37.746),
+]
+
+
+@pytest.mark.parametrize(
+    "name, width, depth, dropout, size, params, macs, ops", EFFICIENTNETS, ids=[e[0] for e in EFFICIENTNETS]
+)
+def test_efficientnet(name, width, depth, dropout, size, params, macs, ops):
+    m = cnndsl.load(
+        NETWORKS / "efficientnet.net",
+        defines={"width": width, "depth": depth, "dropout": dropout},
+        input=(3, size, size),
+    )
+    check_torchvision(m, params, macs, ops)
+    assert kind_attrs(m, "dropout", "p") == [dropout]
+    # Stage repeats ceil(n · depth) for n = 1, 2, 2, 3, 3, 4, 1 (Tan & Le 2019 table 1), by hand.
+    repeats = [math.ceil(n * depth) for n in (1, 2, 2, 3, 3, 4, 1)]
+    blocks = {tuple(row.name.split(".")[:2]) for row in m.layers if row.name.startswith("stage")}
+    assert [sum(1 for b in blocks if b[0] == f"stage{i + 1}") for i in range(7)] == repeats
+
+
+def test_efficientnet_b0_stochastic_depth():
+    m = load("efficientnet.net")
+    # torchvision: block i of 16 gets 0.2 · i / 16; only the blocks with an identity skip
+    # (stride 1, width kept) apply it: blocks 2, 4, 6, 7, 9, 10, 12, 13, 14 of B0.
+    rates = kind_attrs(m, "drop_path", "p")
+    assert rates == [0.2 * i / 16 for i in (2, 4, 6, 7, 9, 10, 12, 13, 14)]
+    assert MAKE_DIVISIBLE in (NETWORKS / "efficientnet.net").read_text()
+
+
+@pytest.mark.parametrize(
+    "alpha, params, macs, ops",
+    [
+        # MNASNet0_5/0_75/1_0/1_3_Weights: num_params, _ops; MACs counted from torchvision
+        (0.5, 2_218_512, 104_455_968, 0.104),
+        (0.75, 3_170_208, 215_493_104, 0.215),
+        (1.0, 4_383_312, 314_415_872, 0.314),
+        (1.3, 6_282_256, 526_362_432, 0.526),
+    ],
+)
+def test_mnasnet(alpha, params, macs, ops):
+    check_torchvision(load("mnasnet.net", alpha=alpha), params, macs, ops)
+
+
+@pytest.mark.parametrize(
+    "network, params, macs, ops",
+    [
+        # ShuffleNet_V2_X*_Weights: num_params, _ops; MACs counted from torchvision
+        ("shufflenet_v2_x0_5", 1_366_792, 40_476_448, 0.04),
+        ("shufflenet_v2_x1_0", 2_278_604, 144_907_992, 0.145),
+        ("shufflenet_v2_x1_5", 3_503_624, 295_759_392, 0.296),
+        ("shufflenet_v2_x2_0", 7_393_996, 583_253_464, 0.583),
+    ],
+)
+def test_shufflenet_v2(network, params, macs, ops):
+    m = load("shufflenet_v2.net", network)
+    check_torchvision(m, params, macs, ops)
+    # Ma et al. 2018 table 5: 4, 8, 4 units in stages 2, 3, 4, each ending in a channel shuffle.
+    assert [row.kind for row in m.layers].count("shuffle") == 16
+
+
+def test_shufflenet_v2_unit_split():
+    m = load("shufflenet_v2.net", "shufflenet_v2_x1_0")
+    # A stride-1 unit of stage 2 (116 channels): the halves [0, 58) and [58, 116).
+    assert m.layer("stage2.unit_1.slice").output == (58, 28, 28)
+    assert m.layer("stage2.unit_1.slice_1").output == (58, 28, 28)
+    assert m.layer("stage2.unit_1.shuffle").output == (116, 28, 28)
+    assert m.layer("stage4.unit_3.shuffle").output == (464, 7, 7)
+
+
+@pytest.mark.parametrize(
+    "network, params, macs, ops, blocks, rate",
+    [
+        # ConvNeXt_Tiny/Small/Base_Weights: num_params, _ops; MACs counted from torchvision;
+        # stochastic depth: the convnext_* builders' stochastic_depth_prob
+        ("convnext_tiny", 28_589_128, 4_455_531_264, 4.456, 18, 0.1),
+        ("convnext_small", 50_223_688, 8_683_712_256, 8.684, 36, 0.4),
+        ("convnext_base", 88_591_464, 15_354_729_472, 15.355, 36, 0.5),
+    ],
+)
+def test_convnext(network, params, macs, ops, blocks, rate):
+    m = load("convnext.net", network)
+    check_torchvision(m, params, macs, ops)
+    assert m.totals.non_trainable_params == 0  # LayerNorm keeps no running statistics
+    # torchvision: block i of n gets rate · i / (n − 1), from 0 to the rate.
+    rates = kind_attrs(m, "drop_path", "p")
+    assert rates == [rate * i / (blocks - 1) for i in range(blocks)]
+    assert kind_attrs(m, "scale", "init") == [1e-6] * blocks
+    # Liu et al. 2022: the 4x4/4 stem to 56x56, stages at 56, 28, 14, 7.
+    assert m.layer("stem").output[1:] == (56, 56)
+    assert m.layer("downsample_2.conv").output[1:] == (7, 7)
+
+
+def test_googlenet_torchvision():
+    m = load("googlenet_tv.net")
+    # torchvision googlenet(aux_logits=True): 13,004,888 parameters, 1,506,748,416 MACs (counted from
+    # torchvision, a training-mode forward so that the auxiliary heads run). Without the heads,
+    # GoogLeNet_Weights: num_params 6,624,904, _ops 1.498 (exact count 1,498,376,192).
+    assert m.totals.trainable_params == 13_004_888
+    assert m.totals.macs == 1_506_748_416
+    heads = scope_sum(m, "aux1") + scope_sum(m, "aux2")
+    heads_trainable = sum(row.trainable_params for row in m.layers if row.name.startswith(("aux1.", "aux2.")))
+    assert m.totals.trainable_params - heads_trainable == 6_624_904
+    assert m.totals.macs - scope_sum(m, "aux1", "macs") - scope_sum(m, "aux2", "macs") == 1_498_376_192
+    assert round(1_498_376_192 / 1e9, 3) == 1.498
+    # By hand, one head on C channels: conv 1x1 128 without bias + bn (2·128) + fc 2048 -> 1024 + fc 1024 -> 1000.
+    assert heads_trainable == sum(c * 128 + 256 + fc_p(2048, 1024) + fc_p(1024, 1000) for c in (512, 528))
+    assert heads > heads_trainable  # the bn running statistics
+    assert shape(m, "aux1.adaptive_avgpool") == (512, 4, 4)
+    assert shape(m, "aux2.adaptive_avgpool") == (528, 4, 4)
+    assert m.outputs == [("main", (1000,)), ("aux1", (1000,)), ("aux2", (1000,))]
 
 
 # --------------------------------------------------------------------------- all files

@@ -137,6 +137,18 @@ CASES = [
     case("gmp-1d", "3x7", "gmp"),
     case("gmp-2d", "3x5x6", "gmp"),
     case("gmp-3d", "3x3x4x5", "gmp"),
+    case("adaptive_avgpool-14-to-4", "3x14x14", "adaptive_avgpool 4"),
+    case("adaptive_avgpool-7-to-3", "3x7x7", "adaptive_avgpool 3"),
+    case("adaptive_avgpool-divides", "3x8x8", "adaptive_avgpool 4"),
+    case("adaptive_avgpool-per-axis", "3x7x8", "adaptive_avgpool 3x2"),
+    case("adaptive_avgpool-to-1", "3x7x5", "adaptive_avgpool 1x3"),
+    case("adaptive_avgpool-1d", "3x10", "adaptive_avgpool 4"),
+    case("adaptive_avgpool-3d", "2x5x7x6", "adaptive_avgpool 3x4x2"),
+    case("adaptive_maxpool-14-to-4", "3x14x14", "adaptive_maxpool 4"),
+    case("adaptive_maxpool-7-to-3", "3x7x7", "adaptive_maxpool 3"),
+    case("adaptive_maxpool-divides", "3x8x6", "adaptive_maxpool 4x3"),
+    case("adaptive_maxpool-1d", "3x9", "adaptive_maxpool 4"),
+    case("adaptive_maxpool-3d", "2x5x7x6", "adaptive_maxpool 2x3x4"),
     case("subsample-1d", "3x9", "subsample 2"),
     case("subsample-2d", "3x8x8", "subsample 2"),
     case("subsample-2d-drops", "3x7x9", "subsample 3"),
@@ -176,6 +188,10 @@ CASES = [
     case("ln-1d", "4x7", "ln"),
     case("ln-2d", "4x5x6", "ln eps=1e-3"),
     case("ln-3d", "3x3x4x5", "ln"),
+    case("ln-over-channels-vector", "6", "ln over=channels"),
+    case("ln-over-channels-1d", "4x7", "ln over=channels"),
+    case("ln-over-channels-2d", "4x5x6", "ln over=channels eps=1e-3"),
+    case("ln-over-channels-3d", "3x3x4x5", "ln over=channels"),
     case("gn-1d", "6x7", "gn 3"),
     case("gn-2d", "8x5x6", "gn 4"),
     case("gn-2d-one-group", "4x5x6", "gn 1"),
@@ -209,6 +225,17 @@ CASES = [
     case("gelu", "3x4x5", "gelu", scale=2.0),
     case("silu", "3x4x5", "silu", scale=2.0),
     case("hardswish", "3x4x5", "hardswish", scale=4.0),
+    case("hardsigmoid", "3x4x5", "hardsigmoid", scale=5.0),
+    case("hardsigmoid-keywords", "3x4x5", "hardsigmoid alpha=0.2 beta=0.4", scale=5.0),
+    case("softplus", "3x4x5", "softplus", scale=5.0),
+    case("softplus-beta", "3x4x5", "softplus beta=2", scale=5.0),
+    case("softplus-beta-1d", "3x9", "softplus beta=0.5", scale=5.0),
+    case("mish", "3x4x5", "mish", scale=4.0),
+    case("mish-3d", "2x3x4x3", "mish", scale=4.0),
+    case("drop_path", "3x4x5", "drop_path 0.3"),
+    case("scale", "4x5x6", "scale init=0.5"),
+    case("scale-bias-1d", "4x7", "scale bias=true"),
+    case("scale-vector", "6", "scale bias=true"),
     case("prelu-vector", "6", "prelu"),
     case("prelu-1d", "4x7", "prelu"),
     case("prelu-2d", "4x5x6", "prelu"),
@@ -227,6 +254,12 @@ CASES = [
     case("pad-1d-reflect", "3x6", "pad 3 mode=reflect"),
     case("pad-3d-replicate", "2x3x4x3", "pad 2 mode=replicate"),
     case("pad-3d-reflect", "2x3x4x3", "pad 1 mode=reflect"),
+    case("slice-2d", "8x3x4", "slice 2/7"),
+    case("slice-vector", "6", "slice 0/3"),
+    case("slice-3d", "4x2x3x2", "slice 3/4"),
+    case("space_to_depth-2d", "3x4x6", "space_to_depth 2"),
+    case("space_to_depth-1d", "3x9", "space_to_depth 3"),
+    case("space_to_depth-3d", "2x4x2x6", "space_to_depth 2"),
     case("shuffle-vector", "12", "shuffle 3"),
     case("shuffle-1d", "6x5", "shuffle 2"),
     case("shuffle-2d", "12x3x4", "shuffle 3"),
@@ -279,6 +312,35 @@ def test_every_kind_has_a_numerics_case():
 
 # ---------------------------------------------------------------------------
 # the references themselves, against hand-computed values
+
+
+def test_reference_space_to_depth_against_onnx_reference():
+    """The NumPy transcription agrees with onnx.reference's SpaceToDepth (2-D, the only rank
+    the operator has), on 2 channels so that the channel order shows."""
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    node = helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2)
+    graph = helper.make_graph(
+        [node],
+        "s2d",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+    )
+    x = np.random.default_rng(5).standard_normal((2, 2, 4, 6))
+    (want,) = ReferenceEvaluator(helper.make_model(graph)).run(None, {"x": x})
+    np.testing.assert_array_equal(ref.space_to_depth(x, 2), want)
+    assert ref.space_to_depth(x, 2)[0, 1, 0, 0] == x[0, 1, 0, 0]  # offset (0, 0), channel 1
+    assert ref.space_to_depth(x, 2)[0, 2, 0, 0] == x[0, 0, 0, 1]  # offset (0, 1), channel 0
+
+
+def test_reference_ln_over_channels_by_the_formula():
+    x = np.random.default_rng(6).standard_normal((2, 3, 2, 2))
+    g, b = np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0])
+    y = ref.layer_norm_channels(x, g, b, eps=0.0)
+    for n, i, j in np.ndindex(2, 2, 2):
+        v = x[n, :, i, j]
+        np.testing.assert_allclose(y[n, :, i, j], (v - v.mean()) / v.std() * g + b)
 
 
 def test_reference_conv_against_a_direct_sum():
@@ -342,6 +404,14 @@ def test_reference_small_values():
     c = np.array([[1.0, 2.0, 3.0]])
     np.testing.assert_allclose(ref.lrn(c, 2, alpha=2.0, beta=1.0, k=1.0), [[1 / 6, 2 / 14, 3 / 10]])
     np.testing.assert_allclose(ref.gelu(np.array([1.0])), [0.8413447460685429])
+    # adaptive windows, 5 -> 3: cells [0, 2), [1, 4), [3, 5)
+    v = np.array([[[1.0, 5.0, 2.0, 0.0, 3.0]]])
+    np.testing.assert_allclose(ref.adaptive_pool(v, 3), [[[3.0, 7 / 3, 1.5]]])
+    assert ref.adaptive_pool(v, 3, "max").tolist() == [[[5.0, 5.0, 3.0]]]
+    # space_to_depth 2 of one 2x2 map: channel (o_h·2 + o_w)·C + c
+    assert ref.space_to_depth(np.arange(4.0).reshape(1, 1, 2, 2), 2).reshape(-1).tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(ref.softplus(np.array([0.0, 800.0])), [np.log(2), 800.0])
+    np.testing.assert_allclose(ref.hardsigmoid(np.array([-4.0, 0.0, 1.5, 4.0])), [0, 0.5, 0.75, 1])
     sc = ref.shortcut_pad(np.ones((1, 2, 5, 5)), (2, 2), 3)
     assert sc.shape == (1, 3, 3, 3) and sc[0, :2].all() and not sc[0, 2].any()
 
@@ -425,3 +495,14 @@ def test_unet_from_networks():
         model = _smallest_valid_input(path, name)
         got, want, _ = run_both(model, batch=1)
         assert_network_close(got, want)
+
+
+def test_mish_at_opset_18_is_the_mish_operator():
+    """Opset 17 composes x·tanh(softplus(x)); from 18 the Mish operator computes the same."""
+    model = cnndsl.load(net("3x4x5", "mish"))
+    proto = to_onnx(model, opset=18)
+    assert [n.op_type for n in proto.graph.node] == ["Mish", "Identity"]  # (the Identity names the output)
+    assert {n.op_type for n in to_onnx(model).graph.node} == {"Softplus", "Tanh", "Mul", "Identity"}
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = (np.random.default_rng(2).standard_normal((2, 3, 4, 5)) * 4).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref.mish(x.astype(np.float64)), rtol=RTOL, atol=ATOL)

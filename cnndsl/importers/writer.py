@@ -139,13 +139,13 @@ class _Graph:
         order["input"] = -1
         for layer in net.layers:
             if is_merge(layer):
-                branches = [self._chain_back(i) for i in layer.inputs]
+                branches = [self._chain_back(i, reader=layer.name) for i in layer.inputs]
                 flat = [n for _, chain in branches for n in chain]
                 if len({f for f, _ in branches}) > 1 or flat != sorted(flat, key=order.__getitem__):
                     # Branches from different places (U-Net's skip, YOLO's route), or written in another
                     # order than the combinator reads them: no nesting, and the branch computed last
                     # stays in the main flow, entering the combinator as `_` (the layer order is kept).
-                    branches = [self._chain_back(i, nest=False) for i in layer.inputs]
+                    branches = [self._chain_back(i, nest=False, reader=layer.name) for i in layer.inputs]
                     started = [k for k, (_, chain) in enumerate(branches) if chain]
                     if started:
                         main = min(started, key=lambda k: order[branches[k][1][0]])
@@ -159,10 +159,17 @@ class _Graph:
         forks = {f for f, _ in self.branches[merge]}
         return forks.pop() if len(forks) == 1 else None
 
-    def _chain_back(self, v: str, nest: bool = True):
-        chain = []
+    def _chain_back(self, v: str, nest: bool = True, reader: str | None = None):
+        """The chain that ends in ``v``, walked back to its fork; ``reader``: the layer reading ``v``
+        (a nested combinator reads its fork through its branches too: squeeze-excitation's gap)."""
+        chain, nested = [], False
         while v != "input":
-            if len(self.consumers[v]) != 1 or v in self.pinned or v in self.owned:
+            readers = self.consumers[v]
+            if nested:  # only the combinator just passed, directly or through its branches
+                alone = all(c == reader or self.owned.get(c) == reader for c in readers)
+            else:
+                alone = readers == [reader]
+            if not alone or v in self.pinned or v in self.owned:
                 break
             layer = self.layers[v]
             if is_merge(layer):
@@ -172,10 +179,10 @@ class _Graph:
                 if fork is None:
                     break
                 chain.insert(0, v)
-                v = fork
+                v, reader, nested = fork, v, True
                 continue
             chain.insert(0, v)
-            v = layer.inputs[0]
+            v, reader, nested = layer.inputs[0], v, False
         return v, chain
 
 

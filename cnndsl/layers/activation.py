@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Kind, Spec
+from .base import Kind, LayerError, Spec
 
 
 def _simple(kind_name: str, text: str, op: str, he_init: bool = False):
@@ -136,3 +136,73 @@ class PRelu(Kind):
 
     def onnx_import(self, reader, group):
         return ([], {}) if len(group.nodes) == 1 and group.main.op_type == "PRelu" else None
+
+
+class HardSigmoid(Kind):
+    name = "hardsigmoid"
+    doc = "max(0, min(1, alpha·x + beta)) (PyTorch's relu6(x + 3)/6 with the defaults)"
+    chains = "any"
+    keywords = {"alpha": Spec("float", 1.0 / 6.0), "beta": Spec("float", 0.5)}
+
+    def lower(self, b, node, xs, y):
+        b.op("HardSigmoid", xs, out=y, alpha=node.attrs["alpha"], beta=node.attrs["beta"])
+
+    def onnx_import(self, reader, group):
+        """HardSigmoid (ONNX's default alpha is 0.2, Keras's; torch writes 1/6)."""
+        if group.types != {"HardSigmoid"}:
+            return None
+        kw = {}
+        for key, onnx_default in (("alpha", 0.2), ("beta", 0.5)):
+            value = float(group.a.get(key, onnx_default))
+            if abs(value - self.keywords[key].default) > 1e-7:  # a float32 attribute: 1/6 is 0.16666667
+                kw[key] = reader.short(value)
+        return [], kw
+
+
+class Softplus(Kind):
+    name = "softplus"
+    doc = "log(1 + e^(beta·x)) / beta"
+    chains = "any"
+    keywords = {"beta": Spec("float", 1.0)}
+
+    def check(self, a, x):
+        if a["beta"] <= 0:
+            raise LayerError(f"beta must be positive; received beta={a['beta']}", "beta")
+
+    def lower(self, b, node, xs, y):
+        beta = node.attrs["beta"]
+        if beta == 1.0:
+            b.op("Softplus", xs, out=y)
+            return
+        # ONNX's Softplus has no beta: Softplus(beta·x) / beta
+        sp = b.op("Softplus", [b.op("Mul", [xs[0], b.scalar(beta)])])
+        b.op("Div", [sp, b.scalar(beta)], out=y)
+
+    def onnx_import(self, reader, group):
+        """Softplus, or ``lower``'s Softplus(beta·x) / beta."""
+        if group.types == {"Softplus"} and len(group.nodes) == 1:
+            return [], {}
+        if group.types == {"Mul", "Softplus", "Div"} and len(group.nodes) == 3:
+            beta = reader.const(group.first("Div").input[1])
+            if beta is not None:
+                return [], {"beta": reader.short(float(beta))}
+        return None
+
+
+class Mish(Kind):
+    name = "mish"
+    doc = "x·tanh(softplus(x)) (Misra 2019; YOLOv4)"
+    he_init = True  # as silu
+    chains = "any"
+
+    def lower(self, b, node, xs, y):
+        if b.opset >= 18 and not b.training:
+            b.op("Mish", xs, out=y)  # the Mish operator exists from opset 18
+            return
+        b.op("Mul", [xs[0], b.op("Tanh", [b.op("Softplus", xs)])], out=y)
+
+    def onnx_import(self, reader, group):
+        """The Mish operator, or ``lower``'s Mul(x, Tanh(Softplus(x)))."""
+        if group.types == {"Mish"}:
+            return [], {}
+        return ([], {}) if group.types == {"Softplus", "Tanh", "Mul"} and len(group.nodes) == 3 else None

@@ -170,3 +170,47 @@ class Dropout(Kind):
             reader.const(main.input[1]) if main.op_type == "Dropout" and len(main.input) > 1 and main.input[1] else None
         )
         return [reader.short(float(ratio)) if ratio is not None else reader.short(group.a.get("ratio", 0.5))], {}
+
+
+class DropPath(Kind):
+    """``drop_path p``: stochastic depth (Huang et al. 2016), per sample rather than per unit."""
+
+    name = "drop_path"
+    doc = "stochastic depth: in training each sample is zeroed with probability p, the rest scaled by 1/(1 − p)"
+    chains = "layer"
+    positional = (("p", Spec("float")),)
+
+    def check(self, a, x):
+        if not 0 <= a["p"] < 1:
+            raise LayerError(f"p must be in [0, 1); received p={a['p']}", "p")
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        p = node.attrs["p"]
+        if not b.training:
+            # Inference: the identity, written as an inference-mode Dropout so that the rate (and the
+            # kind: dropout's inference form is an Identity) survives `cnndsl import`.
+            b.op("Dropout", [xs[0], b.scalar(p)], out=y)
+            return
+        if p == 0:
+            b.op("Identity", xs, out=y)
+            return
+        # One draw per sample: the mask of a Dropout of the (N, 1, …, 1) corner of the input (only
+        # its shape matters), scaled by 1/(1 − p), times the input. A fresh mask every step; the
+        # seed, as dropout's, makes a run reproducible.
+        rank = len(b.shape(node.inputs[0]))
+        ones = [b.const(np.array(v, np.int64)) for v in ([0] * rank, [1] * rank, list(range(1, rank + 1)))]
+        corner = b.op("Slice", [xs[0], *ones])
+        seed = zlib.crc32(f"{b.seed}:{node.name}".encode()) % 2**31
+        _, mask = b.op("Dropout", [corner, b.scalar(p), b.const(np.array(True))], outputs=2, seed=seed)
+        keep = b.op("Mul", [b.op("Cast", [mask], to=b.elem), b.scalar(1.0 / (1.0 - p))])
+        b.op("Mul", [xs[0], keep], out=y)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s inference-mode Dropout (one output, no training input) in a model cnndsl wrote:
+        cnndsl's dropout writes an Identity there, so such a Dropout is a drop_path."""
+        main = group.main
+        if not reader.ours or group.types != {"Dropout"} or len(main.input) != 2 or len(main.output) != 1:
+            return None
+        ratio = reader.const(main.input[1])
+        return ([reader.short(float(ratio))], {}) if ratio is not None else None

@@ -1,9 +1,10 @@
-"""Normalisation: bn, lrn, lcn, ln, gn, instnorm."""
+"""Normalisation: bn, lrn, lcn, ln, gn, instnorm; and scale, the per-channel multiplier."""
 
 from __future__ import annotations
 
 from math import log
 
+from .arith import prod
 from .base import Kind, LayerError, Spec
 
 
@@ -210,11 +211,39 @@ class _GroupNorm(Kind):
 
 
 class LayerNorm(_GroupNorm):
+    """``ln``: over all of C×spatial (v1), or with ``over=channels`` over the C channels of every
+    position (ConvNeXt's LayerNorm2d, torch's LayerNorm on a channels-last tensor)."""
+
     name = "ln"
-    doc = "layer normalisation over all of C×spatial per sample, per-channel scale and shift"
+    doc = "layer normalisation per sample over all of C×spatial (over=all) or per position over C (over=channels)"
+    keywords = {**_GroupNorm.keywords, "over": Spec("enum", "all", choices=("all", "channels"))}
+    shown_keywords = ("over",)
+
+    def lower(self, b, node, xs, y):
+        if node.attrs["over"] == "all":
+            super().lower(b, node, xs, y)
+            return
+        # As torch lowers LayerNorm2d: channels last, LayerNormalization over the last axis, back.
+        x = b.shape(node.inputs[0])
+        n, eps = len(x) - 1, node.attrs["eps"]
+        gamma = b.weight("weight", (x[0],), "fill", value=1.0)
+        beta = b.weight("bias", (x[0],), "fill")
+        if n == 0:  # a vector: its channels are all there is
+            b.op("LayerNormalization", [xs[0], gamma, beta], out=y, axis=-1, epsilon=eps)
+            return
+        last = b.op("Transpose", xs, perm=[0, *range(2, n + 2), 1])
+        normed = b.op("LayerNormalization", [last, gamma, beta], axis=-1, epsilon=eps)
+        b.op("Transpose", [normed], out=y, perm=[0, n + 1, *range(1, n + 1)])
 
     def onnx_import(self, reader, group):
-        """One group (tried before instnorm: for one channel, both are one group)."""
+        """One group of InstanceNormalization (tried before instnorm: for one channel, both are one
+        group); or ``lower``'s LayerNormalization over the channels (``over=channels``)."""
+        if "LayerNormalization" in group.types and group.types <= {"Transpose", "LayerNormalization"}:
+            eps = float(reader.attrs(group.first("LayerNormalization")).get("epsilon", 1e-5))
+            kw = {"over": "channels"}
+            if abs(eps - 1e-5) > 1e-9:
+                kw["eps"] = reader.short(eps)
+            return [], kw
         return ([], {}) if self.onnx_groups(reader, group) == 1 else None
 
 
@@ -243,3 +272,53 @@ class InstanceNorm(_GroupNorm):
         """One group per channel."""
         groups = self.onnx_groups(reader, group)
         return ([], {}) if groups is not None and group.x is not None and groups == group.x[0] else None
+
+
+class Scale(Kind):
+    """``scale``: y = w·x (+ b), one trainable w (and b) per channel, w initialised to ``init``
+    (ConvNeXt's layer scale, 1e-6 there)."""
+
+    name = "scale"
+    doc = "trainable per-channel multiplier initialised to init (ConvNeXt's layer scale); bias adds a shift"
+    chains = "layer"
+    keywords = {"init": Spec("float", 1.0), "bias": Spec("bool", False)}
+    shown_keywords = ("bias",)
+
+    def params(self, a, x, y):
+        return x[0] * (2 if a["bias"] else 1), 0
+
+    def connections(self, a, x, y):
+        # LeNet's count, as for subsample: every output unit has fan-in 1 (its own input), plus the bias
+        return prod(y) * (2 if a["bias"] else 1)
+
+    def lower(self, b, node, xs, y):
+        a, x = node.attrs, b.shape(node.inputs[0])
+        bshape = (x[0],) + (1,) * (len(x) - 1)
+        w = b.weight("weight", bshape, "fill", value=a["init"])
+        if not a["bias"]:
+            b.op("Mul", [xs[0], w], out=y)
+            return
+        b.op("Add", [b.op("Mul", [xs[0], w]), b.weight("bias", bshape, "fill")], out=y)
+
+    def onnx_import(self, reader, group):
+        """A Mul by one value per channel (an initializer of shape (C,) or (C, 1, …)), then
+        optionally an Add of one per channel: ``lower``'s, and torch's layer scale."""
+        if group.types not in ({"Mul"}, {"Mul", "Add"}) or len(group.nodes) != len(group.types) or group.x is None:
+            return None
+        c = group.x[0]
+
+        def per_channel(node):
+            values = [reader.init(i) for i in node.input]
+            arrays = [v for v in values if v is not None and hasattr(v, "dtype")]
+            if len(arrays) != 1 or len(values) != 2:
+                return None
+            v = arrays[0]
+            return v if v.ndim >= 1 and v.shape[0] == c and v.size == c and v.ndim <= len(group.x) else None
+
+        w = per_channel(group.first("Mul"))
+        if w is None or ("Add" in group.types and per_channel(group.first("Add")) is None):
+            return None
+        kw = {"bias": True} if "Add" in group.types else {}
+        if (w == w.flat[0]).all() and float(w.flat[0]) != 1.0:
+            kw["init"] = reader.short(float(w.flat[0]))
+        return [], kw

@@ -288,3 +288,82 @@ class Upsample(Kind):
         mode = reader.word(a.get("mode", b"nearest"))
         kw = {"mode": "linear"} if mode == "linear" else {}
         return [tuple(int(s) for s in scales[2:])], kw
+
+
+def adaptive_cells(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive windows along one axis: output cell i reads the input positions
+    floor(i·W/O) … ceil((i+1)·W/O) − 1, as (start, end) pairs."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+class _Adaptive(Kind):
+    """Adaptive pooling to a given output size (PyTorch's AdaptiveAvgPool / AdaptiveMaxPool)."""
+
+    spatial = True
+    positional = (("size", Spec("spatial")),)
+
+    def check(self, a, x):
+        if any(o > w for o, w in zip(a["size"], x[1:])):
+            raise LayerError(
+                f"{self.name} to {fmt_shape(a['size'])} needs an input of at least {fmt_shape(a['size'])}; "
+                f"received {fmt_shape(x)}",
+                "size",
+            )
+
+    def shape(self, a, x):
+        return (x[0],) + tuple(a["size"])
+
+    def window(self, a, x, y):
+        """The widest cell, and the mean step between cells, W/O (whole when O divides W)."""
+        cells = [adaptive_cells(w, o) for w, o in zip(x[1:], a["size"])]
+        widest = tuple(max(e - s for s, e in axis) for axis in cells)
+        return widest, tuple(fraction(w, o) for w, o in zip(x[1:], a["size"]))
+
+    def lower(self, b, node, xs, y):
+        x, out = b.shape(node.inputs[0]), node.attrs["size"]
+        if all(w % o == 0 for w, o in zip(x[1:], out)):  # an ordinary pool: window = stride = W/O
+            k = [w // o for w, o in zip(x[1:], out)]
+            b.op(self.onnx_pool, xs, out=y, kernel_shape=k, strides=k)
+            return
+        # Exactly, one axis after the other (both reductions are separable over a box): per output
+        # cell a Slice of its positions and a Reduce{Mean,Max}; the cells concatenated.
+        np = b.np
+        v = xs[0]
+        axes = [i for i, (w, o) in enumerate(zip(x[1:], out)) if w != o]
+        for k, i in enumerate(axes):
+            w, o, axis = x[1 + i], out[i], 2 + i
+            last = k == len(axes) - 1
+            if o == 1:
+                v = b.reduce(self.onnx_reduce, v, [axis], out=y if last else None)
+                continue
+            parts = []
+            for start, end in adaptive_cells(w, o):
+                ints = [b.const(np.array([t], np.int64)) for t in (start, end, axis)]
+                parts.append(b.reduce(self.onnx_reduce, b.op("Slice", [v, *ints]), [axis]))
+            v = b.op("Concat", parts, out=y if last else None, axis=axis)
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Slice, Reduce and Concat; the output size from the inferred shape. (When O
+        divides W, ``lower`` writes an ordinary pool, which reads back as avgpool or maxpool: the
+        same computation.)"""
+        if self.onnx_reduce not in group.types or not group.types <= {"Slice", self.onnx_reduce, "Concat"}:
+            return None
+        y = reader.shape(group.out)
+        if y is None or len(y) < 2:
+            group.unsupported("adaptive pooling needs the output's inferred shape")
+        size = tuple(y[1:])
+        return [size if len(set(size)) > 1 else size[0]], {}
+
+
+class AdaptiveAvgPool(_Adaptive):
+    name = "adaptive_avgpool"
+    doc = "adaptive average pooling to the given output size (PyTorch's windows)"
+    onnx_pool = "AveragePool"
+    onnx_reduce = "ReduceMean"
+
+
+class AdaptiveMaxPool(_Adaptive):
+    name = "adaptive_maxpool"
+    doc = "adaptive max pooling to the given output size (PyTorch's windows)"
+    onnx_pool = "MaxPool"
+    onnx_reduce = "ReduceMax"

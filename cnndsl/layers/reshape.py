@@ -184,3 +184,96 @@ class ShortcutPad(Kind):
     def onnx_import(self, reader, group):
         """``lower``'s Slice and Pad (read back for ``residual(shortcut=pad)``)."""
         return ([], {}) if group.types == {"Slice", "Pad"} else None
+
+
+class ChannelSlice(Kind):
+    """``slice FROM/TO``: the channels FROM … TO − 1 (ShuffleNetV2's channel split)."""
+
+    name = "slice"
+    doc = "the channels [FROM, TO) of the input (ShuffleNetV2's channel split)"
+    positional = (("start", Spec("int", min=0)), ("end", Spec("int", min=1)))
+
+    def check(self, a, x):
+        if not a["start"] < a["end"] <= x[0]:
+            raise LayerError(
+                f"slice takes channels FROM/TO with FROM < TO ≤ {x[0]} (the input's channels); "
+                f"received slice {a['start']}/{a['end']} on {x[0]} channels",
+                "end" if a["start"] < a["end"] else "start",
+            )
+
+    def shape(self, a, x):
+        return (a["end"] - a["start"],) + tuple(x[1:])
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        a = node.attrs
+        ints = [b.const(np.array([v], np.int64)) for v in (a["start"], a["end"], 1)]
+        b.op("Slice", [xs[0], *ints], out=y)
+
+    def onnx_import(self, reader, group):
+        """A Slice of the channel axis only, with step 1 (tried before crop, which slices space)."""
+        main = group.main
+        if group.types != {"Slice"} or len(main.input) < 4 or group.x is None:
+            return None
+        starts, ends, axes = (reader.const(i) for i in main.input[1:4])
+        steps = reader.const(main.input[4]) if len(main.input) > 4 and main.input[4] else None
+        if starts is None or ends is None or axes is None or [int(v) for v in axes] != [1]:
+            return None
+        if steps is not None and [int(v) for v in steps] != [1]:
+            return None
+        c = group.x[0]
+        start, end = (min(max(int(v) + c if int(v) < 0 else int(v), 0), c) for v in (starts[0], ends[0]))
+        return [start, end], {}
+
+
+class SpaceToDepth(Kind):
+    """``space_to_depth S``: every S×…×S block of positions becomes S^n channels."""
+
+    name = "space_to_depth"
+    doc = "blocks of S per spatial axis moved into the channels: C·S^n × W/S (ONNX SpaceToDepth order)"
+    spatial = True
+    positional = (("block", Spec("int", min=1)),)
+
+    def check(self, a, x):
+        s = a["block"]
+        if any(w % s for w in x[1:]):
+            raise LayerError(
+                f"space_to_depth {s} needs every spatial size divisible by {s}; received {fmt_shape(x)}", "block"
+            )
+
+    def shape(self, a, x):
+        s = a["block"]
+        return (x[0] * s ** (len(x) - 1),) + tuple(w // s for w in x[1:])
+
+    def window(self, a, x, y):
+        s = (a["block"],) * (len(x) - 1)
+        return s, s
+
+    def lower(self, b, node, xs, y):
+        np = b.np
+        s, x = node.attrs["block"], b.shape(node.inputs[0])
+        n = len(x) - 1
+        if n == 2:
+            b.op("SpaceToDepth", xs, out=y, blocksize=s)
+            return
+        # ONNX's order for any rank: (N, C, W1/S, S, W2/S, S, …) with the block offsets moved in
+        # front of the channels, so output channel = ((o1·S + o2)·S + …)·C + c
+        split = [0, x[0]] + [v for w in x[1:] for v in (w // s, s)]
+        blocks = b.op("Reshape", [xs[0], b.const(np.array(split, np.int64))])
+        perm = [0, *range(3, 2 + 2 * n, 2), 1, *range(2, 2 + 2 * n, 2)]
+        moved = b.op("Transpose", [blocks], perm=perm)
+        b.op("Reshape", [moved, b.const(np.array([0, *node.shape], np.int64))], out=y)
+
+    def onnx_import(self, reader, group):
+        """SpaceToDepth, or ``lower``'s Reshape, Transpose, Reshape for 1-D and 3-D (tried before
+        shuffle, whose Transpose swaps two axes only)."""
+        if group.types == {"SpaceToDepth"}:
+            return [int(group.a["blocksize"])], {}
+        if group.types != {"Reshape", "Transpose"} or len(group.nodes) != 3:
+            return None
+        perm = list(reader.attrs(group.first("Transpose"))["perm"])
+        n = (len(perm) - 2) // 2
+        if n < 1 or perm != [0, *range(3, 2 + 2 * n, 2), 1, *range(2, 2 + 2 * n, 2)]:
+            return None
+        split = reader.const(group.nodes[0].input[1])
+        return ([int(split[3])], {}) if split is not None and len(split) == 2 + 2 * n else None

@@ -281,6 +281,28 @@ def _hardswish(t, n, dy):
     return [t.op("Mul", [dy, slope])]
 
 
+def _hard_sigmoid(t, n, dy):
+    # y = clip(αx + β, 0, 1): slope α where 0 < αx + β < 1, else 0
+    at = t.attrs(n)
+    alpha, beta = at.get("alpha", 0.2), at.get("beta", 0.5)
+    z = t.op("Add", [t.op("Mul", [n.input[0], t.scalar(alpha)]), t.scalar(beta)])
+    inside = t.op("And", [t.op("Greater", [z, t.zero()]), t.op("Less", [z, t.scalar(1.0)])])
+    return [t.where(inside, t.op("Mul", [dy, t.scalar(alpha)]), t.zero())]
+
+
+def _softplus(t, n, dy):
+    return [t.op("Mul", [dy, t.op("Sigmoid", [n.input[0]])])]  # d/dx log(1 + eˣ) = sigmoid(x)
+
+
+def _mish(t, n, dy):
+    # y = x·tanh(sp(x)), sp = softplus: y' = tanh(sp) + x·sigmoid(x)·(1 − tanh²(sp))
+    x = n.input[0]
+    th = t.op("Tanh", [t.op("Softplus", [x])])
+    sech2 = t.op("Sub", [t.scalar(1.0), t.op("Mul", [th, th])])
+    slope = t.op("Add", [th, t.op("Mul", [t.op("Mul", [x, t.op("Sigmoid", [x])]), sech2])])
+    return [t.op("Mul", [dy, slope])]
+
+
 def _prelu(t, n, dy):
     x, slope = n.input[0], n.input[1]
     pos = t.op("Greater", [x, t.zero()])
@@ -410,6 +432,11 @@ def _pad(t, n, dy):
     return [g] + [None] * (len(n.input) - 1)
 
 
+def _space_to_depth(t, n, dy):
+    # a permutation of the elements: its inverse, DepthToSpace in DCR order, carries dy back
+    return [t.op("DepthToSpace", [dy], blocksize=t.attrs(n)["blocksize"], mode="DCR")]
+
+
 def _expand(t, n, dy):
     return [t.unbroadcast(dy, t.shape(n.input[0]), t.shape(n.output[0])), None]
 
@@ -488,6 +515,37 @@ def _instance_norm(t, n, dy):
     dscale = t.reduce_sum(t.op("Mul", [dy, xhat]), [0] + axes, keepdims=0)
     dbias = t.reduce_sum(dy, [0] + axes, keepdims=0)
     return [dx, dscale, dbias]
+
+
+def _reduce_max(t, n, dy):
+    # the gradient goes to the maxima (ties share it, as in GlobalMaxPool)
+    x = n.input[0]
+    y = _expand_back(t, n, n.output[0], t.axes(n))
+    g = _expand_back(t, n, dy, t.axes(n))
+    hit = t.op("Cast", [t.op("Equal", [x, y])], to=t.b.elem)
+    return [t.op("Mul", [hit, g])] + [None] * (len(n.input) - 1)
+
+
+def _layer_norm(t, n, dy):
+    # normalised over the axes from ``axis`` to the last; scale and bias have those axes' shape
+    x, scale = n.input[0], n.input[1]
+    sx = t.shape(x)
+    at = t.attrs(n)
+    axes = list(range(at.get("axis", -1) % len(sx), len(sx)))
+    eps = at.get("epsilon", 1e-5)
+    mu = t.b.reduce("ReduceMean", x, axes)
+    xc = t.op("Sub", [x, mu])
+    var = t.b.reduce("ReduceMean", t.op("Mul", [xc, xc]), axes)
+    rstd = t.op("Reciprocal", [t.op("Sqrt", [t.op("Add", [var, t.scalar(eps)])])])
+    xhat = t.op("Mul", [xc, rstd])
+    dxhat = t.op("Mul", [dy, scale])
+    m1 = t.b.reduce("ReduceMean", dxhat, axes)
+    m2 = t.b.reduce("ReduceMean", t.op("Mul", [dxhat, xhat]), axes)
+    dx = t.op("Mul", [rstd, t.op("Sub", [t.op("Sub", [dxhat, m1]), t.op("Mul", [xhat, m2])])])
+    out = [dx, t.unbroadcast(t.op("Mul", [dy, xhat]), t.shape(scale), sx)]
+    if len(n.input) > 2 and n.input[2]:
+        out.append(t.unbroadcast(dy, t.shape(n.input[2]), sx))
+    return out
 
 
 # ---------------------------------------------------------------- dense and convolution
@@ -740,6 +798,9 @@ ADJOINTS = {
     "Elu": _elu,
     "HardSwish": _hardswish,
     "PRelu": _prelu,
+    "HardSigmoid": _hard_sigmoid,
+    "Softplus": _softplus,
+    "Mish": _mish,
     "Clip": _clip,
     "Softmax": _softmax,
     "Dropout": _dropout,
@@ -749,12 +810,15 @@ ADJOINTS = {
     "Concat": _concat,
     "Slice": _slice,
     "Pad": _pad,
+    "SpaceToDepth": _space_to_depth,
     "Expand": _expand,
     "Unsqueeze": _unsqueeze,
     "ScatterElements": _scatter_elements,
     "ReduceMean": _reduce_mean,
     "ReduceSum": _reduce_sum,
     "ReduceSumSquare": _reduce_sum_square,
+    "ReduceMax": _reduce_max,
+    "LayerNormalization": _layer_norm,
     "GlobalAveragePool": _global_average_pool,
     "GlobalMaxPool": _global_max_pool,
     "InstanceNormalization": _instance_norm,

@@ -669,3 +669,19 @@ def test_rules_are_pure(name):
     for rule in (kind.params, kind.macs, kind.connections, kind.window, kind.warnings):
         rule(a, x, y)
     assert dict(a) == dict(node.attrs)
+
+
+def test_receptive_field_of_a_squeeze_excitation_follows_the_full_size_branch():
+    # conv 3x3 -> RF 3, jump 1; the mul's main path is its full-size branch (RF 3), not the
+    # broadcast gate after gap (which sees all 30x30 positions); the next 3x3 conv: 3 + 2 = 5
+    m = cnndsl.load(
+        "network n {\n    input 3x32x32\n    conv 8/3 -> mul { _ ; gap -> conv 8/1 -> sigmoid } -> conv 8/3\n}\n"
+    )
+    assert [(r.kind, r.receptive_field) for r in m.layers] == [
+        ("conv", (3, 3)),
+        ("gap", (32, 32)),
+        ("conv", (32, 32)),
+        ("sigmoid", (32, 32)),
+        ("mul", (3, 3)),
+        ("conv", (5, 5)),
+    ]

@@ -459,7 +459,10 @@ class Elaborator:
         )
 
     def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
-        main = max(inputs, key=lambda i: prod(self.nodes[i].rf))
+        # the main path: the widest receptive field among the inputs at the output's resolution
+        # (a squeeze-excitation mul follows its full-size branch, not the broadcast Cx1x1 gate)
+        same = [i for i in inputs if self.nodes[i].shape[1:] == y[1:]] or list(inputs)
+        main = max(same, key=lambda i: prod(self.nodes[i].rf))
         rf, jump = self.nodes[main].rf, self.nodes[main].jump
         if window is not None and len(window[0]) == len(rf):
             steps, strides = window

@@ -115,9 +115,9 @@ def read_caffe(path: Path, input_shape: tuple | None = None) -> SourceNet:
         if not isinstance(m, Msg):
             raise CnnError("layer must be a message: layer { ... }", root.span_of("layer"), code="E243")
         r.layer(m)
-    for path_, span in root.unread():
-        if path_.split(".")[-1] not in TOP_LEVEL:
-            r.warn(f"field {path_} is not read", span)
+    for k, _, span in root.fields:
+        if k not in TOP_LEVEL:
+            r.warn(f"field {k} is not read", span)
     shape = input_shape or r.shape
     if shape is None:
         raise CnnError(

@@ -32,6 +32,11 @@ ACTIVATIONS = [
     "prelu",
     "leaky_relu 0.1",
     "elu alpha=0.5",
+    "hardsigmoid",
+    "hardsigmoid alpha=0.2 beta=0.4",
+    "mish",
+    "softplus",
+    "softplus beta=2",
 ]
 # Largest spatial size per input rank: small tensors keep onnxruntime fast.
 MAX_SIZE = {1: 24, 2: 12, 3: 6}
@@ -89,7 +94,7 @@ class Gen:
         """A single layer (or block call, group, combinator) applied to x."""
         if x.vector:
             return self.vector_step(x, keep_shape)
-        kinds = ["act", "bn", "norm", "dropout", "shuffle", "conv_same"]
+        kinds = ["act", "bn", "norm", "dropout", "shuffle", "conv_same", "scale", "drop_path"]
         if not keep_shape:
             kinds += [
                 "conv",
@@ -104,6 +109,9 @@ class Gen:
                 "fc",
                 "flatten",
                 "conv_in_c",
+                "slice",
+                "adaptive",
+                "space_to_depth",
             ]
         if self.depth < 3:
             kinds += ["residual", "add", "concat", "mul", "group", "repeat", "block"]
@@ -113,7 +121,7 @@ class Gen:
         return getattr(self, "k_" + kind)(x, keep_shape)
 
     def vector_step(self, x, keep_shape):
-        choices = ["act", "dropout", "softmax"] + ([] if keep_shape else ["fc", "fc", "rbf"])
+        choices = ["act", "dropout", "softmax", "scale"] + ([] if keep_shape else ["fc", "fc", "rbf", "slice"])
         kind = self.pick(choices)
         if kind == "fc":
             n = self.int(1, 16)
@@ -134,6 +142,33 @@ class Gen:
     def k_dropout(self, x, _):
         return self.pick(["dropout", "dropout 0.3", "dropout 0"]), x
 
+    def k_scale(self, x, _):
+        return self.pick(["scale", "scale init=1e-6", "scale bias=true", "scale init=0.5 bias"]), x
+
+    def k_drop_path(self, x, _):
+        return self.pick(["drop_path 0.2", "drop_path 0", "drop_path (0.1 * 2)"]), x
+
+    def k_slice(self, x, _):
+        if self.coin(0.03):  # rarely outside the channels: an error
+            return f"slice 0/{x.c + 1}", Shape(x.c + 1, x.sp)
+        start = self.int(0, max(0, x.c - 1))
+        end = self.int(start + 1, max(start + 1, x.c))
+        return f"slice {start}/{end}", Shape(end - start, x.sp)
+
+    def k_adaptive(self, x, _):
+        kind = self.pick(["adaptive_avgpool", "adaptive_maxpool"])
+        if self.coin(0.03):  # rarely larger than the input: an error
+            return f"{kind} {max(x.sp) + 1}", Shape(x.c, (max(x.sp) + 1,) * len(x.sp))
+        size = tuple(self.int(1, max(1, n)) for n in x.sp)  # (the tracked shape is only a guide)
+        arg = str(size[0]) if len(set(size)) == 1 and self.coin() else self.dims(size)
+        return f"{kind} {arg}", Shape(x.c, size)
+
+    def k_space_to_depth(self, x, _):
+        s = self.pick([2, 2, 3])
+        if x.c * s ** len(x.sp) > 4 * MAX_CHANNELS or (any(n % s for n in x.sp) and not self.coin(0.05)):
+            return self.k_act(x, _)
+        return f"space_to_depth {s}", Shape(x.c * s ** len(x.sp), tuple(n // s for n in x.sp))
+
     def k_norm(self, x, _):
         divisors = [g for g in range(1, x.c + 1) if x.c % g == 0]
         return self.pick(
@@ -142,6 +177,7 @@ class Gen:
                 "lrn 5 alpha=1e-4 beta=0.75 k=2",
                 "lcn 3",
                 "ln",
+                "ln over=channels",
                 "instnorm",
                 f"gn {self.pick(divisors)}",
                 "softmax",

@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", metavar="FILE.prototxt|FILE.cfg|FILE.onnx")
     imp.add_argument("-o", "--output", required=True, metavar="OUT.net", help="where to write the .net file")
     imp.add_argument("--name", metavar="NETWORK", help="name of the network (default: the source's)")
+    imp.add_argument(
+        "--input",
+        metavar="CxHxW",
+        help="the input shape of a Caffe file whose data layer does not give it (e.g. 1x28x28)",
+    )
     imp.set_defaults(run=cmd_import)
 
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
@@ -454,7 +459,15 @@ def cmd_import(args) -> int:
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file)
-    text = import_file(args.file, args.name)
+    shape = None
+    if args.input is not None:
+        parts = args.input.lower().split("x")
+        if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) < 2:
+            raise CnnError(f"--input {args.input}: expected CxHxW like 3x224x224", code="E240")
+        shape = tuple(int(p) for p in parts)
+    warnings: list = []
+    text = import_file(args.file, args.name, shape, warnings)
+    _print_diagnostics(warnings)
     # the written file compiles: checked before anything is written; a problem the source itself has
     # (a kernel larger than its input ...) is reported on the converted line, named as the output file
     from cnndsl.lang.modules import Loader

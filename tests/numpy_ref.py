@@ -294,6 +294,25 @@ def lrn(x, size, alpha=1e-4, beta=0.75, k=1.0):
     return x / (k + alpha / size * total) ** beta
 
 
+def power(x, exponent=1.0, scale=1.0, shift=0.0):
+    """Caffe's Power layer (power_layer.cpp): (shift + scale·x)^power."""
+    return (shift + scale * x) ** exponent
+
+
+def lrn_within(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Caffe's LRN with norm_region WITHIN_CHANNEL (lrn_layer.cpp: a Power, an AVE Pooling of
+    pad (size−1)/2 and a Power): x / (k + alpha/size^n · Σ x²)^beta, the sum over the size^n
+    window centred on each position, zeros beyond the borders (the divisor is always size^n)."""
+    n = x.ndim - 2
+    r = (size - 1) // 2
+    sq = np.pad(x**2, [(0, 0), (0, 0)] + [(r, r)] * n)
+    total = np.zeros_like(x)
+    for pos in itertools.product(*(range(w) for w in x.shape[2:])):
+        box = sq[(slice(None), slice(None)) + tuple(slice(p, p + size) for p in pos)]
+        total[(slice(None), slice(None)) + pos] = box.reshape(box.shape[:2] + (-1,)).sum(-1)
+    return x / (k + alpha / size**n * total) ** beta
+
+
 def lcn(x, size, sigma=1.0):
     """Local contrast normalisation (Jarrett et al. 2009, as cnndsl defines it): with a
     Gaussian w of standard deviation sigma over a size^n window and all maps, Σw = 1,
@@ -459,12 +478,14 @@ def prelu(x, slope):
 # rearrangement and combination
 
 
-def crop(x, size, center=False):
-    """Keep a window of ``size`` per spatial axis: top-left, or centred with offset
-    floor((W − size)/2)."""
+def crop(x, size, center=False, offset=None):
+    """Keep a window of ``size`` per spatial axis: top-left, centred with offset
+    floor((W − size)/2), or from ``offset`` (Caffe's Crop: offset per axis)."""
     n = x.ndim - 2
     size = per_axis(size, n)
     start = [(w - t) // 2 if center else 0 for w, t in zip(x.shape[2:], size)]
+    if offset is not None:
+        start = list(per_axis(offset, n))
     return x[(slice(None), slice(None)) + tuple(slice(s, s + t) for s, t in zip(start, size))]
 
 
@@ -484,6 +505,27 @@ def shuffle(x, groups):
 
 def channel_slice(x, start, end):
     return x[:, start:end]
+
+
+def reorg_darknet(x, s):
+    """Darknet's [reorg] forward pass, transcribed from reorg_cpu (blas.c) with forward=0, which
+    forward_reorg_layer calls (reorg_layer.c): w, h, c are the layer's input sizes, and
+    out[in_index] = x[out_index]. The output buffer is then read as C·S² × H/S × W/S."""
+    batch, c, h, w = x.shape
+    flat, out = x.reshape(-1), np.zeros(x.size)
+    out_c = c // (s * s)
+    for b in range(batch):
+        for k in range(c):
+            for j in range(h):
+                for i in range(w):
+                    in_index = i + w * (j + h * (k + c * b))
+                    c2 = k % out_c
+                    offset = k // out_c
+                    w2 = i * s + offset % s
+                    h2 = j * s + offset // s
+                    out_index = w2 + w * s * (h2 + h * s * (c2 + out_c * b))
+                    out[in_index] = flat[out_index]
+    return out.reshape(batch, c * s * s, h // s, w // s)
 
 
 def space_to_depth(x, s):
@@ -507,6 +549,27 @@ def shortcut_pad(x, stride, channels):
 
 def add(*xs):
     return sum(xs[1:], xs[0])
+
+
+def shortcut_darknet(out, add_):
+    """Darknet's [shortcut] forward (forward_shortcut_layer: the output starts as a copy of the
+    current value, then shortcut_cpu of blas.c adds the `from` layer ``add_``), transcribed:
+    w1, h1, c1 are the `from` layer's sizes, w2, h2, c2 the output's."""
+    batch, c2, h2, w2 = out.shape
+    _, c1, h1, w1 = add_.shape
+    out, flat = out.copy().reshape(-1), add_.reshape(-1)
+    stride, sample = w1 // w2, w2 // w1
+    assert stride == h1 // h2 and sample == h2 // h1
+    stride, sample = max(stride, 1), max(sample, 1)
+    minw, minh, minc = min(w1, w2), min(h1, h2), min(c1, c2)
+    for b in range(batch):
+        for k in range(minc):
+            for j in range(minh):
+                for i in range(minw):
+                    out_index = i * sample + w2 * (j * sample + h2 * (k + c2 * b))
+                    add_index = i * stride + w1 * (j * stride + h1 * (k + c1 * b))
+                    out[out_index] += flat[add_index]
+    return out.reshape(batch, c2, h2, w2)
 
 
 def mul(*xs):
@@ -577,6 +640,8 @@ def _run_node(node, xs, weights, values, pool_indices):
         return subsample(x, a["size"], wt("weight"), wt("bias"))
     if k == "bn":
         return bn(x, wt("weight"), wt("bias"), wt("running_mean"), wt("running_var"), a["eps"])
+    if k == "lrn" and a["region"] == "within":
+        return lrn_within(x, a["size"], a["alpha"], a["beta"], a["k"])
     if k == "lrn":
         return lrn(x, a["size"], a["alpha"], a["beta"], a["k"])
     if k == "lcn":
@@ -587,10 +652,14 @@ def _run_node(node, xs, weights, values, pool_indices):
         return scale(x, wt("weight"), wt("bias") if a["bias"] else None)
     if k == "hardsigmoid":
         return hardsigmoid(x, a["alpha"], a["beta"])
+    if k == "power":
+        return power(x, a["exponent"], a["scale"], a["shift"])
     if k == "softplus":
         return softplus(x, a["beta"])
     if k == "slice":
         return channel_slice(x, a["start"], a["end"])
+    if k == "space_to_depth" and a["order"] == "darknet":
+        return reorg_darknet(x, a["block"])
     if k == "space_to_depth":
         return space_to_depth(x, a["block"])
     if k in ("adaptive_avgpool", "adaptive_maxpool"):
@@ -609,13 +678,18 @@ def _run_node(node, xs, weights, values, pool_indices):
     if k == "elu":
         return elu(x, a["alpha"])
     if k == "crop":
-        return crop(x, a["size"] if a["to"] is None else a["to"].node.shape[1:], a["center"])
+        return crop(x, a["size"] if a["to"] is None else a["to"].node.shape[1:], a["center"], a["offset"])
     if k == "pad":
         return pad(x, a["pad"], a["mode"])
     if k == "shuffle":
         return shuffle(x, a["groups"])
     if k == "shortcut_pad":
         return shortcut_pad(x, a["stride"], a["channels"])
+    if k == "add" and a["fit"] == "first":
+        y = xs[0]
+        for other in xs[1:]:
+            y = shortcut_darknet(y, other)
+        return y
     if k in ("add", "residual"):
         return add(*xs)
     if k == "mul":

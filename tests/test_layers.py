@@ -318,6 +318,8 @@ CASES = [
     row("bn-vector", "bn", "10", "bn", (10,), trainable=2 * 10, fixed=2 * 10),
     row("bn-1d", "bn", "8x10", "bn", (8, 10), trainable=2 * 8, fixed=2 * 8),
     row("lrn", "lrn", "96x27x27", "lrn 5 alpha=1e-4 beta=0.75 k=2", (96, 27, 27)),
+    # Caffe's cifar10_full norm1: within each channel, no weights
+    row("lrn-within", "lrn", "32x16x16", "lrn 3 alpha=5e-5 beta=0.75 region=within", (32, 16, 16)),
     row("lcn", "lcn", "3x16x16", "lcn 9 sigma=2", (3, 16, 16)),
     row("ln", "ln", "8x4x4", "ln", (8, 4, 4), trainable=2 * 8),
     row("ln-over-all", "ln", "8x4x4", "ln over=all", (8, 4, 4), trainable=2 * 8),
@@ -377,6 +379,7 @@ CASES = [
     row("hardsigmoid", "hardsigmoid", "16x4x4", "hardsigmoid", (16, 4, 4)),
     row("hardsigmoid-keywords", "hardsigmoid", "16x4x4", "hardsigmoid alpha=0.2 beta=0.5", (16, 4, 4)),
     row("mish", "mish", "16x4x4", "mish", (16, 4, 4)),
+    row("power", "power", "16x4x4", "power 2 scale=0.5 shift=1", (16, 4, 4)),
     row("softplus", "softplus", "16x4x4", "softplus", (16, 4, 4)),
     row("softplus-beta", "softplus", "6x10", "softplus beta=2", (6, 10)),
     # ---------------------------------------------------- stochastic depth, layer scale
@@ -394,6 +397,7 @@ CASES = [
     # ------------------------------------------------------------- reshaping
     row("crop", "crop", "3x7x7", "crop 4x4", (3, 4, 4)),
     row("crop-center", "crop", "3x7x7", "crop 4x4 center", (3, 4, 4)),
+    row("crop-offset", "crop", "3x7x7", "crop 4x4 offset=1x3", (3, 4, 4)),
     row("crop-1d", "crop", "2x9", "crop 5", (2, 5)),
     row("crop-fields", "crop", "3x7x7", "crop 4/5", (3, 4, 5)),
     row("crop-scalar", "crop", "3x7x7", "crop 4", (3, 4, 4)),
@@ -414,9 +418,15 @@ CASES = [
     row("slice-vector", "slice", "10", "slice 3/4", (4 - 3,)),
     # C·S^n channels, W/S per axis
     row("space_to_depth", "space_to_depth", "3x8x6", "space_to_depth 2", (3 * 2 * 2, 8 // 2, 6 // 2)),
+    # YOLOv2's reorg: 64x38x38 -> 256x19x19
+    row("space_to_depth-darknet", "space_to_depth", "64x38x38", "space_to_depth 2 order=darknet",
+        (64 * 2 * 2, 38 // 2, 38 // 2)),
     row("space_to_depth-1d", "space_to_depth", "4x9", "space_to_depth 3", (4 * 3, 9 // 3)),
     row("space_to_depth-3d", "space_to_depth", "2x4x2x6", "space_to_depth 2", (2 * 2 * 2 * 2, 2, 1, 3)),
     # ----------------------------------------------------------- combinators
+    # Darknet's shortcut from 64 to 256 channels (pjreddie's resnet50.cfg): no weights
+    row("add-fit-first", "add", "64x8x8", "add(fit=first) { conv 256/1 bias=false ; _ }", (256, 8, 8),
+        trainable=64 * 256, macs=8 * 8 * 256 * 64, connections=8 * 8 * 256 * 64),
     row("add", "add", "16x8x8", "add { _ ; conv 16/3/1/1 }",
         (16, 8, 8),
         trainable=(3 * 3 * 16 + 1) * 16,

@@ -180,6 +180,8 @@ CASES = [
     case("lrn-2d-even-size", "6x4x5", "lrn 4 alpha=0.5 beta=0.75 k=2", scale=2.0),
     case("lrn-1d", "6x9", "lrn 3 alpha=0.5 beta=0.75 k=2", scale=2.0),
     case("lrn-3d", "6x3x4x5", "lrn 5 alpha=0.5 beta=0.75 k=2", scale=2.0),
+    case("lrn-within-2d", "3x6x5", "lrn 3 alpha=0.5 beta=0.75 region=within", scale=2.0),
+    case("lrn-within-1d", "2x7", "lrn 5 alpha=0.5 beta=0.75 k=2 region=within", scale=2.0),
     case("lcn-1d", "3x12", "lcn 5 sigma=1.5"),
     case("lcn-2d", "3x8x9", "lcn 3"),
     case("lcn-2d-wide", "2x9x9", "lcn 7 sigma=2"),
@@ -231,6 +233,9 @@ CASES = [
     case("softplus-beta", "3x4x5", "softplus beta=2", scale=5.0),
     case("softplus-beta-1d", "3x9", "softplus beta=0.5", scale=5.0),
     case("mish", "3x4x5", "mish", scale=4.0),
+    case("power-square", "3x4x5", "power 2 scale=0.5 shift=1", scale=2.0),
+    case("power-affine", "2x6", "power scale=-2 shift=0.25"),
+    case("power-sqrt", "3x4x4", "power 0.5 shift=10"),
     case("mish-3d", "2x3x4x3", "mish", scale=4.0),
     case("drop_path", "3x4x5", "drop_path 0.3"),
     case("scale", "4x5x6", "scale init=0.5"),
@@ -243,6 +248,8 @@ CASES = [
     # rearrangement
     case("crop-1d", "3x9", "crop 5"),
     case("crop-2d", "3x7x8", "crop 4x5"),
+    case("crop-2d-offset", "3x7x8", "crop 4x5 offset=2x1"),
+    case("crop-1d-offset", "2x9", "crop 5 offset=3"),
     case("crop-2d-center", "3x7x8", "crop 4x5 center"),
     case("crop-2d-center-odd", "3x8x9", "crop 5x4 center"),
     case("crop-3d-center", "2x5x6x7", "crop 2x3x4 center"),
@@ -260,6 +267,13 @@ CASES = [
     case("space_to_depth-2d", "3x4x6", "space_to_depth 2"),
     case("space_to_depth-1d", "3x9", "space_to_depth 3"),
     case("space_to_depth-3d", "2x4x2x6", "space_to_depth 2"),
+    # Darknet's [shortcut] across channel counts and strides (pjreddie's resnet50.cfg)
+    case("add-fit-more-channels", "3x6x6", "add(fit=first) { conv 5/1 ; _ }"),
+    case("add-fit-fewer-channels", "3x6x6", "add(fit=first) { conv 2/1 ; _ }"),
+    case("add-fit-stride", "3x6x6", "add(fit=first) { conv 5/3/2/1 ; _ }"),
+    case("add-fit-stride-odd", "3x7x7", "add(fit=first) { conv 2/1/2 ; _ }"),
+    case("space_to_depth-darknet", "8x4x6", "space_to_depth 2 order=darknet"),
+    case("space_to_depth-darknet-3", "9x6x3", "space_to_depth 3 order=darknet"),
     case("shuffle-vector", "12", "shuffle 3"),
     case("shuffle-1d", "6x5", "shuffle 2"),
     case("shuffle-2d", "12x3x4", "shuffle 3"),
@@ -506,3 +520,13 @@ def test_mish_at_opset_18_is_the_mish_operator():
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x = (np.random.default_rng(2).standard_normal((2, 3, 4, 5)) * 4).astype(np.float32)
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref.mish(x.astype(np.float64)), rtol=RTOL, atol=ATOL)
+
+
+def test_darknet_reorg_is_not_onnx_order():
+    """YOLOv2's [reorg]: the same shape as SpaceToDepth, other values (so a keyword of its own).
+    On a 4x2x2 input, Darknet's output channel 1 is input channel 1's first row read on:
+    out (16x1x1) = in' (1x4x4) blocks, in' the buffer 0..15 read as one 4x4 map."""
+    x = np.arange(16.0).reshape(1, 4, 2, 2)
+    dark = ref.reorg_darknet(x, 2).reshape(-1).tolist()
+    assert dark == [0, 2, 8, 10, 1, 3, 9, 11, 4, 6, 12, 14, 5, 7, 13, 15]
+    assert dark != ref.space_to_depth(x, 2).reshape(-1).tolist()

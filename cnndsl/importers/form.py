@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.files import read_bytes
+from cnndsl.lang.modules import MAX_FILE_BYTES
 
 # Words of the language that a layer, block or network cannot be named.
 RESERVED = {"network", "block", "import", "table", "default", "input", "output", "repeat", "in", "true", "false"}
@@ -45,6 +46,16 @@ class SourceRef:
 
 
 @dataclass(frozen=True)
+class SourceChannels:
+    """A field that is a share of the input's channel count, known once shapes are: ``num·C/den``
+    (Caffe's last Slice part ends at C; without slice_point the parts are equal). The
+    importer resolves it before writing (:func:`cnndsl.importers.convert.resolve_channels`)."""
+
+    num: int
+    den: int = 1
+
+
+@dataclass(frozen=True)
 class SourceTable:
     """A connection table (``table NAME = [[0,1,2], ...]``), named by a keyword ``table=NAME``."""
 
@@ -61,11 +72,13 @@ class SourceNet:
     notes: list = field(default_factory=list)  # comment lines for the file header
     tables: list = field(default_factory=list)
     output_names: dict = field(default_factory=dict)  # layer -> the source's name for that output
+    warnings: list = field(default_factory=list)  # Diagnostics: what the reader passed over
 
 
 def read_text(path: Path) -> str:
-    """The UTF-8 text of a source file (E240 when it cannot be read), remembered for diagnostics."""
-    data = read_bytes(path, READ_ERROR)
+    """The UTF-8 text of a source file (E240 when it cannot be read or is over 16 MiB, the limit of
+    ``.net`` files), remembered for diagnostics."""
+    data = read_bytes(path, READ_ERROR, limit=(MAX_FILE_BYTES, READ_ERROR))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

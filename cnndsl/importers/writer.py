@@ -217,7 +217,7 @@ class Writer:
         (Kind.sugar_for: ``residual { body }`` for an add) recognises one branch as its own
         shortcut (Kind.import_shortcut), else None."""
         sugars = [k for k in CATALOGUE.values() if k.sugar_for == merge.kind]
-        if not sugars or len(merge.inputs) != 2:
+        if not sugars or len(merge.inputs) != 2 or merge.kw:
             return None
         (f1, c1), (f2, c2) = self.g.branches[merge.name]
         if f1 != f2:
@@ -238,7 +238,7 @@ class Writer:
             kind, body, kw = found
             lines = self.chain_lines(body, slot)
             return [combinator_head(kind, kw), *(indent + x for x in lines), "}"]
-        lines = [f"{merge.kind} {{"]
+        lines = [combinator_head(CATALOGUE[merge.kind], merge.kw)]
         for fork, chain in self.g.branches[merge.name]:
             start = "" if fork == current else f"@{self.label(fork)}"
             if not chain:

@@ -206,3 +206,36 @@ class Mish(Kind):
         if group.types == {"Mish"}:
             return [], {}
         return ([], {}) if group.types == {"Softplus", "Tanh", "Mul"} and len(group.nodes) == 3 else None
+
+
+class Power(Kind):
+    """``power P scale=a shift=b``: (b + a·x)^P, Caffe's Power layer."""
+
+    name = "power"
+    doc = "(shift + scale·x)^exponent, element-wise (Caffe's Power)"
+    chains = "any"
+    positional = (("exponent", Spec("float", 1.0)),)
+    keywords = {"scale": Spec("float", 1.0), "shift": Spec("float", 0.0)}
+    shown_keywords = ("scale", "shift")
+
+    def lower(self, b, node, xs, y):
+        a = node.attrs
+        t = xs[0]
+        if a["scale"] != 1.0:
+            t = b.op("Mul", [t, b.scalar(a["scale"])])
+        if a["shift"] != 0.0:
+            t = b.op("Add", [t, b.scalar(a["shift"])])
+        b.op("Pow", [t, b.scalar(a["exponent"])], out=y)  # always a Pow: the pattern read back
+
+    def onnx_import(self, reader, group):
+        """``lower``'s Mul by a constant, Add of a constant, Pow by a constant (tried after lrn)."""
+        if "Pow" not in group.types or not group.types <= {"Mul", "Add", "Pow"}:
+            return None
+        if any(count > 1 for count in group.ops.values()):
+            return None
+        consts = {n.op_type: reader.const(n.input[1]) for n in group.nodes}
+        if any(v is None for v in consts.values()):
+            return None
+        values = {"Pow": 1.0, "Mul": 1.0, "Add": 0.0} | {k: float(v) for k, v in consts.items()}
+        kw = {k: reader.short(values[op]) for k, op in (("scale", "Mul"), ("shift", "Add")) if op in consts}
+        return [reader.short(values["Pow"])], kw

@@ -36,20 +36,66 @@ def _elementwise_import(reader, group, op: str):
 
 
 class Add(Kind):
+    """``add { ... }``: the element-wise sum. ``add(fit=first)`` is Darknet's ``[shortcut]``
+    (shortcut_cpu, blas.c): the output has the first branch's shape; of every other branch
+    the channels beyond the first's count are ignored, missing ones count as zero, and a
+    spatial size an integer S times larger is read at every S-th position."""
+
     name = "add"
-    doc = "element-wise sum of the branches (shapes must be equal)"
+    doc = "element-wise sum of the branches (shapes must be equal; fit=first: Darknet's [shortcut])"
     combinator = True
+    keywords = {"fit": Spec("enum", "equal", choices=("equal", "first"))}
 
     def lower(self, b, node, xs, y):
+        if node.attrs.get("fit") == "first":
+            shapes = [b.shape(i) for i in node.inputs]
+            xs = [xs[0]] + [_fit(b, x, s, shapes[0]) for x, s in zip(xs[1:], shapes[1:])]
         _fold(b, "Add", xs, y)
 
     def combine(self, a, shapes, labels):
+        if a.get("fit") == "first":
+            for s in shapes[1:]:
+                if len(s) != len(shapes[0]) or _stride(s, shapes[0]) is None:
+                    raise _mismatch(
+                        "add(fit=first) needs each branch's spatial sizes to be the first's times one integer",
+                        shapes,
+                        labels,
+                    )
+            return shapes[0]
         if len(set(shapes)) > 1:
             raise _mismatch("branches must have equal shapes", shapes, labels)
         return shapes[0]
 
     def onnx_import(self, reader, group):
+        """Add of computed tensors; with ``lower``'s Slice/Pad of the other branch: fit=first."""
+        if group.types and group.types <= {"Add", "Slice", "Pad"} and group.types != {"Add"} and "Add" in group.types:
+            return [], {"fit": "first"}
         return _elementwise_import(reader, group, "Add")
+
+
+def _stride(other: tuple, first: tuple):
+    """The integer S with other's spatial sizes ⌊/S⌋ equal to first's (Darknet's w1/w2), or None."""
+    if any(w < f for w, f in zip(other[1:], first[1:])):
+        return None
+    strides = {w // f for w, f in zip(other[1:], first[1:])}
+    return strides.pop() if len(strides) == 1 else None if strides else 1
+
+
+def _fit(b, x: str, shape: tuple, first: tuple) -> str:
+    """``x`` (of ``shape``) as Darknet's shortcut reads it for the first branch's shape."""
+    np = b.np
+    s, n = _stride(shape, first), len(first) - 1
+    keep = min(shape[0], first[0])
+    if s != 1 or keep < shape[0] or any(w * s != v for w, v in zip(first[1:], shape[1:])):
+        starts = [0] * (n + 1)
+        ends = [keep] + [w * s for w in first[1:]]
+        steps = [1] + [s] * n
+        ints = [starts, ends, list(range(1, 2 + n)), steps]
+        x = b.op("Slice", [x, *(b.const(np.array(v, np.int64)) for v in ints)])
+    if keep < first[0]:
+        pads = b.const(np.array([0, 0] + [0] * n + [0, first[0] - keep] + [0] * n, np.int64))
+        x = b.op("Pad", [x, pads], mode="constant")
+    return x
 
 
 class Residual(Add):

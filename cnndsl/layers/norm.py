@@ -72,17 +72,41 @@ class BatchNorm(Kind):
 
 class LRN(Kind):
     name = "lrn"
-    doc = "local response normalisation across `size` channels: x / (k + alpha/size·Σx²)^beta"
+    doc = (
+        "local response normalisation across `size` channels: x / (k + alpha/size·Σx²)^beta; "
+        "region=within: over a size×…×size spatial window of each channel, alpha/size^n"
+    )
     chains = "layer"
     positional = (("size", Spec("int", min=1)),)
     keywords = {
         "alpha": Spec("float", 1e-4),
         "beta": Spec("float", 0.75),
         "k": Spec("float", 1.0),
+        "region": Spec("enum", "across", choices=("across", "within")),
     }
+    shown_keywords = ("region",)
+
+    def check(self, a, x):
+        if a["region"] == "within":
+            if len(x) < 2:
+                raise LayerError(f"lrn region=within needs spatial axes; received the input {x}", "region")
+            if a["size"] % 2 == 0:
+                raise LayerError(
+                    f"lrn region=within needs an odd size (a window centred on each position); "
+                    f"received size={a['size']}",
+                    "size",
+                )
+
+    def window(self, a, x, y):
+        if a["region"] != "within":
+            return None
+        return (a["size"],) * (len(x) - 1), (1,) * (len(x) - 1)
 
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
+        if a["region"] == "within":
+            self._lower_within(b, a, x, xs, y)
+            return
         # onnxruntime's LRN: 4-D inputs and odd sizes only; training uses the elementary form,
         # whose gradient comes from its operators' adjoints.
         if len(x) == 3 and a["size"] % 2 and not b.training:
@@ -102,8 +126,25 @@ class LRN(Kind):
         scaled = b.op("Add", [b.op("Mul", [total, b.scalar(a["alpha"] / size)]), b.scalar(a["k"])])
         b.op("Div", [xs[0], b.op("Pow", [scaled, b.scalar(a["beta"])])], out=y)
 
+    @staticmethod
+    def _lower_within(b, a, x, xs, y):
+        """Caffe's WITHIN_CHANNEL: the mean of x² over a size^n window (zero padding counted),
+        x / (k + alpha·mean)^beta."""
+        size, n = a["size"], len(x) - 1
+        sq = b.op("Mul", [xs[0], xs[0]])
+        mean = b.op(
+            "AveragePool",
+            [sq],
+            kernel_shape=[size] * n,
+            pads=[(size - 1) // 2] * (2 * n),
+            count_include_pad=1,
+        )
+        scaled = b.op("Add", [b.op("Mul", [mean, b.scalar(a["alpha"])]), b.scalar(a["k"])])
+        b.op("Div", [xs[0], b.op("Pow", [scaled, b.scalar(a["beta"])])], out=y)
+
     def onnx_import(self, reader, group):
-        """The LRN operator, or ``lower``'s elementary form: x / Pow(x²-window-sum·alpha/size + k, beta)."""
+        """The LRN operator, or ``lower``'s elementary forms: x / Pow(x²-window-sum·alpha/size + k,
+        beta) (across), x / Pow(AveragePool(x²)·alpha + k, beta) (within)."""
         a, short = group.a, reader.short
         if group.types == {"LRN"}:
             kw = {
@@ -112,15 +153,18 @@ class LRN(Kind):
                 "k": short(a.get("bias", 1.0)),
             }
             return [a["size"]], kw
-        if not (group.ops.get("Pow") and group.ops.get("Conv") and group.ops.get("Div")):
+        within = bool(group.ops.get("AveragePool"))
+        if not (group.ops.get("Pow") and (group.ops.get("Conv") or within) and group.ops.get("Div")):
             return None
-        size = reader.attrs(group.first("Conv"))["kernel_shape"][0]
+        window = "AveragePool" if within else "Conv"
+        size = reader.attrs(group.first(window))["kernel_shape"][0]
         beta = float(reader.const(group.first("Pow").input[1]))
         muls = [n for n in group.nodes if n.op_type == "Mul" and reader.const(n.input[1]) is not None]
-        alpha = float(reader.const(muls[-1].input[1])) * size if muls else 1e-4
+        alpha = float(reader.const(muls[-1].input[1])) * (1 if within else size) if muls else 1e-4
         adds = [n for n in group.nodes if n.op_type == "Add" and reader.const(n.input[1]) is not None]
         k = float(reader.const(adds[-1].input[1])) if adds else 1.0
-        return [size], {"alpha": short(alpha), "beta": short(beta), "k": short(k)}
+        kw = {"alpha": short(alpha), "beta": short(beta), "k": short(k)}
+        return [size], {**kw, "region": "within"} if within else kw
 
 
 class LCN(Kind):

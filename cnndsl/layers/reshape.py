@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from .arith import fmt_shape
-from .base import Kind, LayerError, Spec, fraction
+from .base import Kind, LayerError, Spec, fraction, full_window
 
 
 class Crop(Kind):
     name = "crop"
-    doc = "crop to HxW (or to the spatial size of @label); from the top-left, or centred with `center`"
+    doc = (
+        "crop to HxW (or to the spatial size of @label); from the top-left, centred with `center`, "
+        "or from offset=Y (per axis: YxX), Caffe's Crop"
+    )
     spatial = True
     # ``crop 388x388``, ``crop 388`` or one field per axis: ``crop 388/388``
     positional = (
@@ -16,7 +19,7 @@ class Crop(Kind):
         ("size_2", Spec("int", None, min=1)),
         ("size_3", Spec("int", None, min=1)),
     )
-    keywords = {"to": Spec("ref", None), "center": Spec("bool", False)}
+    keywords = {"to": Spec("ref", None), "center": Spec("bool", False), "offset": Spec("spatial", None, min=0)}
 
     def canonical(self, a, x):
         """The size per axis, from the fields or from the shape of ``to=@label``."""
@@ -45,8 +48,16 @@ class Crop(Kind):
         return {**a, "size": size}
 
     def check(self, a, x):
+        if a["offset"] is not None and a["center"]:
+            raise LayerError("crop takes center or offset=, not both", "offset")
         if any(t > w for t, w in zip(a["size"], x[1:])):
             raise LayerError(f"cannot crop {fmt_shape(x)} to {fmt_shape(a['size'])}: the crop is larger than the input")
+        if a["offset"] is not None and any(o + t > w for o, t, w in zip(a["offset"], a["size"], x[1:])):
+            raise LayerError(
+                f"cannot crop {fmt_shape(x)} to {fmt_shape(a['size'])} from offset {fmt_shape(a['offset'])}: "
+                "the window goes past the input",
+                "offset",
+            )
 
     def shape(self, a, x):
         return (x[0],) + tuple(a["size"])
@@ -55,6 +66,8 @@ class Crop(Kind):
         """Per-axis start of the kept window."""
         if a["center"]:
             return tuple((w - t) // 2 for w, t in zip(x[1:], a["size"]))
+        if a["offset"] is not None:
+            return tuple(a["offset"])
         return (0,) * (len(x) - 1)
 
     def lower(self, b, node, xs, y):
@@ -67,14 +80,17 @@ class Crop(Kind):
         b.op("Slice", [xs[0], *ints], out=y)
 
     def onnx_import(self, reader, group):
-        """A Slice to a known output shape; ``center`` when it does not start at 0."""
+        """A Slice to a known output shape; ``center`` when it starts at the centred window,
+        ``offset=`` when elsewhere."""
         if group.types != {"Slice"}:
             return None
         y, starts = reader.shape(group.out), reader.const(group.main.input[1])
         if y is None or group.x is None or starts is None:
             group.unsupported("a Slice needs known shapes and constant starts")
         size = tuple(y[1:])
-        kw = {"center": True} if any(int(s) for s in starts) else {}
+        begin = tuple(int(s) for s in starts)
+        centred = tuple((w - t) // 2 for w, t in zip(group.x[1:], size))
+        kw = {} if not any(begin) else {"center": True} if begin == centred else {"offset": reader.fields(begin)[0]}
         return [size if len(set(size)) > 1 else size[0]], kw
 
 
@@ -227,12 +243,21 @@ class ChannelSlice(Kind):
 
 
 class SpaceToDepth(Kind):
-    """``space_to_depth S``: every S×…×S block of positions becomes S^n channels."""
+    """``space_to_depth S``: every S×…×S block of positions becomes S^n channels.
+
+    ``order=darknet`` is Darknet's ``[reorg]`` (reorg_cpu with forward=0, its forward pass): the
+    input's buffer read as C/S² × H·S × W·S, its blocks moved into the channels, and the result
+    read as C·S² × H/S × W/S; the same shape, another order, which mixes positions far apart."""
 
     name = "space_to_depth"
-    doc = "blocks of S per spatial axis moved into the channels: C·S^n × W/S (ONNX SpaceToDepth order)"
+    doc = (
+        "blocks of S per spatial axis moved into the channels: C·S^n × W/S (ONNX SpaceToDepth order; "
+        "order=darknet: Darknet's [reorg])"
+    )
     spatial = True
     positional = (("block", Spec("int", min=1)),)
+    keywords = {"order": Spec("enum", "onnx", choices=("onnx", "darknet"))}
+    shown_keywords = ("order",)
 
     def check(self, a, x):
         s = a["block"]
@@ -240,12 +265,20 @@ class SpaceToDepth(Kind):
             raise LayerError(
                 f"space_to_depth {s} needs every spatial size divisible by {s}; received {fmt_shape(x)}", "block"
             )
+        if a["order"] == "darknet" and (len(x) != 3 or x[0] % (s * s)):
+            raise LayerError(
+                f"space_to_depth {s} order=darknet needs a CxHxW input with C divisible by {s * s}; "
+                f"received {fmt_shape(x)}",
+                "order",
+            )
 
     def shape(self, a, x):
         s = a["block"]
         return (x[0] * s ** (len(x) - 1),) + tuple(w // s for w in x[1:])
 
     def window(self, a, x, y):
+        if a["order"] == "darknet":
+            return full_window(x)  # an output position reads rows far apart
         s = (a["block"],) * (len(x) - 1)
         return s, s
 
@@ -253,6 +286,15 @@ class SpaceToDepth(Kind):
         np = b.np
         s, x = node.attrs["block"], b.shape(node.inputs[0])
         n = len(x) - 1
+        if node.attrs["order"] == "darknet":
+            # reorg_cpu(forward=0): out[k][j][i] (C×H×W) = in'[k mod C'][j·S + o/S][i·S + o mod S] of the
+            # buffer read as C' × H·S × W·S, C' = C/S², o = k div C': (N, C', H, S, W, S) → (N, S, S, C', H, W)
+            c = x[0] // (s * s)
+            split = [0, c, x[1], s, x[2], s]
+            blocks = b.op("Reshape", [xs[0], b.const(np.array(split, np.int64))])
+            moved = b.op("Transpose", [blocks], perm=[0, 3, 5, 1, 2, 4])
+            b.op("Reshape", [moved, b.const(np.array([0, *node.shape], np.int64))], out=y)
+            return
         if n == 2:
             b.op("SpaceToDepth", xs, out=y, blocksize=s)
             return
@@ -265,8 +307,9 @@ class SpaceToDepth(Kind):
         b.op("Reshape", [moved, b.const(np.array([0, *node.shape], np.int64))], out=y)
 
     def onnx_import(self, reader, group):
-        """SpaceToDepth, or ``lower``'s Reshape, Transpose, Reshape for 1-D and 3-D (tried before
-        shuffle, whose Transpose swaps two axes only)."""
+        """SpaceToDepth, or ``lower``'s Reshape, Transpose, Reshape for 1-D and 3-D, or Darknet's
+        order (its first Reshape splits C/S² channels, not C) (tried before shuffle, whose
+        Transpose swaps two axes only)."""
         if group.types == {"SpaceToDepth"}:
             return [int(group.a["blocksize"])], {}
         if group.types != {"Reshape", "Transpose"} or len(group.nodes) != 3:
@@ -276,4 +319,9 @@ class SpaceToDepth(Kind):
         if n < 1 or perm != [0, *range(3, 2 + 2 * n, 2), 1, *range(2, 2 + 2 * n, 2)]:
             return None
         split = reader.const(group.nodes[0].input[1])
-        return ([int(split[3])], {}) if split is not None and len(split) == 2 + 2 * n else None
+        if split is None or len(split) != 2 + 2 * n:
+            return None
+        s = int(split[3])
+        if n == 2 and group.x is not None and int(split[1]) * s * s == group.x[0] and s > 1:
+            return [s], {"order": "darknet"}
+        return [s], {}

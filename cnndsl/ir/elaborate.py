@@ -425,6 +425,8 @@ class Elaborator:
         return Env(env.scope, env.inp, defaults, env.depth, env.lets)
 
     def _eval(self, expr, env: Env):
+        if type(expr) is ast.Num:  # most fields are literals: no lookups to build
+            return expr.value
         return evaluate(expr, ExprNames(env), lambda n, s: self._ref(n, s, env), env.inp)
 
     def _ref(self, name: str, span: Span, env: Env) -> ValueRef:

@@ -65,7 +65,7 @@ class Totals:
 
 
 def _num(v):
-    if isinstance(v, Fraction):
+    if type(v) is Fraction:  # not isinstance: Fraction's ABC check is slow, and this runs per layer and axis
         return int(v) if v.denominator == 1 else float(v)
     return v
 

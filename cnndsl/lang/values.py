@@ -101,61 +101,69 @@ def evaluate(expr, lookup_name, lookup_label, in_shape, calls: tuple = ()):
     e.g. file-level defaults and function bodies); ``calls``: the functions being
     evaluated, outermost first (recursion is an error).
     """
-
-    def ev(e):
-        return evaluate(e, lookup_name, lookup_label, in_shape, calls)
-
     t = type(expr)
     if t is ast.Num or t is ast.Bool or t is ast.Dims:
-        return expr.value  # literals beyond 64 bits are refused by the parser
-    if t is ast.Name:
-        found = lookup_name(expr.id)
-        return Symbol(expr.id) if found is None else found
-    if t is ast.InRef:
-        if in_shape is None:
-            raise CnnError(
-                f"in.{expr.axis} has no value here: it is the shape entering the enclosing block or branch, "
-                "and none has entered here (a network parameter, a default before input or outside a network)",
-                expr.span,
-                code="E030",
-            )
-        return in_axis(expr.axis, in_shape, expr.span)
-    if t is ast.LabelRef:
-        return lookup_label(expr.name, expr.span)
-    if t is ast.Neg:
-        v = ev(expr.operand)
-        if not _number(v):
-            raise CnnError(f"cannot negate {_what(v)}; expected a number", expr.span, code="E032")
-        return -v
-    if t is ast.BinOp:
-        a, b = ev(expr.left), ev(expr.right)
-        for v, side in ((a, expr.left), (b, expr.right)):
-            _need_number(v, side, lookup_name, "in arithmetic")
-        return _arithmetic(expr.op, a, b, expr.span)
-    if t is ast.Compare:
-        values = [ev(expr.operands[0])]
-        for op, right in zip(expr.ops, expr.operands[1:]):
-            values.append(ev(right))
-            a, b = values[-2], values[-1]
-            if op not in ("==", "!="):
-                for v, side in ((a, expr.operands[len(values) - 2]), (b, right)):
-                    _need_number(v, side, lookup_name, f"in '{op}'")
-            if not _COMPARE[op](a, b):
-                return False
-        return True
-    if t is ast.BoolOp:
-        a = _need_bool(ev(expr.left), expr.left, f"'{expr.op}' needs true or false on both sides")
-        if (expr.op == "and") != a:
-            return a  # and: false decides; or: true decides (the right side is not evaluated)
-        return _need_bool(ev(expr.right), expr.right, f"'{expr.op}' needs true or false on both sides")
-    if t is ast.Not:
-        return not _need_bool(ev(expr.operand), expr.operand, "'not' needs true or false")
-    if t is ast.IfExp:
-        cond = _need_bool(ev(expr.cond), expr.cond, "the condition of 'x if c else y' must be true or false")
-        return ev(expr.then if cond else expr.orelse)
-    if t is ast.FnCall:
-        return _call(expr, lookup_name, ev, calls)
-    raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
+        return expr.value
+    return _evaluator(lookup_name, lookup_label, in_shape, calls)(expr)
+
+
+def _evaluator(lookup_name, lookup_label, in_shape, calls: tuple):
+    """One recursive closure for a whole expression tree (made once per evaluate call)."""
+
+    def ev(expr):
+        t = type(expr)
+        if t is ast.Num or t is ast.Bool or t is ast.Dims:
+            return expr.value  # literals beyond 64 bits are refused by the parser
+        if t is ast.Name:
+            found = lookup_name(expr.id)
+            return Symbol(expr.id) if found is None else found
+        if t is ast.InRef:
+            if in_shape is None:
+                raise CnnError(
+                    f"in.{expr.axis} has no value here: it is the shape entering the enclosing block or branch, "
+                    "and none has entered here (a network parameter, a default before input or outside a network)",
+                    expr.span,
+                    code="E030",
+                )
+            return in_axis(expr.axis, in_shape, expr.span)
+        if t is ast.LabelRef:
+            return lookup_label(expr.name, expr.span)
+        if t is ast.Neg:
+            v = ev(expr.operand)
+            if not _number(v):
+                raise CnnError(f"cannot negate {_what(v)}; expected a number", expr.span, code="E032")
+            return -v
+        if t is ast.BinOp:
+            a, b = ev(expr.left), ev(expr.right)
+            for v, side in ((a, expr.left), (b, expr.right)):
+                _need_number(v, side, lookup_name, "in arithmetic")
+            return _arithmetic(expr.op, a, b, expr.span)
+        if t is ast.Compare:
+            values = [ev(expr.operands[0])]
+            for op, right in zip(expr.ops, expr.operands[1:]):
+                values.append(ev(right))
+                a, b = values[-2], values[-1]
+                if op not in ("==", "!="):
+                    for v, side in ((a, expr.operands[len(values) - 2]), (b, right)):
+                        _need_number(v, side, lookup_name, f"in '{op}'")
+                if not _COMPARE[op](a, b):
+                    return False
+            return True
+        if t is ast.BoolOp:
+            a = _need_bool(ev(expr.left), expr.left, f"'{expr.op}' needs true or false on both sides")
+            if (expr.op == "and") != a:
+                return a  # and: false decides; or: true decides (the right side is not evaluated)
+            return _need_bool(ev(expr.right), expr.right, f"'{expr.op}' needs true or false on both sides")
+        if t is ast.Not:
+            return not _need_bool(ev(expr.operand), expr.operand, "'not' needs true or false")
+        if t is ast.IfExp:
+            cond = _need_bool(ev(expr.cond), expr.cond, "the condition of 'x if c else y' must be true or false")
+            return ev(expr.then if cond else expr.orelse)
+        if t is ast.FnCall:
+            return _call(expr, lookup_name, ev, calls)
+        raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
+
+    return ev
 
 
 def _arithmetic(op: str, a, b, span: Span):

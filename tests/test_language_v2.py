@@ -270,3 +270,19 @@ def test_a_fn_sees_its_file_not_the_caller():
     with pytest.raises(CnnError) as err:
         cnndsl.load(text)
     assert err.value.diagnostic.message == "unknown name 'k'; expected a number"
+
+
+def test_a_fn_result_depends_on_its_arguments_types_not_only_their_values():
+    # f(2) is the integer 4 and f(2.0) the float 4.0 (Python: 2 * 2 and 2.0 * 2); a result
+    # reused by value alone would give the second conv an integer, or the first a float
+    text = "fn f(x) = x * 2\nnetwork n {\n    input 3x8x8\n    conv (f(2))/1 -> conv (f(2.0))/1\n}\n"
+    with pytest.raises(CnnError) as err:
+        cnndsl.load(text)
+    assert err.value.diagnostic.format().split("\n")[0] == (
+        "<string>:4:28: error: filters must be an integer; received filters=4.0 "
+        "(a float: convert it with int(), round(), floor() or ceil())"
+    )
+    ok = (
+        "fn f(x) = x * 2\nnetwork n {\n    input 3x8x8\n    conv (f(2))/1 -> conv (int(f(2.0)))/1 -> conv (f(3))/1\n}\n"
+    )
+    assert [r.output[0] for r in cnndsl.load(ok).layers] == [4, 4, 6]

@@ -259,6 +259,8 @@ class Elaborator:
         """The kind or block a step invokes: its name, or what a parameter of that name holds
         (``act`` with ``act = hardswish``). A parameter holding a number leaves the name to
         the layer kind of that name (``dropout dropout``)."""
+        if c.kind not in env.lets and c.kind not in env.scope.params:
+            return c.kind  # only parameters and lets hold kinds (the file's names are tables and functions)
         held = ExprNames(env)(c.kind)
         if not isinstance(held, Symbol) or held.name == c.kind:
             return c.kind
@@ -463,8 +465,11 @@ class Elaborator:
     def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
         # the main path: the widest receptive field among the inputs at the output's resolution
         # (a squeeze-excitation mul follows its full-size branch, not the broadcast Cx1x1 gate)
-        same = [i for i in inputs if self.nodes[i].shape[1:] == y[1:]] or list(inputs)
-        main = max(same, key=lambda i: prod(self.nodes[i].rf))
+        if len(inputs) == 1:
+            main = inputs[0]
+        else:
+            same = [i for i in inputs if self.nodes[i].shape[1:] == y[1:]] or list(inputs)
+            main = max(same, key=lambda i: prod(self.nodes[i].rf))
         rf, jump = self.nodes[main].rf, self.nodes[main].jump
         if window is not None and len(window[0]) == len(rf):
             steps, strides = window

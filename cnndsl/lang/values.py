@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.lang import tree as ast
@@ -46,6 +46,7 @@ class Function:
 
     definition: ast.FnDef
     lookup: object  # name -> table or Function of the defining file, or None
+    results: dict = field(default_factory=dict, repr=False)  # arguments -> result (see call_function)
 
     @property
     def name(self) -> str:
@@ -240,16 +241,26 @@ def _call(expr: ast.FnCall, lookup_name, ev, calls: tuple):
 
 
 def call_function(fn: Function, args: list, keywords: list, expr: ast.FnCall, calls: tuple):
-    """Bind the arguments to ``fn``'s parameters, evaluate its ``let``s and its result."""
+    """Bind the arguments to ``fn``'s parameters, evaluate its ``let``s and its result.
+
+    A function computes numbers from numbers, so a result is kept per distinct arguments
+    (each value with its type: ``f(1)`` and ``f(1.0)`` may differ) and reused: EfficientNet
+    calls ``make_divisible`` with the same widths hundreds of times."""
     d = fn.definition
     chain = tuple(c.name for c in calls)
     if fn.name in chain:
         cycle = " -> ".join(chain[chain.index(fn.name) :] + (fn.name,))
         raise CnnError(f"function {fn.name} calls itself: {cycle}", expr.span, code="E036")
+    try:
+        key = (tuple((type(v), v) for v in args), tuple((k, type(v), v) for k, v, _ in keywords))
+        hash(key)
+    except TypeError:  # a table or another unhashable value: not kept
+        key = None
+    if key is not None and key in fn.results:
+        return fn.results[key]
     names = [p.name for p in d.params]
-    signature = f"{fn.name}({', '.join(p.name if p.default is None else f'{p.name} = ...' for p in d.params)})"
     if len(args) > len(names):
-        raise CnnError(f"{signature} takes {len(names)} arguments; received {len(args)}", expr.span, code="E035")
+        raise CnnError(f"{_signature(fn)} takes {len(names)} arguments; received {len(args)}", expr.span, code="E035")
     local = dict(zip(names, args))
     for name, value, span in keywords:
         if name not in names:
@@ -257,21 +268,39 @@ def call_function(fn: Function, args: list, keywords: list, expr: ast.FnCall, ca
         if name in local:
             raise CnnError(f"{name} is given twice", span, code="E035")
         local[name] = value
-
-    def lookup(name):
-        return local[name] if name in local else fn.lookup(name)
-
-    lookup.names = tuple(names) + tuple(getattr(fn.lookup, "names", ()))
+    lookup = _FunctionNames(local, fn.lookup, names)
     inner = calls + (fn,)
     for p in d.params:
         if p.name not in local:
             if p.default is None:
-                raise CnnError(f"{signature} needs a value for '{p.name}'", expr.span, code="E035")
+                raise CnnError(f"{_signature(fn)} needs a value for '{p.name}'", expr.span, code="E035")
             local[p.name] = evaluate(p.default, lookup, _no_label, None, inner)
     for let in d.lets:
         check_new_name(let.name, let.name_span, local, names)
         local[let.name] = evaluate(let.value, lookup, _no_label, None, inner)
-    return evaluate(d.result, lookup, _no_label, None, inner)
+    result = evaluate(d.result, lookup, _no_label, None, inner)
+    if key is not None:
+        fn.results[key] = result
+    return result
+
+
+def _signature(fn: Function) -> str:
+    shown = (p.name if p.default is None else f"{p.name} = ..." for p in fn.definition.params)
+    return f"{fn.name}({', '.join(shown)})"
+
+
+class _FunctionNames:
+    """Name lookup inside a function body: its parameters and lets, then the names of its file."""
+
+    def __init__(self, local: dict, outer, params: list):
+        self.local, self.outer, self.params = local, outer, params
+
+    def __call__(self, name):
+        return self.local[name] if name in self.local else self.outer(name)
+
+    @property
+    def names(self):  # for did-you-mean hints only
+        return tuple(self.params) + tuple(getattr(self.outer, "names", ()))
 
 
 def check_new_name(name: str, span: Span, bound, params) -> None:

@@ -15,8 +15,10 @@ message is replaced by the source text of the call (``conv 256/5``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 
 from .arith import fmt_shape, prod
 
@@ -228,8 +230,12 @@ class Kind:
     # (a softmax: the loss takes the scores before it).
     output = "scores"
 
-    def all_args(self) -> dict[str, Spec]:
-        return {**dict(self.positional), **self.keywords}
+    def all_args(self) -> Mapping[str, Spec]:
+        """Fields then keywords, read-only (made once per kind: it is asked for at every call)."""
+        cached = self.__dict__.get("_all_args")
+        if cached is None:
+            cached = self.__dict__["_all_args"] = MappingProxyType({**dict(self.positional), **self.keywords})
+        return cached
 
     # ---- the rules; ``a`` holds the canonical arguments (read-only), ``x`` the input shape
     def canonical(self, a: dict, x: tuple) -> dict:

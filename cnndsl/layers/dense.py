@@ -48,9 +48,10 @@ class FC(Kind):
             return [int(units)], {} if len(gemm.input) > 2 and gemm.input[2] else {"bias": False}
         if group.types == {"MatMul"}:
             w = reader.init(group.main.input[1])
-            if w is None or len(w.shape) != 2:
+            if w is None or len(w.shape) != 2 or (group.x is not None and len(group.x) != 1):
                 group.unsupported(
-                    "MatMul is read as a fully connected layer: its second input must be a 2-D initializer"
+                    "MatMul is read as a fully connected layer: its input must be a vector and its second "
+                    "input a 2-D initializer"
                 )
             return [int(w.shape[1])], {"bias": False}
         return None
@@ -118,7 +119,18 @@ class Flatten(Kind):
             return [], {}
         if group.types == {"Reshape"} and group.x is not None:
             shape = reader.const(group.main.input[1])
-            if shape is not None and len(shape) == 2 and int(shape[1]) in (-1, prod(group.x)):
+            n = prod(group.x)
+            # (N, −1) or (N, C·H·W): the batch kept
+            if (
+                shape is not None
+                and len(shape) == 2
+                and (int(shape[1]), int(shape[0]) in (-1, 0, 1))
+                in (
+                    (-1, True),
+                    (n, True),
+                    (n, False),
+                )
+            ):
                 return [], {}
         return None
 

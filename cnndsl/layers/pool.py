@@ -119,14 +119,26 @@ class _Global(Kind):
         return full_window(x)
 
     def onnx_import(self, reader, group):
-        """The one global pooling operator of ``lower``."""
-        return ([], {}) if len(group.nodes) == 1 and group.main.op_type == self.onnx_op else None
+        """The one global pooling operator of ``lower``, or the reduction (``onnx_reduce``) over
+        every spatial axis keeping them (torch's dynamo exporter writes AdaptiveAvgPool2d(1) so;
+        the reader makes one without keepdims this and a Flatten)."""
+        if len(group.nodes) != 1:
+            return None
+        if group.main.op_type == self.onnx_op:
+            return [], {}
+        if group.main.op_type != self.onnx_reduce or group.x is None or len(group.x) < 2:
+            return None
+        rank = len(group.x) + 1
+        if group.a.get("keepdims", 1) and reader.reduce_axes(group.main, rank) == list(range(2, rank)):
+            return [], {}
+        return None
 
 
 class Gap(_Global):
     name = "gap"
     doc = "global average pooling to Cx1x1"
     onnx_op = "GlobalAveragePool"
+    onnx_reduce = "ReduceMean"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalAveragePool", xs, out=y)
@@ -136,6 +148,7 @@ class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
     onnx_op = "GlobalMaxPool"
+    onnx_reduce = "ReduceMax"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)

@@ -120,18 +120,11 @@ class Flatten(Kind):
         if group.types == {"Reshape"} and group.x is not None:
             shape = reader.const(group.main.input[1])
             n = prod(group.x)
-            # (N, −1) or (N, C·H·W): the batch kept
-            if (
-                shape is not None
-                and len(shape) == 2
-                and (int(shape[1]), int(shape[0]) in (-1, 0, 1))
-                in (
-                    (-1, True),
-                    (n, True),
-                    (n, False),
-                )
-            ):
-                return [], {}
+            # (N, C·H·W), or (N, −1) with the batch kept (N of 1, 0 or −1)
+            if shape is not None and len(shape) == 2:
+                width, batch = int(shape[1]), int(shape[0])
+                if width == n or (width == -1 and batch in (-1, 0, 1)):
+                    return [], {}
         return None
 
 

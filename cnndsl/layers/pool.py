@@ -364,6 +364,12 @@ class _Adaptive(Kind):
         y = reader.shape(group.out)
         if y is None or len(y) < 2:
             group.unsupported("adaptive pooling needs the output's inferred shape")
+        rank = len(y) + 1
+        for n in group.nodes:  # each reduction over spatial axes only, keeping them
+            if n.op_type == self.onnx_reduce:
+                axes = reader.reduce_axes(n, rank)
+                if not reader.attrs(n).get("keepdims", 1) or not axes or not set(axes) <= set(range(2, rank)):
+                    return None
         size = tuple(y[1:])
         return [size if len(set(size)) > 1 else size[0]], {}
 

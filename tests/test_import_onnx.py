@@ -629,3 +629,47 @@ def test_torch_exports(tmp_path, name, exporter):
     assert model.outputs[0][1] == out
     assert [layer.macs for layer in model.layers if layer.kind in ("conv", "fc")] == macs
     assert model.totals.params == params
+
+
+# --------------------------------------------------------------------------- attributes: read or refused
+
+
+@pytest.mark.parametrize(
+    "op, attrs, message",
+    [
+        ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}, "attribute dilations=[2, 2] is not read"),
+        ("MaxPool", {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, "attribute auto_pad=SAME_UPPER is not read"),
+        ("Softmax", {"axis": 2}, "Softmax over axis 2 of a 4-axis tensor: softmax is over the channels"),
+        ("Flatten", {"axis": 2}, "Flatten from axis 2: flatten keeps the batch axis only"),
+        ("LpNormalization", {}, "this operator (or pattern) has no equivalent in the language"),
+    ],
+)
+def test_unread_attributes_refused(tmp_path, op, attrs, message):
+    g = G([1, 4, 6, 6])
+    y = g.op(op, "x", **attrs)
+    line = refused(g.save(tmp_path / "a.onnx", y), "E261")
+    assert f"ONNX node /{op}_1 ({op}): {message}" in line, line
+
+
+def test_gemm_alpha_refused(tmp_path):
+    g = G([1, 8])
+    y = g.op("Gemm", "x", g.weight(4, 8), g.weight(4), transB=1, alpha=2.0)
+    assert "(Gemm): attribute alpha=2.0 is not read (no equivalent in the language)" in refused(
+        g.save(tmp_path / "g.onnx", y), "E261"
+    )
+
+
+def test_resize_coordinates_warned(tmp_path):
+    """A Resize sampling otherwise than upsample's lowering (nearest: asymmetric coordinates, floor;
+    torch's nn.Upsample writes those): the figures are upsample 2's, the sampling is warned (W260)."""
+    g = G([1, 4, 3, 3])
+    y = g.op("Resize", "x", "", g.init([1, 1, 2, 2]), mode="nearest", coordinate_transformation_mode="half_pixel")
+    path = g.save(tmp_path / "r.onnx", y)
+    r = run_cli("import", str(path), "-o", str(tmp_path / "r.net"))
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"cnndsl: warning: {path}: ONNX node /Resize_2 (Resize): coordinate_transformation_mode=half_pixel, "
+        "nearest_mode=round_prefer_floor, not upsample nearest's asymmetric/floor (the figures are equal; the "
+        "values may differ from the layer's) [W260]" in r.stderr
+    )
+    assert load(str(tmp_path / "r.net")).outputs[0][1] == (4, 6, 6)

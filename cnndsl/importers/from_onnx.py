@@ -38,7 +38,7 @@ import re
 from collections import Counter
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from cnndsl.errors import CnnError
+from cnndsl.errors import CnnError, Diagnostic
 from cnndsl.files import read_bytes
 from cnndsl.importers.form import SourceLayer, SourceNet, SourceRef, SourceTable
 from cnndsl.layers import ONNX_IMPORT
@@ -63,6 +63,39 @@ ELEMENTWISE = {
     "Relu", "Sigmoid", "Tanh", "Abs", "HardSwish", "HardSigmoid", "Softplus", "Mish", "Elu", "LeakyRelu",
     "Clip", "Gelu", "Erf", "Identity", "Dropout", "Add", "Mul", "Sub", "Div", "Pow", "Sqrt", "Exp", "Neg",
 }  # fmt: skip
+
+
+# The attributes of foreign operators that the kinds' recognisers read (honoured, or refused
+# there when the language lacks the value). Any other attribute must be at its ONNX default (or
+# an equivalent: strides and dilations of 1, allowzero without a 0 in the shape): E261 otherwise.
+READ = {
+    "Conv": {"kernel_shape", "strides", "pads", "auto_pad", "group", "dilations"},
+    "ConvTranspose": {"kernel_shape", "strides", "pads", "auto_pad", "group", "dilations", "output_padding"},
+    "MaxPool": {"kernel_shape", "strides", "pads", "ceil_mode"},
+    "AveragePool": {"kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad"},
+    "Gemm": {"transB"},
+    "BatchNormalization": {"epsilon", "momentum"},
+    "LRN": {"size", "alpha", "beta", "bias"},
+    "LeakyRelu": {"alpha"},
+    "Elu": {"alpha"},
+    "HardSigmoid": {"alpha", "beta"},
+    "Softmax": {"axis"},
+    "Concat": {"axis"},
+    "Flatten": {"axis"},
+    "Transpose": {"perm"},
+    "LayerNormalization": {"axis", "epsilon"},
+    "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
+    "ReduceMax": {"axes", "keepdims", "noop_with_empty_axes"},
+    "Pad": {"mode", "pads"},
+    "Resize": {"mode", "coordinate_transformation_mode", "nearest_mode"},
+    "Upsample": {"mode", "scales"},
+    "SpaceToDepth": {"blocksize"},
+    "Gelu": {"approximate"},
+    "Dropout": {"ratio"},
+}
+# Attributes that change no figure and no value of an inference network: passed over in silence.
+SILENT = {("Dropout", "seed"), ("LayerNormalization", "stash_type"), ("MaxPool", "storage_order")}
+WARNING = "W260"  # a form whose figures are the layer's, its values not quite (Reader.warn)
 
 
 def _attrs(node) -> dict:
@@ -111,11 +144,14 @@ def read_onnx(path: Path) -> SourceNet:
         nodes = _plain(nodes, inits, shapes)
         shapes = _infer(model, nodes, inits, opset)
     r = _Reader(inits, {k: v[1:] for k, v in shapes.items()}, inputs[0].name, ours)
+    r.opset, r.path = opset, path
     r.read(nodes, [o.name for o in g.output])
     props = {p.key: p.value for p in model.metadata_props}
     name = props.get("cnndsl.network") or g.name or path.stem
     notes = ["ONNX layer names are in the comments"]
-    return SourceNet(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables, output_names=r.output_names)
+    net = SourceNet(name, shape, r.layers, r.outputs, notes=notes, tables=r.tables, output_names=r.output_names)
+    net.warnings = r.warnings
+    return net
 
 
 def _first_line(err: Exception) -> str:
@@ -456,6 +492,9 @@ class _Reader:
         self.ours = ours
         self.matmul: SourceLayer | None = None  # the layer read from the last group, if a MatMul
         self.last: set[str] = set()  # channels-last tensors (after a Transpose to channels-last)
+        self.opset = 17
+        self.path = None
+        self.warnings: list[Diagnostic] = []
 
     # ---- helpers for Kind.onnx_import
     attrs = staticmethod(_attrs)
@@ -497,6 +536,18 @@ class _Reader:
         if padded[axis] != c or any(d != 1 for k, d in enumerate(padded) if k != axis):
             return None
         return v.reshape(-1)
+
+    def warn(self, group, what: str):
+        """Warning W260 on the group: read as a layer with the same figures, values that may differ."""
+        main = group.main
+        self.warnings.append(
+            Diagnostic(
+                "warning",
+                f"{self.path}: ONNX node {main.name or main.op_type} ({main.op_type}): {what} (the figures are "
+                "equal; the values may differ from the layer's)",
+                code=WARNING,
+            )
+        )
 
     def reduce_axes(self, node, rank: int):
         """A Reduce* operator's axes, non-negative and sorted (None when not constant)."""
@@ -633,8 +684,11 @@ class _Reader:
         ):  # (the input itself, too)
             self.producer[out] = self.producer[group[0].input[0]]
             return
-        if not self.ours and self._alias(group, ext):
-            return
+        if not self.ours:
+            for n in group:
+                self._check_attributes(n)
+            if self._alias(group, ext):
+                return
         last = [i for i in ext if i in self.last]
         if last:
             self._check_channels_last(group, ext, last)
@@ -661,6 +715,37 @@ class _Reader:
         self.layers.append(layer)
         for o in produced:
             self.producer[o] = layer.name
+
+    def _check_attributes(self, node):
+        """Every attribute of a foreign operator is read (READ), at its default, changes nothing
+        (SILENT) or changes values only (NUMERICS: a warning); otherwise E261."""
+        from onnx import defs, helper
+
+        read = READ.get(node.op_type, set())
+        try:
+            schema = defs.get_schema(node.op_type, self.opset)
+        except Exception:  # noqa: BLE001 - an operator onnx does not know: refused by the kinds
+            return
+        for a in node.attribute:
+            if a.name in read or (node.op_type, a.name) in SILENT:
+                continue
+            value = helper.get_attribute_value(a)
+            spec = schema.attributes.get(a.name)
+            default = (
+                helper.get_attribute_value(spec.default_value) if spec is not None and spec.default_value.type else None
+            )
+            if value == default or (a.name in ("strides", "dilations") and set(value) <= {1}):
+                continue
+            if a.name == "allowzero" and node.op_type == "Reshape":
+                target = self.const(node.input[1])
+                if target is not None and 0 not in target.ravel().tolist():
+                    continue  # allowzero only matters for a 0 in the shape
+            shown = self.word(value) if isinstance(value, bytes) else value
+            raise CnnError(
+                f"ONNX node {node.name or node.op_type} ({node.op_type}): attribute {a.name}={shown} is not read "
+                "(no equivalent in the language)",
+                code=KIND_ERROR,
+            )
 
     def _alias(self, group, ext) -> bool:
         """Foreign operators that are no layer: an Identity, a Transpose to channels-last and back

@@ -299,7 +299,16 @@ class Upsample(Kind):
         if scales is None or any(float(s) != int(s) for s in scales[2:]):
             group.unsupported("Resize needs constant integer scales")
         mode = reader.word(a.get("mode", b"nearest"))
+        if mode not in ("nearest", "linear"):
+            group.unsupported(f"Resize mode={mode}: upsample is nearest or linear")
         kw = {"mode": "linear"} if mode == "linear" else {}
+        if main.op_type == "Resize":  # the sampling of lower's Resize; another is warned (W260)
+            want = {"nearest": ("asymmetric", "floor"), "linear": ("half_pixel", None)}[mode]
+            coords = reader.word(a.get("coordinate_transformation_mode", b"half_pixel"))
+            rounding = reader.word(a.get("nearest_mode", b"round_prefer_floor")) if mode == "nearest" else None
+            if (coords, rounding) != want:
+                shown = f"coordinate_transformation_mode={coords}" + (f", nearest_mode={rounding}" if rounding else "")
+                reader.warn(group, f"{shown}, not upsample {mode}'s {'/'.join(w for w in want if w)}")
         return [tuple(int(s) for s in scales[2:])], kw
 
 

@@ -10,8 +10,6 @@ test."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +19,6 @@ from cnndsl import load
 from cnndsl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def imported(path: Path):
@@ -37,12 +31,17 @@ def imported(path: Path):
 
 def refused(path: Path, code: str) -> str:
     """The one-line diagnostic of an import that must fail with ``code`` (exit 1, no traceback,
-    nothing written)."""
+    nothing written), as ``cnndsl import`` prints it (run in-process: a subprocess costs seconds)."""
+    import contextlib
+    import io
+
     out = path.with_suffix(".net")
-    r = run_cli("import", str(path), "-o", str(out))
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["import", str(path), "-o", str(out)])
+    assert rc == 1 and "Traceback" not in err.getvalue(), err.getvalue()
     assert not out.exists()
-    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    (line,) = [ln for ln in err.getvalue().splitlines() if ln.strip()]
     assert line.endswith(f"[{code}]"), line
     return line
 
@@ -610,12 +609,23 @@ EXPECTED_KINDS = {
 }
 
 
+def _exports():
+    """Every module with the TorchScript exporter; with dynamo (seconds each) ConvNeXt, whose dynamo
+    form differs most (ReduceMean, as_strided, Gelu), the others behind ``-m slow`` (the hand-built
+    graphs above have dynamo's Split and ReduceMean forms)."""
+    for name in TORCH_MODELS:
+        yield pytest.param(name, "torchscript", id=f"{name}-torchscript")
+        slow = [] if name == "convnext" else [pytest.mark.slow]
+        yield pytest.param(name, "dynamo", marks=slow, id=f"{name}-dynamo")
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-@pytest.mark.parametrize("name", TORCH_MODELS)
-def test_torch_exports(tmp_path, name, exporter):
+@pytest.mark.parametrize("name, exporter", _exports())
+def test_torch_exports(tmp_path, request, name, exporter):
     """Both torch exporters' files of torchvision-style modules: the layers the modules compute,
     and PyTorch's figures (output shape, MACs of every convolution and linear layer, parameters)."""
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("a dynamo export of seconds: run with -m slow")
     torch, net, x = _torch_model(name)
     path = tmp_path / f"{name}.onnx"
     if exporter == "dynamo":
@@ -659,17 +669,17 @@ def test_gemm_alpha_refused(tmp_path):
     )
 
 
-def test_resize_coordinates_warned(tmp_path):
+def test_resize_coordinates_warned(tmp_path, capsys):
     """A Resize sampling otherwise than upsample's lowering (nearest: asymmetric coordinates, floor;
     torch's nn.Upsample writes those): the figures are upsample 2's, the sampling is warned (W260)."""
     g = G([1, 4, 3, 3])
     y = g.op("Resize", "x", "", g.init([1, 1, 2, 2]), mode="nearest", coordinate_transformation_mode="half_pixel")
     path = g.save(tmp_path / "r.onnx", y)
-    r = run_cli("import", str(path), "-o", str(tmp_path / "r.net"))
-    assert r.returncode == 0, r.stderr
+    assert main(["import", str(path), "-o", str(tmp_path / "r.net")]) == 0
+    stderr = capsys.readouterr().err
     assert (
         f"cnndsl: warning: {path}: ONNX node /Resize_2 (Resize): coordinate_transformation_mode=half_pixel, "
         "nearest_mode=round_prefer_floor, not upsample nearest's asymmetric/floor (the figures are equal; the "
-        "values may differ from the layer's) [W260]" in r.stderr
+        "values may differ from the layer's) [W260]" in stderr
     )
     assert load(str(tmp_path / "r.net")).outputs[0][1] == (4, 6, 6)

@@ -620,7 +620,7 @@ def _exports():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
-@pytest.mark.parametrize("name, exporter", _exports())
+@pytest.mark.parametrize("name, exporter", list(_exports()))
 def test_torch_exports(tmp_path, request, name, exporter):
     """Both torch exporters' files of torchvision-style modules: the layers the modules compute,
     and PyTorch's figures (output shape, MACs of every convolution and linear layer, parameters)."""

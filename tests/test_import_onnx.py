@@ -374,6 +374,7 @@ def test_external_data_is_read(tmp_path):
         ("sub/../../w.bin", "external data location sub/../../w.bin leaves the model's folder"),
         ("/etc/passwd", "external data location /etc/passwd is an absolute path"),
         ("missing.bin", "external data location missing.bin: no such file next to the model"),
+        ("w\x00.bin", "external data location w\x00.bin: cannot be resolved (embedded null byte)"),
     ],
 )
 def test_external_locations_outside_refused(tmp_path, location, message):

@@ -265,15 +265,19 @@ def _external_file(location: str, path: Path, folder: Path, name: str) -> Path:
         raise CnnError(
             f"{leaves} leaves the model's folder; only files in the model's folder are read", code=DATA_ERROR
         )
-    base = folder.resolve()
-    target = (folder / location).resolve()
-    if not target.is_relative_to(base):
+    try:
+        base = folder.resolve()
+        target = (folder / location).resolve()
+        inside, there = target.is_relative_to(base), target.is_file()
+    except (OSError, ValueError) as err:  # a NUL byte, a name too long, a loop of links
+        raise CnnError(f"{leaves}: cannot be resolved ({err})", code=DATA_ERROR) from None
+    if not inside:
         raise CnnError(
             f"{leaves} resolves to {target}, outside the model's folder (a symbolic link); only files in the "
             "model's folder are read",
             code=DATA_ERROR,
         )
-    if not target.is_file():
+    if not there:
         raise CnnError(f"{leaves}: no such file next to the model", code=DATA_ERROR)
     return target
 

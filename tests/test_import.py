@@ -744,6 +744,12 @@ NEW_KIND_ROUND_TRIPS = {
     "space_to_depth": "network n {\n input 3x4x8\n space_to_depth 2\n}",
     "space_to_depth 1-d": "network n {\n input 3x9\n space_to_depth 3\n shuffle 3\n}",
     "space_to_depth 3-d": "network n {\n input 2x4x2x6\n space_to_depth 2\n}",
+    # the constructs the Caffe and Darknet readers added (issue 13)
+    "power": "network n {\n input 3x4x4\n power 2.0 scale=0.5 shift=1.0\n power 0.5\n power 3.0 shift=2.0\n}",
+    "crop offset=": "network n {\n input 3x9x9\n crop 5 offset=1\n crop 3x2 offset=1x0\n}",
+    "lrn region=within": "network n {\n input 4x6x6\n lrn 3 alpha=5e-05 beta=0.75 region=within\n lrn 5\n}",
+    "add(fit=first)": "network n {\n input 4x8x8\n a: conv 6/3/2/1\n @a -> add(fit=first) { conv 4/1 ; _ }\n}",
+    "space_to_depth order=darknet": "network n {\n input 8x4x4\n space_to_depth 2 order=darknet\n}",
 }
 
 
@@ -764,7 +770,8 @@ def test_new_kinds_come_back_as_written(tmp_path):
     """The keywords come back too (hardsigmoid's alpha of 1/6 is the default, though ONNX stores
     it as float32; scale's init from its constant weight), and drop_path keeps its rate."""
     texts = []
-    for key in ("hardsigmoid", "softplus", "scale", "drop_path", "ln over=channels"):
+    keys = ("hardsigmoid", "softplus", "scale", "drop_path", "ln over=channels", "power", "crop offset=")
+    for key in keys + ("lrn region=within", "add(fit=first)", "space_to_depth order=darknet"):
         src = tmp_path / "n.net"
         src.write_text(NEW_KIND_ROUND_TRIPS[key])
         assert main(["export", str(src), "-o", str(tmp_path / "n.onnx")]) == 0
@@ -777,6 +784,12 @@ def test_new_kinds_come_back_as_written(tmp_path):
         "conv 3/3/1/1 -> drop_path 0.2",
         "ln over=channels  ",
         "ln over=channels eps=1e-06",
+        "power 2.0 scale=0.5 shift=1.0 -> power 0.5 -> power 3.0 shift=2.0",
+        "crop 5 offset=1 ",
+        "crop 3x2 offset=1x0 ",
+        "lrn 3 alpha=5e-05 region=within -> lrn 5",
+        "add(fit=first) {                         # add\n        conv 4/1\n        _\n    }",  # the branches' order
+        "space_to_depth 2 order=darknet ",
     ):
         assert written in text, text
 

@@ -237,6 +237,62 @@ def test_caffe_power_crop_slice_reshape(tmp_path):
     assert model.outputs[0][1] == (5 * 5 * 5,)
 
 
+def _hswish_caffe(name, bottom, relu6="ReLU6", out=None):
+    """MobileNetV3-Caffe's h-swish: Power(shift 3), ReLU6 (the forks' type, or BVLC's Clip 0..6),
+    Power(scale 1/6), Eltwise PROD with the input."""
+    six = (
+        f'layer {{ name: "{name}/relu6" type: "ReLU6" bottom: "{name}/shift" top: "{name}/shift" }}\n'
+        if relu6 == "ReLU6"
+        else f'layer {{ name: "{name}/relu6" type: "Clip" bottom: "{name}/shift" top: "{name}/shift" '
+        "clip_param { min: 0 max: 6 } }\n"
+    )
+    return (
+        f'layer {{ name: "{name}/shift" type: "Power" bottom: "{bottom}" top: "{name}/shift" '
+        "power_param { power: 1 scale: 1 shift: 3 } }\n" + six + f'layer {{ name: "{name}/div" type: "Power" '
+        f'bottom: "{name}/shift" top: "{name}/div" power_param {{ scale: 0.1666667 }} }}\n'
+        f'layer {{ name: "{out or name}" type: "Eltwise" bottom: "{bottom}" bottom: "{name}/div" top: "{out or name}" '
+        "eltwise_param { operation: PROD } }\n"
+    )
+
+
+@pytest.mark.parametrize("relu6", ["ReLU6", "Clip"])
+def test_caffe_hard_swish_and_hard_sigmoid_fold(tmp_path, relu6):
+    head = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 16 dim: 16 }\n'
+    body = (
+        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+        "convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 } }\n"
+        + _hswish_caffe("conv1/hswish", "conv1", relu6)
+        # squeeze-and-excitation with a hard-sigmoid gate: Power, ReLU6, Power, then Scale with two bottoms
+        + 'layer { name: "se/gap" type: "Pooling" bottom: "conv1/hswish" top: "se/gap" '
+        "pooling_param { pool: AVE global_pooling: true } }\n"
+        'layer { name: "se/fc" type: "Convolution" bottom: "se/gap" top: "se/fc" '
+        "convolution_param { num_output: 16 kernel_size: 1 } }\n"
+        'layer { name: "se/shift" type: "Power" bottom: "se/fc" top: "se/shift" power_param { shift: 3 } }\n'
+        'layer { name: "se/relu6" type: "ReLU6" bottom: "se/shift" top: "se/shift" }\n'
+        'layer { name: "se/gate" type: "Power" bottom: "se/shift" top: "se/gate" power_param { scale: 0.1666667 } }\n'
+        'layer { name: "se" type: "Scale" bottom: "conv1/hswish" bottom: "se/gate" top: "se" }\n'
+        # a Power pattern whose shift is read elsewhere too stays as written
+        'layer { name: "p/shift" type: "Power" bottom: "se" top: "p/shift" power_param { shift: 3 } }\n'
+        'layer { name: "p/relu6" type: "ReLU6" bottom: "p/shift" top: "p/relu6" }\n'
+        'layer { name: "p/div" type: "Power" bottom: "p/relu6" top: "p/div" power_param { scale: 0.1666667 } }\n'
+        'layer { name: "p" type: "Eltwise" bottom: "p/shift" bottom: "p/div" top: "p" eltwise_param { operation: PROD } }\n'
+    )
+    model, text = imported(tmp_path, write(tmp_path, "hs.prototxt", head + body))
+    kinds = [layer.kind for layer in model.layers]
+    assert kinds == ["conv", "hardswish", "gap", "conv", "hardsigmoid", "mul", "power", "relu6", "power", "mul"], text
+    assert "# 2 Power/ReLU6/Power patterns read as hardsigmoid or hardswish" in text
+    # by hand: conv1 16·3·9 + 16 = 448, the SE conv 16·16 + 16 = 272
+    assert model.totals.params == 448 + 272 and model.outputs[0][1] == (16, 8, 8)
+
+
+def test_caffe_clip_other_than_relu6_refused(tmp_path):
+    head = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+    src = write(tmp_path, "c.prototxt", head + 'layer { name: "c" type: "Clip" bottom: "data" top: "c" '
+                "clip_param { min: -1 max: 1 } }\n")  # fmt: skip
+    r = run_cli("import", str(src), "-o", str(tmp_path / "c.net"))
+    assert r.returncode == 1 and "c.prototxt:3:" in r.stderr and "clip_param min: -1.0 max: 1.0" in r.stderr
+
+
 def test_unread_fields_are_warnings_and_figure_changes_errors(tmp_path):
     head = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
     src = write(

@@ -15,6 +15,7 @@ rates, fillers, engines: :data:`SILENT`), as docs/import.md lists them.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Diagnostic, Span, did_you_mean
@@ -131,7 +132,10 @@ def read_caffe(path: Path, input_shape: tuple | None = None) -> SourceNet:
     outputs = [o for o in dict.fromkeys(r.loss_inputs) if o != "input"]
     if outputs and r.layers and r.layers[-1].name not in outputs and not _read_later(r.layers, r.layers[-1].name):
         outputs.append(r.layers[-1].name)
-    net = SourceNet(str(name), tuple(shape), r.layers, outputs, notes=notes)
+    layers, folded = _fold_hard_activations(r.layers, outputs)
+    if folded:
+        notes.append(f"{folded} Power/ReLU6/Power patterns read as hardsigmoid or hardswish")
+    net = SourceNet(str(name), tuple(shape), layers, outputs, notes=notes)
     net.warnings = r.warnings
     return net
 
@@ -565,6 +569,71 @@ def _power(r: _Reader, x: _Layer):
     r.add(x, "power", [power] if power != 1.0 else [], kw)
 
 
+def _clip(r: _Reader, x: _Layer):
+    p = x.m.sub("clip_param")
+    lo, hi = p.number("min", None), p.number("max", None)
+    if (lo, hi) != (0.0, 6.0):
+        x.refuse(f"clip_param min: {lo} max: {hi} (only 0 and 6, relu6, has an equivalent)", "clip_param")
+    r.add(x, "relu6")
+
+
+def _fold_hard_activations(layers: list, outputs: list) -> tuple[list, int]:
+    """MobileNetV3's activations as Caffe files write them, folded: Power(scale k, shift s), ReLU6
+    (or Clip 0..6), Power(scale 1/6) is relu6(k·x + s)/6, ``hardsigmoid alpha=k/6 beta=s/6``; an
+    Eltwise PROD of x and hardsigmoid(x) with torch's 1/6 and 1/2 is ``hardswish``. Only when the
+    intermediate values are read by the next step alone. Returns the layers and how many folded."""
+    readers = Counter(i for layer in layers for i in layer.inputs)
+    readers.update(outputs)
+    out: list = []
+    folded, i = 0, 0
+
+    def only_reader(a, b) -> bool:
+        return b.inputs == [a.name] and readers[a.name] == 1
+
+    def unit_power(layer, **want) -> bool:
+        return layer.kind == "power" and layer.args in ([], [1.0]) and all(k in want for k in layer.kw)
+
+    while i < len(layers):
+        a = layers[i]
+        chain = layers[i : i + 3]
+        if (
+            len(chain) == 3
+            and unit_power(a, scale=1, shift=1)
+            and chain[1].kind == "relu6"
+            and unit_power(chain[2], scale=1)
+            and only_reader(a, chain[1])
+            and only_reader(chain[1], chain[2])
+            and abs(chain[2].kw.get("scale", 1.0) - 1 / 6) < 1e-6
+        ):
+            k, s = a.kw.get("scale", 1.0), a.kw.get("shift", 0.0)
+            kw = {}
+            if abs(k - 1.0) > 1e-6:
+                kw["alpha"] = float(f"{k / 6:.7g}")
+            if abs(s - 3.0) > 1e-6:
+                kw["beta"] = float(f"{s / 6:.7g}")
+            out.append(SourceLayer(chain[2].name, "hardsigmoid", [], kw, list(a.inputs), a.span))
+            folded += 1
+            i += 3
+            continue
+        out.append(a)
+        i += 1
+    # x · hardsigmoid(x) -> hardswish
+    readers = Counter(i for layer in out for i in layer.inputs)
+    readers.update(outputs)
+    by_name = {layer.name: layer for layer in out}
+    gone = set()
+    for k, layer in enumerate(out):
+        if layer.kind != "mul" or len(layer.inputs) != 2:
+            continue
+        for gate, x in (layer.inputs, layer.inputs[::-1]):
+            hs = by_name.get(gate)
+            if hs is not None and hs.kind == "hardsigmoid" and not hs.kw and hs.inputs == [x] and readers[gate] == 1:
+                out[k] = SourceLayer(layer.name, "hardswish", [], {}, [x], layer.span)
+                gone.add(gate)
+                break
+    return [layer for layer in out if layer.name not in gone], folded
+
+
 def _axpy(r: _Reader, x: _Layer):
     """Axpy (SENet forks): bottoms a (Cx1x1), x, y; top a·x + y: a mul and an add."""
     if len(x.bottoms) != 3:
@@ -598,4 +667,5 @@ HANDLERS = {
     "Crop": _crop,
     "Power": _power,
     "Axpy": _axpy,
+    "Clip": _clip,
 }

@@ -21,7 +21,33 @@ Relu = _simple("relu", "max(0, x)", "Relu", he_init=True)
 Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)", "Sigmoid")
 Tanh = _simple("tanh", "tanh(x)", "Tanh")
 Abs = _simple("abs", "|x|", "Abs")
-Hardswish = _simple("hardswish", "x·relu6(x + 3)/6", "HardSwish", he_init=True)
+
+
+class Hardswish(Kind):
+    name = "hardswish"
+    doc = "x·relu6(x + 3)/6"
+    he_init = True
+    chains = "any"
+    onnx_chains = (("HardSigmoid", "Mul"),)
+
+    def lower(self, b, node, xs, y):
+        b.op("HardSwish", xs, out=y)
+
+    def onnx_import(self, reader, group):
+        """HardSwish, or x·HardSigmoid(x) with alpha 1/6 and beta 1/2 (torch before opset 14)."""
+        if group.types == {"HardSwish"} and len(group.nodes) == 1:
+            return [], {}
+        if group.types == {"HardSigmoid", "Mul"} and len(group.nodes) == 2 and _times_input(group, "HardSigmoid"):
+            a = reader.attrs(group.first("HardSigmoid"))
+            if abs(a.get("alpha", 0.2) - 1 / 6) < 1e-6 and abs(a.get("beta", 0.5) - 0.5) < 1e-6:
+                return [], {}
+        return None
+
+
+def _times_input(group, op: str) -> bool:
+    """Whether the group's Mul multiplies its input by the output of its ``op`` of that input."""
+    mul, inner = group.first("Mul"), group.first(op)
+    return inner is not None and sorted(mul.input) == sorted([group.ext[0], inner.output[0]])
 
 
 class Relu6(Kind):
@@ -70,9 +96,31 @@ class Gelu(Kind):
         half = b.op("Mul", [xs[0], b.scalar(0.5)])
         b.op("Mul", [half, b.op("Add", [e, b.scalar(1.0)])], out=y)
 
+    onnx_chains = (("Div", "Erf", "Add", "Mul", "Mul"),)  # torch's TorchScript exporter: x/√2, erf, +1, ·x, ·½
+
     def onnx_import(self, reader, group):
-        """``lower``'s erf form, or the Gelu operator of opset 20."""
-        return ([], {}) if group.types == {"Mul", "Erf", "Add"} or group.main.op_type == "Gelu" else None
+        """``lower``'s erf form, torch's (Div by √2, Erf, Add 1, Mul by x, Mul by 1/2), or the Gelu
+        operator of opset 20 (its ``approximate`` tanh form has no equivalent)."""
+        if group.types == {"Gelu"}:
+            if reader.word(group.a.get("approximate", b"none")) != "none":
+                group.unsupported("Gelu approximate=tanh: the language's gelu is the exact (erf) form")
+            return [], {}
+        if group.types == {"Mul", "Erf", "Add"}:
+            return [], {}
+        if group.types != {"Div", "Erf", "Add", "Mul"} or len(group.nodes) != 5:
+            return None
+        consts = {n.op_type + str(k): reader.const(i) for k, n in enumerate(group.nodes) for i in n.input[1:]}
+        values = sorted(float(v) for v in consts.values() if v is not None and v.size == 1)
+        div, mul = group.first("Div"), group.nodes[3]
+        ok = (
+            len(values) == 3
+            and abs(values[0] - 0.5) < 1e-6
+            and abs(values[1] - 1.0) < 1e-6
+            and abs(values[2] - 2**0.5) < 1e-5
+            and div.input[0] == group.ext[0]
+            and group.ext[0] in mul.input
+        )
+        return ([], {}) if ok else None
 
 
 class Silu(Kind):
@@ -84,9 +132,13 @@ class Silu(Kind):
     def lower(self, b, node, xs, y):
         b.op("Mul", [xs[0], b.op("Sigmoid", xs)], out=y)
 
+    onnx_chains = (("Sigmoid", "Mul"),)  # torch's nn.SiLU
+
     def onnx_import(self, reader, group):
-        """``lower``'s Mul(x, Sigmoid(x))."""
-        return ([], {}) if group.types == {"Mul", "Sigmoid"} and len(group.nodes) == 2 else None
+        """``lower``'s (and torch's) Mul(x, Sigmoid(x))."""
+        if group.types == {"Mul", "Sigmoid"} and len(group.nodes) == 2 and _times_input(group, "Sigmoid"):
+            return [], {}
+        return None
 
 
 class LeakyRelu(Kind):
@@ -164,6 +216,7 @@ class Softplus(Kind):
     doc = "log(1 + e^(beta·x)) / beta"
     chains = "any"
     keywords = {"beta": Spec("float", 1.0)}
+    onnx_chains = (("Mul", "Softplus", "Div"),)  # torch's F.softplus(x, beta)
 
     def check(self, a, x):
         if a["beta"] <= 0:
@@ -184,7 +237,8 @@ class Softplus(Kind):
             return [], {}
         if group.types == {"Mul", "Softplus", "Div"} and len(group.nodes) == 3:
             beta = reader.const(group.first("Div").input[1])
-            if beta is not None:
+            times = reader.const(group.first("Mul").input[1])
+            if beta is not None and times is not None and beta.size == 1 and float(beta) == float(times):
                 return [], {"beta": reader.short(float(beta))}
         return None
 
@@ -194,6 +248,7 @@ class Mish(Kind):
     doc = "x·tanh(softplus(x)) (Misra 2019; YOLOv4)"
     he_init = True  # as silu
     chains = "any"
+    onnx_chains = (("Softplus", "Tanh", "Mul"),)  # torch's F.mish before opset 18
 
     def lower(self, b, node, xs, y):
         if b.opset >= 18 and not b.training:
@@ -205,7 +260,11 @@ class Mish(Kind):
         """The Mish operator, or ``lower``'s Mul(x, Tanh(Softplus(x)))."""
         if group.types == {"Mish"}:
             return [], {}
-        return ([], {}) if group.types == {"Softplus", "Tanh", "Mul"} and len(group.nodes) == 3 else None
+        if group.types == {"Softplus", "Tanh", "Mul"} and len(group.nodes) == 3:
+            return (
+                ([], {}) if _times_input(group, "Tanh") and group.first("Softplus").input[0] == group.ext[0] else None
+            )
+        return None
 
 
 class Power(Kind):

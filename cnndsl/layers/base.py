@@ -200,6 +200,10 @@ class Kind:
       whose operators it undoes. The reader (cnndsl/importers/from_onnx.py) tries
       the kinds in the order of ``cnndsl.layers.ONNX_IMPORT`` and hands in its
       helpers: attributes, constants, shapes, padding.
+    - ``onnx_chains``: sequences of ONNX operator types, each reading the output of the one
+      before, that a foreign exporter writes for one layer of the kind (torch's erf-form GELU:
+      Div, Erf, Add, Mul, Mul). The reader groups such a chain so that ``onnx_import`` sees it
+      whole; when no kind accepts the group, its operators are read one by one.
     """
 
     name = ""
@@ -224,6 +228,7 @@ class Kind:
     chains = ""
     stated_defaults: tuple[str, ...] = ()
     sugar_for = ""
+    onnx_chains: tuple[tuple[str, ...], ...] = ()
 
     # What a network's output of this kind holds, for training: "scores" (the larger, the
     # likelier the class), "distances" (the smaller, the likelier: rbf) or "probabilities"

@@ -69,7 +69,14 @@ class Add(Kind):
     def onnx_import(self, reader, group):
         """Add of computed tensors; with ``lower``'s Slice/Pad of the other branch: fit=first."""
         if group.types and group.types <= {"Add", "Slice", "Pad"} and group.types != {"Add"} and "Add" in group.types:
-            return [], {"fit": "first"}
+            # the branches in the Add's order, each traced back through its Slice and Pad
+            made = {o: n for n in group.nodes for o in n.output}
+            sources = []
+            for t in group.first("Add").input:
+                while t in made:
+                    t = made[t].input[0]
+                sources.append(reader.producer[t])
+            return [], {"fit": "first"}, sources
         return _elementwise_import(reader, group, "Add")
 
 

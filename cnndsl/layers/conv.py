@@ -183,8 +183,15 @@ class Conv(Kind):
         )
 
     def onnx_import(self, reader, group):
-        """Conv, after a Pad of another mode (``pad_mode``), its weights masked by a Mul (``table=``)."""
+        """Conv, after a Pad of another mode (``pad_mode``), its weights masked by a Mul (``table=``);
+        a MatMul of a channels-last tensor by a (C, K) weight (torch's Linear after a permute,
+        ConvNeXt) is a 1x1 convolution, its bias the Add after it."""
         main, a = group.main, group.a
+        if group.types == {"MatMul"} and reader.channels_last(group.ext[0]):
+            w = reader.init(main.input[1])
+            if w is None or len(w.shape) != 2 or group.x is None or w.shape[0] != group.x[0]:
+                group.unsupported("MatMul of a channels-last tensor needs a (channels, outputs) weight")
+            return [int(w.shape[1]), 1], {"bias": False}
         if not (group.types <= {"Conv", "Mul", "Pad"} and group.ops["Conv"] == 1 and main.op_type == "Conv"):
             return None
         w = reader.init(main.input[1])

@@ -48,9 +48,10 @@ class FC(Kind):
             return [int(units)], {} if len(gemm.input) > 2 and gemm.input[2] else {"bias": False}
         if group.types == {"MatMul"}:
             w = reader.init(group.main.input[1])
-            if w is None or len(w.shape) != 2:
+            if w is None or len(w.shape) != 2 or (group.x is not None and len(group.x) != 1):
                 group.unsupported(
-                    "MatMul is read as a fully connected layer: its second input must be a 2-D initializer"
+                    "MatMul is read as a fully connected layer: its input must be a vector and its second "
+                    "input a 2-D initializer"
                 )
             return [int(w.shape[1])], {"bias": False}
         return None
@@ -115,11 +116,17 @@ class Flatten(Kind):
     def onnx_import(self, reader, group):
         """Flatten, or a Reshape to (N, −1) (torch's ``x.view(N, -1)``)."""
         if len(group.nodes) == 1 and group.main.op_type == "Flatten":
+            if group.a.get("axis", 1) != 1:
+                group.unsupported(f"Flatten from axis {group.a['axis']}: flatten keeps the batch axis only")
             return [], {}
         if group.types == {"Reshape"} and group.x is not None:
             shape = reader.const(group.main.input[1])
-            if shape is not None and len(shape) == 2 and int(shape[1]) in (-1, prod(group.x)):
-                return [], {}
+            n = prod(group.x)
+            # (N, C·H·W), or (N, −1) with the batch kept (N of 1, 0 or −1)
+            if shape is not None and len(shape) == 2:
+                width, batch = int(shape[1]), int(shape[0])
+                if width == n or (width == -1 and batch in (-1, 0, 1)):
+                    return [], {}
         return None
 
 
@@ -133,7 +140,18 @@ class Softmax(Kind):
         b.op("Softmax", xs, out=y, axis=1)
 
     def onnx_import(self, reader, group):
-        return ([], {}) if group.main.op_type == "Softmax" else None
+        """Softmax over the channels: axis 1 (from opset 13, where each axis is its own; before it,
+        axis 1 of a vector only, as earlier opsets flatten the axes after it)."""
+        if group.main.op_type != "Softmax":
+            return None
+        x = group.x
+        axis = group.a.get("axis", -1 if reader.opset >= 13 else 1)
+        if x is not None:
+            rank = len(x) + 1
+            axis = axis + rank if axis < 0 else axis
+            if axis != 1 or (reader.opset < 13 and rank > 2):
+                group.unsupported(f"Softmax over axis {axis} of a {rank}-axis tensor: softmax is over the channels")
+        return [], {}
 
 
 class Dropout(Kind):

@@ -283,7 +283,18 @@ class LayerNorm(_GroupNorm):
         """One group of InstanceNormalization (tried before instnorm: for one channel, both are one
         group); or ``lower``'s LayerNormalization over the channels (``over=channels``)."""
         if "LayerNormalization" in group.types and group.types <= {"Transpose", "LayerNormalization"}:
-            eps = float(reader.attrs(group.first("LayerNormalization")).get("epsilon", 1e-5))
+            ln = group.first("LayerNormalization")
+            if group.types == {"LayerNormalization"} and not (
+                reader.channels_last(group.ext[0]) or (group.x is not None and len(group.x) == 1)
+            ):
+                group.unsupported(
+                    "LayerNormalization of a channels-first tensor: the language's ln over=channels normalises "
+                    "the channels of each position (torch's permute, LayerNorm, permute)"
+                )
+            w = reader.init(ln.input[1]) if len(ln.input) > 1 and ln.input[1] else None
+            if w is not None and group.x is not None and tuple(w.shape) != (group.x[0],):
+                group.unsupported(f"LayerNormalization with weights of shape {tuple(w.shape)}: one per channel is read")
+            eps = float(reader.attrs(ln).get("epsilon", 1e-5))
             kw = {"over": "channels"}
             if abs(eps - 1e-5) > 1e-9:
                 kw["eps"] = reader.short(eps)
@@ -349,15 +360,14 @@ class Scale(Kind):
         optionally an Add of one per channel: ``lower``'s, and torch's layer scale."""
         if group.types not in ({"Mul"}, {"Mul", "Add"}) or len(group.nodes) != len(group.types) or group.x is None:
             return None
-        c = group.x[0]
 
         def per_channel(node):
-            values = [reader.init(i) for i in node.input]
-            arrays = [v for v in values if v is not None and hasattr(v, "dtype")]
-            if len(arrays) != 1 or len(values) != 2:
+            """One value per channel: (C, 1, …) channels-first, (C,) channels-last or on a vector."""
+            consts = [i for i in node.input if reader.const(i) is not None]
+            computed = [i for i in node.input if i not in consts]
+            if len(consts) != 1 or len(computed) != 1:
                 return None
-            v = arrays[0]
-            return v if v.ndim >= 1 and v.shape[0] == c and v.size == c and v.ndim <= len(group.x) else None
+            return reader.per_channel(consts[0], computed[0])
 
         w = per_channel(group.first("Mul"))
         if w is None or ("Add" in group.types and per_channel(group.first("Add")) is None):

@@ -119,14 +119,26 @@ class _Global(Kind):
         return full_window(x)
 
     def onnx_import(self, reader, group):
-        """The one global pooling operator of ``lower``."""
-        return ([], {}) if len(group.nodes) == 1 and group.main.op_type == self.onnx_op else None
+        """The one global pooling operator of ``lower``, or the reduction (``onnx_reduce``) over
+        every spatial axis keeping them (torch's dynamo exporter writes AdaptiveAvgPool2d(1) so;
+        the reader makes one without keepdims this and a Flatten)."""
+        if len(group.nodes) != 1:
+            return None
+        if group.main.op_type == self.onnx_op:
+            return [], {}
+        if group.main.op_type != self.onnx_reduce or group.x is None or len(group.x) < 2:
+            return None
+        rank = len(group.x) + 1
+        if group.a.get("keepdims", 1) and reader.reduce_axes(group.main, rank) == list(range(2, rank)):
+            return [], {}
+        return None
 
 
 class Gap(_Global):
     name = "gap"
     doc = "global average pooling to Cx1x1"
     onnx_op = "GlobalAveragePool"
+    onnx_reduce = "ReduceMean"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalAveragePool", xs, out=y)
@@ -136,6 +148,7 @@ class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
     onnx_op = "GlobalMaxPool"
+    onnx_reduce = "ReduceMax"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)
@@ -286,7 +299,16 @@ class Upsample(Kind):
         if scales is None or any(float(s) != int(s) for s in scales[2:]):
             group.unsupported("Resize needs constant integer scales")
         mode = reader.word(a.get("mode", b"nearest"))
+        if mode not in ("nearest", "linear"):
+            group.unsupported(f"Resize mode={mode}: upsample is nearest or linear")
         kw = {"mode": "linear"} if mode == "linear" else {}
+        if main.op_type == "Resize":  # the sampling of lower's Resize; another is warned (W260)
+            want = {"nearest": ("asymmetric", "floor"), "linear": ("half_pixel", None)}[mode]
+            coords = reader.word(a.get("coordinate_transformation_mode", b"half_pixel"))
+            rounding = reader.word(a.get("nearest_mode", b"round_prefer_floor")) if mode == "nearest" else None
+            if (coords, rounding) != want:
+                shown = f"coordinate_transformation_mode={coords}" + (f", nearest_mode={rounding}" if rounding else "")
+                reader.warn(group, f"{shown}, not upsample {mode}'s {'/'.join(w for w in want if w)}")
         return [tuple(int(s) for s in scales[2:])], kw
 
 
@@ -351,6 +373,12 @@ class _Adaptive(Kind):
         y = reader.shape(group.out)
         if y is None or len(y) < 2:
             group.unsupported("adaptive pooling needs the output's inferred shape")
+        rank = len(y) + 1
+        for n in group.nodes:  # each reduction over spatial axes only, keeping them
+            if n.op_type == self.onnx_reduce:
+                axes = reader.reduce_axes(n, rank)
+                if not reader.attrs(n).get("keepdims", 1) or not axes or not set(axes) <= set(range(2, rank)):
+                    return None
         size = tuple(y[1:])
         return [size if len(set(size)) > 1 else size[0]], {}
 

@@ -160,11 +160,23 @@ class Shuffle(Kind):
         swapped = b.op("Transpose", [split], perm=[0, 2, 1, 3])
         b.op("Reshape", [swapped, b.const(np.array([0, *x], np.int64))], out=y)
 
+    onnx_chains = (("Reshape", "Transpose", "Reshape"),)  # torchvision's channel_shuffle: view, transpose, view
+
     def onnx_import(self, reader, group):
-        """``lower``'s Reshape to (N, groups, C/groups, −1), Transpose, Reshape."""
-        if group.types != {"Reshape", "Transpose"}:
+        """``lower``'s Reshape to (N, groups, C/groups, −1), Transpose, Reshape; torchvision's
+        channel_shuffle: Reshape to (N, groups, C/groups, H, W), Transpose of axes 1 and 2, Reshape
+        back to the input's shape."""
+        if group.types != {"Reshape", "Transpose"} or len(group.nodes) != 3 or group.x is None:
             return None
-        return [int(reader.const(group.nodes[0].input[1])[1])], {}
+        split = reader.const(group.nodes[0].input[1])
+        perm = list(reader.attrs(group.nodes[1]).get("perm", []))
+        if split is None or len(split) < 3 or perm[:3] != [0, 2, 1] or perm[3:] != list(range(3, len(perm))):
+            return None
+        g = int(split[1])
+        c = group.x[0]
+        if g < 1 or c % g or int(split[2]) not in (c // g, -1) or reader.shape(group.out) != group.x:
+            return None
+        return [g], {}
 
 
 class ShortcutPad(Kind):

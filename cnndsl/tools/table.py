@@ -196,7 +196,8 @@ def totals_lines(model: Model, width: int = 80, batch: int | None = None) -> lis
             line.append((f"  ({note})", "dim"))
         lines.append(line)
         if note and kw + 2 + vw + 4 + len(note) > width:
-            lines.append([(" " * (kw + 2) + f"({note})", "dim")])
+            indent = max(2, min(kw + 2, width - len(note) - 2))  # under the value, or as far right as fits
+            lines.append([(" " * indent + f"({note})", "dim")])
     pad = " " * (kw + 2)
     wrapped = textwrap.wrap(outs, max(width - kw - 2, 20), break_long_words=False, break_on_hyphens=False) or [""]
     lines.append([("outputs".ljust(kw), "key"), ("  " + wrapped[0], "")])

@@ -53,8 +53,8 @@ def convention(batch: int | None = None) -> str:
 
 
 MEMORY_CONVENTION = (
-    "Training memory: every layer output kept for backward (input included) +\n"
-    "params + gradients + SGD momentum, {dtype}, batch {batch}; activation\n"
+    "Training memory: every layer output kept for backward (input included), the\n"
+    "params, their gradients and SGD momentum, {dtype}, batch {batch}; activation\n"
     "gradients and workspace not counted."
 )
 

@@ -302,3 +302,26 @@ def test_the_column_lists_agree():
     from cnndsl.tools.table import COLUMNS
 
     assert set(_INFO_COLUMNS) == set(COLUMNS) == set(JSON_KEYS)
+
+
+def test_api_narrow_default_table_becomes_paragraphs():
+    """VGG-16's fc6 has 102,764,544 parameters (Simonyan & Zisserman 2014: 7·7·512·4096 + 4096): at 40
+    columns even name, params and MACs do not fit, so every default column is shown as a paragraph."""
+    from cnndsl.tools.table import format_plain
+
+    m = cnndsl.load(str(NETWORKS / "vgg16.net"), network="vgg16")
+    text = format_plain(m, width=40)
+    assert "40 columns: too narrow for the table; one layer per paragraph" in " ".join(text.splitlines())
+    assert all(len(ln) <= 40 for ln in text.splitlines())
+    assert "  params 102,764,544  MACs 102,760,448" in text  # fc6: 25,088 x 4,096 MACs
+    assert "138,357,544" in text  # VGG-16's published total parameters (torchvision vgg16)
+
+
+def test_api_unknown_column_is_a_value_error():
+    m = cnndsl.load("network n { input 1x8x8\n relu }")
+    from cnndsl.tools.table import format_plain
+
+    with pytest.raises(ValueError, match="unknown column 'x'; choose from kind, "):
+        format_plain(m, columns=("x",))
+    with pytest.raises(ValueError, match="unknown column 'y'; choose from kind, "):
+        m.to_json(columns=("y",))

@@ -249,6 +249,9 @@ class Model:
         """The figures as JSON; ``depth`` as :meth:`rows`, ``batch`` for the memory figures,
         ``columns`` (names of :data:`JSON_KEYS`) keeps only those keys of each row."""
         g = self.graph
+        unknown = [c for c in columns or () if c not in JSON_KEYS]
+        if unknown:
+            raise ValueError(f"unknown column {unknown[0]!r}; choose from {', '.join(JSON_KEYS)}")
         keys = None if columns is None else ["name"] + [k for c in columns for k in JSON_KEYS[c]]
         layers = []
         for r in self.rows(depth):

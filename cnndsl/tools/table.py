@@ -125,9 +125,8 @@ def fit(keys: tuple[str, ...], cells: list[dict[str, str]], width: int, chosen: 
         if excess <= 0:
             break
         drop = next((k for k in DROP_ORDER if k in keys), None) if not chosen else None
-        if drop is None or len(keys) <= 3:
-            what = ", ".join(COLUMNS[k].header for k in left_out)
-            return Fit(keys, (), f"{width} columns: too narrow for the table; one layer per paragraph" + _also(what))
+        if drop is None or len(keys) <= 3:  # the paragraphs show every column
+            return Fit(keys, (), f"{width} columns: too narrow for the table; one layer per paragraph")
         left_out.append(drop)
         keys = tuple(k for k in keys if k != drop)
     parts = []
@@ -139,10 +138,6 @@ def fit(keys: tuple[str, ...], cells: list[dict[str, str]], width: int, chosen: 
         parts.append(", ".join(COLUMNS[k].header for k in left_out) + " left out (--columns chooses, --json has all)")
     note = f"fit to {width} columns: " + "; ".join(parts) if parts else ""
     return Fit(keys, tuple(widths), note)
-
-
-def _also(what: str) -> str:
-    return f" (tried leaving out {what})" if what else ""
 
 
 def _header(key: str) -> str:
@@ -214,6 +209,10 @@ def table_lines(
 ) -> list[Line]:
     """The whole report as styled lines: header, table (fit to ``width``), totals."""
     keys = tuple(columns) if columns is not None else DEFAULT_COLUMNS
+    unknown = [k for k in keys if k not in COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown column {unknown[0]!r}; choose from {', '.join(COLUMNS)}")
+    width = max(width, 20)  # narrower still: the lines of a 20-column layout, whole
     rows = model.rows(depth)
     cells = [{"layer": r.name, **{k: COLUMNS[k].cell(r, batch) for k in keys}} for r in rows]
     f = fit(keys, cells, width, columns is not None)

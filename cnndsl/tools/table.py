@@ -54,26 +54,19 @@ class Column:
     header: str
     right: bool  # right-aligned (figures)
     cell: Callable[[LayerInfo, int | None], str]  # (row, batch) -> text
-    doc: str
 
 
+# the columns of `cnndsl info --columns` (docs/info.md describes each)
 COLUMNS = {
-    "kind": Column("kind", False, lambda r, b: r.kind, "the layer kind (a collapsed block: the block's name)"),
-    "line": Column("line", True, lambda r, b: str(r.line), "the source line"),
-    "output": Column(
-        "output",
-        False,
-        lambda r, b: fmt_shape(r.output if b is None else (b, *r.output)),
-        "the output shape (with --batch: the batch first)",
-    ),
-    "params": Column("params", True, lambda r, b: f"{r.params:,}", "parameters, trainable + non-trainable"),
-    "trainable": Column(
-        "trainable", False, lambda r, b: _flag(r.trainable), "yes: has trainable parameters; no: only fixed ones; -"
-    ),
-    "macs": Column("MACs", True, lambda r, b: f"{r.macs:,}", "multiply-accumulates per sample"),
-    "connections": Column("connections", True, lambda r, b: f"{r.connections:,}", "LeNet-style connections"),
-    "rf": Column("RF", True, lambda r, b: _rf(r.receptive_field), "receptive field in input pixels"),
-    "inputs": Column("inputs", False, lambda r, b: ", ".join(r.inputs), "the rows this one reads"),
+    "kind": Column("kind", False, lambda r, b: r.kind),
+    "line": Column("line", True, lambda r, b: str(r.line)),
+    "output": Column("output", False, lambda r, b: fmt_shape(r.output if b is None else (b, *r.output))),
+    "params": Column("params", True, lambda r, b: f"{r.params:,}"),
+    "trainable": Column("trainable", False, lambda r, b: _flag(r.trainable)),
+    "macs": Column("MACs", True, lambda r, b: f"{r.macs:,}"),
+    "connections": Column("connections", True, lambda r, b: f"{r.connections:,}"),
+    "rf": Column("RF", True, lambda r, b: _rf(r.receptive_field)),
+    "inputs": Column("inputs", False, lambda r, b: ", ".join(r.inputs)),
 }
 DEFAULT_COLUMNS = ("kind", "output", "params", "macs", "rf")
 DROP_ORDER = ("kind", "rf", "output")  # left out first to last when the default table is too wide

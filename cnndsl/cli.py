@@ -57,6 +57,29 @@ def _int_at_least(low: int, what: str = "an integer"):
     return parse
 
 
+# the columns of `cnndsl info --columns` (cnndsl.tools.table.COLUMNS, named here to keep the import light)
+_INFO_COLUMNS = ("kind", "output", "params", "trainable", "macs", "connections", "rf", "inputs", "line")
+
+
+def _info_columns(text: str) -> tuple[str, ...]:
+    """``kind,output,params`` -> the column keys; the layer name is always the first column."""
+    from cnndsl.errors import did_you_mean
+
+    names = [c.strip().lower() for c in text.split(",")]
+    if names and names[0] == "layer":
+        names = names[1:]
+    for name in names:
+        if name not in _INFO_COLUMNS:
+            hint = " (the layer name is always the first column)" if name == "layer" else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown column {name!r}{did_you_mean(name, _INFO_COLUMNS)}{hint}; choose from "
+                + ", ".join(_INFO_COLUMNS)
+            )
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct column names separated by commas, got {text!r}")
+    return tuple(names)
+
+
 def _weights_fit(build, model):
     """Run ``build()`` (which makes the model's weight arrays); running out of memory is a user error."""
     try:
@@ -95,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", metavar="FILE")
     network_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument(
+        "--depth",
+        type=_int_at_least(0, "a block depth"),
+        metavar="N",
+        help="block instances nested deeper than N calls as one row, figures summed (as graph --depth)",
+    )
+    info.add_argument(
+        "--batch",
+        type=_int_at_least(1, "a batch size"),
+        metavar="N",
+        help="shapes with the batch N first; activation and training memory for N samples",
+    )
+    info.add_argument(
+        "--columns",
+        type=_info_columns,
+        metavar="A,B,...",
+        help="the columns after the layer name, in order: " + ", ".join(_INFO_COLUMNS) + " (default "
+        "kind,output,params,macs,rf); with --json, the keys of each layer",
+    )
     info.set_defaults(run=cmd_info)
 
     export = sub.add_parser("export", help="write an ONNX model (checked, atomic)")
@@ -231,16 +273,22 @@ def cmd_info(args) -> int:
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
     )
     _print_diagnostics(model.warnings)
+    options = {"depth": args.depth, "batch": args.batch, "columns": args.columns}
     if args.json:
-        print(json.dumps(model.to_json(), indent=2))
-    elif sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
+        print(json.dumps(model.to_json(args.depth, args.batch or 1, args.columns), indent=2))
+        return 0
+    # on a terminal the table fits its width (never cutting a figure); piped: 80 columns
+    import shutil
+
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+    if sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
         from cnndsl.tools.richtable import print_rich
 
-        print_rich(model)
+        print_rich(model, width, **options)
     else:
         from cnndsl.tools.table import format_plain
 
-        print(format_plain(model))
+        print(format_plain(model, width, **options))
     return 0
 
 

@@ -13,7 +13,15 @@ Counting conventions (printed in the report header):
 - connections in LeNet's sense: Σ over output units of fan-in plus bias, for
   conv, deconv, fc, subsample and rbf;
 - peak activation memory: the largest total size of the tensors alive at once
-  when the layers run in order (input included, pooling indices excluded).
+  when the layers run in order (input included, pooling indices excluded);
+- training memory (:meth:`Model.memory`): every layer's output kept for the
+  backward pass (the input included) for the batch, plus the parameters, one
+  gradient and one SGD momentum buffer per trainable parameter, at the model's
+  dtype; activation gradients, workspace and the runtime's own memory are not
+  counted;
+- a collapsed block instance (:meth:`Model.rows` with ``depth``): params, MACs
+  and connections summed over its layers; output, receptive field and jump of
+  its last layer; its inputs are the rows outside it that its layers read.
 """
 
 from __future__ import annotations
@@ -35,6 +43,27 @@ CONVENTION = (
 )
 
 
+def convention(batch: int | None = None) -> str:
+    """The counting convention; with ``batch``, shapes and memory are for that batch."""
+    if batch is None:
+        return CONVENTION
+    return CONVENTION.replace(
+        "Per sample (batch 1).", f"Shapes and memory for batch {batch}, other figures per sample."
+    )
+
+
+MEMORY_CONVENTION = (
+    "Training memory: every layer output kept for backward (input included), the\n"
+    "params, their gradients and SGD momentum, {dtype}, batch {batch}; activation\n"
+    "gradients and workspace not counted."
+)
+
+DEPTH_CONVENTION = (
+    "Below depth {depth} each block instance is one row: kind = the block; params,\n"
+    "MACs summed over its layers; output and RF of its last layer."
+)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer's figures (a row of the layer table)."""
@@ -50,6 +79,33 @@ class LayerInfo:
     receptive_field: tuple
     jump: tuple
     activation: int  # elements of the output
+    inputs: tuple[str, ...] = ()  # the rows this one reads ("input": the network input)
+    layers: int = 1  # IR layers in this row (more than 1: a collapsed block instance)
+    block: bool = False  # a collapsed block instance (``kind`` is the block's name)
+
+    @property
+    def trainable(self) -> bool | None:
+        """Has trainable parameters (True), only fixed ones (False), or none at all (None)."""
+        if self.trainable_params:
+            return True
+        return False if self.params else None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Training-step memory estimate in bytes (the convention in :data:`MEMORY_CONVENTION`)."""
+
+    batch: int
+    dtype: str
+    activations: int  # every layer output kept for backward, the input included, for the batch
+    params: int
+    gradients: int
+    momentum: int
+    peak_inference: int  # peak activations of a forward pass, for the batch
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.params + self.gradients + self.momentum
 
 
 @dataclass(frozen=True)
@@ -89,6 +145,7 @@ class Model:
                 tuple(_num(r) for r in n.rf),
                 tuple(_num(j) for j in n.jump),
                 prod(n.shape),
+                tuple(graph.nodes[i].name for i in n.inputs),
             )
             for n in graph.nodes[1:]
         ]
@@ -125,31 +182,119 @@ class Model:
                 return row
         raise KeyError(name)
 
-    def to_json(self) -> dict:
+    def rows(self, depth: int | None = None) -> list[LayerInfo]:
+        """The layer table's rows; ``depth``: block instances nested deeper than ``depth`` calls
+        become one row each (the rule of ``cnndsl graph --depth``), their figures summed.
+
+            >>> m = load("block b() { conv 4/3 -> relu }\\nnetwork n { input 1x8x8\\n b() -> fc 2 }")
+            >>> [(r.name, r.kind, r.params, r.layers) for r in m.rows(depth=0)]
+            [('b', 'b', 40, 2), ('fc', 'fc', 290, 1)]
+        """
+        if depth is None:
+            return list(self.layers)
+        nodes = self.graph.nodes
+        owner = ["input"]  # the row name of each IR node
+        groups: dict[str, list] = {}
+        for n in nodes[1:]:
+            key = n.scopes[depth] if len(n.scopes) > depth else n.name
+            owner.append(key)
+            groups.setdefault(key, []).append(n)
+        by_name = {r.name: r for r in self.layers}
+        rows = []
+        for key, group in groups.items():
+            if len(group) == 1 and len(group[0].scopes) <= depth:
+                row = by_name[key]
+                rows.append(LayerInfo(**{**row.__dict__, "inputs": tuple(owner[i] for i in group[0].inputs)}))
+                continue
+            last = by_name[group[-1].name]
+            block, span = group[0].calls[depth]
+            inside = {n.id for n in group}
+            feeds = dict.fromkeys(owner[i] for n in group for i in n.inputs if i not in inside)
+            rows.append(
+                LayerInfo(
+                    key,
+                    block,
+                    span.line if span else 0,
+                    last.output,
+                    sum(n.params for n in group),
+                    sum(n.trainable for n in group),
+                    sum(n.macs for n in group),
+                    sum(n.connections for n in group),
+                    last.receptive_field,
+                    last.jump,
+                    last.activation,
+                    tuple(feeds),
+                    len(group),
+                    True,
+                )
+            )
+        return rows
+
+    def memory(self, batch: int = 1) -> Memory:
+        """The training-step memory estimate for ``batch`` samples (:data:`MEMORY_CONVENTION`)."""
+        size = DTYPE_BYTES[self.dtype]
+        kept = sum(prod(n.shape) for n in self.graph.nodes)
+        t = self.totals
+        return Memory(
+            batch,
+            self.dtype,
+            kept * batch * size,
+            t.param_bytes,
+            t.trainable_params * size,
+            t.trainable_params * size,
+            t.activation_bytes * batch,
+        )
+
+    def to_json(self, depth: int | None = None, batch: int = 1, columns=None) -> dict:
+        """The figures as JSON; ``depth`` as :meth:`rows`, ``batch`` for the memory figures,
+        ``columns`` (names of :data:`JSON_KEYS`) keeps only those keys of each row."""
         g = self.graph
+        unknown = [c for c in columns or () if c not in JSON_KEYS]
+        if unknown:
+            raise ValueError(f"unknown column {unknown[0]!r}; choose from {', '.join(JSON_KEYS)}")
+        keys = None if columns is None else ["name"] + [k for c in columns for k in JSON_KEYS[c]]
+        layers = []
+        for r in self.rows(depth):
+            row = {
+                "name": r.name,
+                "kind": r.kind,
+                "line": r.line,
+                "output": list(r.output),
+                "params": r.params,
+                "trainable_params": r.trainable_params,
+                "trainable": r.trainable,
+                "macs": r.macs,
+                "connections": r.connections,
+                "receptive_field": list(r.receptive_field),
+                "jump": list(r.jump),
+                "activation": r.activation,
+                "inputs": list(r.inputs),
+                "layers": r.layers,
+                "block": r.block,
+            }
+            layers.append(row if keys is None else {k: row[k] for k in dict.fromkeys(keys)})
+        mem = self.memory(batch)
         return {
             "network": g.network,
             "file": g.file,
             "input": list(g.input_shape),
+            "batch": batch,
+            "depth": depth,
             "defines": {k: _jsonable(v) for k, v in g.defines.items()},
             "outputs": [{"name": n, "shape": list(s)} for n, s in self.outputs],
-            "layers": [
-                {
-                    "name": r.name,
-                    "kind": r.kind,
-                    "line": r.line,
-                    "output": list(r.output),
-                    "params": r.params,
-                    "trainable_params": r.trainable_params,
-                    "macs": r.macs,
-                    "connections": r.connections,
-                    "receptive_field": list(r.receptive_field),
-                    "jump": list(r.jump),
-                    "activation": r.activation,
-                }
-                for r in self.layers
-            ],
+            "layers": layers,
             "totals": dict(self.totals.__dict__),
+            "memory": {
+                "batch": batch,
+                "dtype": mem.dtype,
+                "activations_kept_bytes": mem.activations,
+                "param_bytes": mem.params,
+                "gradient_bytes": mem.gradients,
+                "momentum_bytes": mem.momentum,
+                "training_bytes": mem.total,
+                "peak_inference_bytes": mem.peak_inference,
+                "convention": MEMORY_CONVENTION.format(dtype=mem.dtype, batch=batch).replace("\n", " "),
+            },
             "conventions": CONVENTION.replace("\n", " "),
             "warnings": [
                 {
@@ -160,6 +305,20 @@ class Model:
                 for w in g.warnings
             ],
         }
+
+
+# the JSON keys of a row that each table column (``cnndsl info --columns``) stands for
+JSON_KEYS = {
+    "kind": ("kind", "layers", "block"),
+    "line": ("line",),
+    "output": ("output",),
+    "params": ("params", "trainable_params"),
+    "trainable": ("trainable",),
+    "macs": ("macs",),
+    "connections": ("connections",),
+    "rf": ("receptive_field", "jump"),
+    "inputs": ("inputs",),
+}
 
 
 def _jsonable(v):

@@ -1,30 +1,28 @@
-"""The layer table with rich, for terminals (piped output stays plain text)."""
+"""The layer table in colour, for terminals: the lines of :mod:`cnndsl.tools.table`, styled
+(piped output stays plain text). Layout is decided there, at the terminal's width, so that
+rich never wraps or crops a line: every figure keeps every digit."""
 
 from __future__ import annotations
 
 from cnndsl.ir.model import Model
-from cnndsl.tools.table import HEADERS, header_lines, table_rows, totals_lines
+from cnndsl.tools.table import table_lines
+
+STYLES = {"title": "bold", "dim": "dim", "note": "yellow", "head": "bold cyan", "key": "bold", "": ""}
 
 
-def print_rich(model: Model) -> None:
+def print_rich(
+    model: Model,
+    width: int,
+    depth: int | None = None,
+    batch: int | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    head = header_lines(model)
-    console.print(f"[bold]{head[0]}[/bold]")
-    for line in head[1:]:
-        console.print(line, style="dim")
-    table = Table(box=None, header_style="bold cyan", pad_edge=False)
-    for i, h in enumerate(HEADERS):
-        table.add_column(
-            h, justify="right" if i >= 3 else "left", no_wrap=True, overflow="ellipsis" if i == 0 else None
-        )
-    for row in table_rows(model):
-        table.add_row(*row)
-    console.print(table)
-    lines = totals_lines(model)
-    width = max(len(v) for k, v, _ in lines if k != "outputs")
-    for k, v, note in lines:
-        value = v if k == "outputs" else v.rjust(width)
-        console.print(f"[bold]{k:<18}[/bold] {value}" + (f"  [dim]({note})[/dim]" if note else ""), highlight=False)
+    console = Console(width=width, highlight=False)
+    for line in table_lines(model, width, depth, batch, columns):
+        text = Text()
+        for part, style in line:
+            text.append(part, style=STYLES[style])
+        console.print(text, soft_wrap=True)  # soft_wrap: no wrapping, no cropping by rich

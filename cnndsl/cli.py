@@ -8,7 +8,6 @@ The ``info`` and ``check`` commands never import onnx or onnxruntime.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -206,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
 
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE", help=".net files or folders of them")
     network_options(check)
     check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON")
     check.set_defaults(run=cmd_check)
@@ -232,6 +231,8 @@ def cmd_info(args) -> int:
     )
     _print_diagnostics(model.warnings)
     if args.json:
+        import json  # lazily, like every import a command may not need (start-up time)
+
         print(json.dumps(model.to_json(), indent=2))
     elif sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
         from cnndsl.tools.richtable import print_rich
@@ -489,7 +490,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from cnndsl.files import net_files
 
+    args.files = [str(p) for p in net_files(args.files, "cnndsl check")]  # a folder: the .net files under it
     diags: list[Diagnostic] = []
     files: list[str] = []  # the file each diagnostic is about, for those without a position
     given = dict(args.defines)
@@ -546,6 +549,8 @@ def cmd_check(args) -> int:
     warnings = sum(d.severity == "warning" for d in diags)
     files.extend([args.files[-1]] * (len(diags) - len(files)))
     if args.format == "json":
+        import json
+
         out = [d.to_json() for d in diags]
         for d, path in zip(out, files):
             d["file"] = d["file"] or path  # a file that cannot be read: no position, but the file

@@ -18,12 +18,12 @@ Counting conventions (printed in the report header):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
 from cnndsl.errors import Diagnostic
 from cnndsl.ir.graph import Graph
 from cnndsl.layers.arith import prod
+from cnndsl.records import record
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8}
 
@@ -35,7 +35,7 @@ CONVENTION = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayerInfo:
     """One layer's figures (a row of the layer table)."""
 
@@ -52,7 +52,7 @@ class LayerInfo:
     activation: int  # elements of the output
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Totals:
     params: int
     trainable_params: int

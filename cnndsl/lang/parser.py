@@ -10,11 +10,9 @@ import functools
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
+from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
 _HERE = Path(__file__).resolve().parent
@@ -90,7 +88,7 @@ class _Newlines:
             yield Token.new_borrow_pos("_NL", "", last)
 
 
-_PARSER: Lark | None = None
+_PARSER = None
 
 
 @functools.cache
@@ -108,19 +106,15 @@ def keywords() -> frozenset[str]:
     return frozenset(re.findall(r'"([a-z]+)"', grammar_text()))
 
 
-def parser() -> Lark:
+def parser():
+    """The parser of grammars/net.lark: LALR(1), Lark's contextual lexer, positions kept.
+
+    Its tables are generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode:
+    no conflict, no terminal collision), into cnndsl/lang/standalone.py; loading them takes
+    milliseconds and reads no file (no cache, nothing unpickled)."""
     global _PARSER
     if _PARSER is None:
-        _PARSER = Lark(
-            grammar_text(),
-            parser="lalr",
-            lexer="contextual",
-            postlex=_Newlines(),
-            propagate_positions=True,
-            maybe_placeholders=True,
-            strict=True,
-            cache=True,
-        )
+        _PARSER = Lark_StandAlone(postlex=_Newlines())
     return _PARSER
 
 

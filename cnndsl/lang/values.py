@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
 
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.lang import tree as ast
 from cnndsl.layers import Symbol, Table
+from cnndsl.records import record
 
 INT_LIMIT = 2**63 - 1
 _AXES = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
@@ -39,7 +39,7 @@ def in_axis(axis: str, shape: tuple, span: Span) -> int:
     )
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Function:
     """A ``fn`` of a file: its definition and the names its body sees (the tables and
     functions of the file that defines it)."""

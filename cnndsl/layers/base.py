@@ -15,8 +15,9 @@ message is replaced by the source text of the call (``conv 256/5``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
+
+from cnndsl.records import record
 
 from .arith import fmt_shape, prod
 
@@ -34,7 +35,7 @@ class LayerError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Symbol:
     """A bare word that is not a parameter or table: ``same``, ``center``, ``nearest``."""
 
@@ -44,7 +45,7 @@ class Symbol:
         return self.name
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Table:
     """A named constant from ``table NAME = [...]``."""
 
@@ -52,7 +53,7 @@ class Table:
     rows: tuple
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ValueRef:
     """``@label`` as an argument: the IR node it names and that node's input shape."""
 
@@ -61,7 +62,7 @@ class ValueRef:
     input_shape: tuple
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Spec:
     """One argument: its type and default.
 

@@ -16,7 +16,7 @@ from cnndsl.files import read_bytes
 from cnndsl.lang import tree as ast
 from cnndsl.lang.parser import parse_text
 from cnndsl.lang.values import BUILTINS, Function, evaluate
-from cnndsl.layers import PUBLIC, Table
+from cnndsl.layers import PUBLIC, Table, suggest_kind
 from cnndsl.records import factory, record
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -174,7 +174,7 @@ def with_default(defaults: dict, item: ast.Default, evaluate_expr) -> dict:
     kind = PUBLIC.get(item.kind)
     if kind is None:
         raise CnnError(
-            f"unknown layer kind '{item.kind}' in default{did_you_mean(item.kind, PUBLIC)}",
+            f"unknown layer kind '{item.kind}' in default{suggest_kind(item.kind, PUBLIC)}",
             item.kind_span,
             code="E010",
         )

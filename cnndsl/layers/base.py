@@ -205,6 +205,9 @@ class Kind:
     positional: tuple[tuple[str, Spec], ...] = ()
     keywords: dict[str, Spec] = {}
     spatial = False  # needs spatial axes (conv, pooling ...)
+    # what other frameworks call this kind: an unknown kind among them suggests this one
+    # (``dense`` -> ``fc``); compared without case
+    look_alikes: tuple[str, ...] = ()
     doc = ""
     # keywords a diagram shows beside the fields when they differ from the default
     shown_keywords: tuple[str, ...] = ()

@@ -20,3 +20,94 @@ def test_readme_shows_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "pip install -e '.[test]'" in readme
     assert "python -m pytest" in readme
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_docs_name_only_files_of_the_repository():
+    """Every relative link of README.md and docs/*.md leads to a file of the repository, and
+    none names the language specification's file, which is not in it (issue 14)."""
+    bad = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        if "LANGUAGE.md" in text or "../shared" in text:
+            bad.append(f"{doc.name}: names a file outside the repository")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (doc.parent / target.split("#")[0]).resolve()
+            if not path.exists() or ROOT.resolve() not in path.parents:
+                bad.append(f"{doc.name}: link {target}")
+    assert bad == []
+
+
+def _console_blocks(text: str) -> list[str]:
+    """The fenced blocks of a Markdown text that start with a command (``$ ...``)."""
+    blocks, current = [], None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current = []
+            else:
+                blocks.append("".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return [b for b in blocks if b.startswith("$ ")]
+
+
+def _run_console(block: str, cwd, cli) -> str:
+    """Replays a console block (``$ cnndsl ...``, ``$ cat FILE``, ``| tail -1``) and returns
+    the transcript as it would read: commands and their real output."""
+    out = []
+    for line in block.splitlines():
+        if not line.startswith("$ "):
+            continue
+        command = line[2:]
+        out.append(line)
+        command, _, pipe = command.partition(" | ")
+        words = command.split()
+        if words[0] == "cat":
+            text = (cwd / words[1]).read_text()
+        else:
+            assert words[0] == "cnndsl", line
+            stdin = None
+            if "<" in words:
+                i = words.index("<")
+                stdin, words = (cwd / words[i + 1]).read_text(), words[:i]
+            r = cli(*words[1:], cwd=cwd, input=stdin)
+            text = r.stderr + r.stdout
+        if pipe == "tail -1":
+            text = text.splitlines()[-1] + "\n"
+        out.append(text.rstrip("\n"))
+    return "\n".join(out) + "\n"
+
+
+def test_readme_bad_net_blocks_are_real_output(cli, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    bad = next(b for b in _console_blocks(readme) if b.startswith("$ cat bad.net"))
+    source = bad.split("$ cnndsl")[0].split("\n", 1)[1]
+    (tmp_path / "bad.net").write_text(source)
+    blocks = [b for b in _console_blocks(readme) if "bad.net" in b]
+    assert len(blocks) == 2  # the error and its JSON, both of this bad.net
+    for block in blocks:
+        assert _run_console(block, tmp_path, cli) == block
+
+
+def test_readme_import_examples_run_on_files_of_the_repository(cli, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in _console_blocks(readme) if b.startswith("$ cnndsl import")]
+    assert len(blocks) == 2
+    for name in ("ResNet-50-deploy.prototxt", "yolov3-tiny.cfg", "alexnet_train_val.prototxt", "yolov4-tiny.cfg"):
+        (tmp_path / name).write_bytes((ROOT / "tests" / "data" / name).read_bytes())
+    for block in blocks:
+        assert _run_console(block, tmp_path, cli) == block
+
+
+def test_fmt_check_of_networks_as_the_docs_say(cli):
+    r = cli("fmt", "--check", "networks", cwd=ROOT)
+    assert r.returncode == 0
+    shown = f"$ cnndsl fmt --check networks\n{r.stdout}"
+    assert shown in (ROOT / "README.md").read_text()
+    assert shown in (ROOT / "docs" / "fmt.md").read_text()

@@ -1,7 +1,10 @@
-"""The project's language reference describes every layer kind and keyword of the catalogue."""
+"""The docs are true: the language reference describes every kind and keyword, the README's
+blocks are real output, links lead to files of the repository, the install names the
+dependencies of pyproject.toml."""
 
 import re
 
+import pytest
 from conftest import ROOT
 
 from cnndsl.layers import PUBLIC
@@ -111,3 +114,44 @@ def test_fmt_check_of_networks_as_the_docs_say(cli):
     shown = f"$ cnndsl fmt --check networks\n{r.stdout}"
     assert shown in (ROOT / "README.md").read_text()
     assert shown in (ROOT / "docs" / "fmt.md").read_text()
+
+
+def _requirements():
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"]], project["optional-dependencies"]
+
+
+# (platform_system, platform_machine) -> the onnxruntime pip installs there; PyPI has
+# onnxruntime-gpu wheels for x86-64 Linux and Windows only (macOS arm64, Linux aarch64: none)
+PLATFORMS = [
+    ("Linux", "x86_64", "onnxruntime-gpu"),
+    ("Windows", "AMD64", "onnxruntime-gpu"),
+    ("Linux", "aarch64", "onnxruntime"),
+    ("Darwin", "arm64", "onnxruntime"),
+    ("Darwin", "x86_64", "onnxruntime"),
+    ("Windows", "ARM64", "onnxruntime"),
+]
+
+
+@pytest.mark.parametrize("system, machine, runtime", PLATFORMS)
+def test_one_onnxruntime_on_every_platform(system, machine, runtime):
+    requirements, _ = _requirements()
+    env = {"platform_system": system, "platform_machine": machine}
+    chosen = [r.name for r in requirements if r.name.startswith("onnxruntime") and r.marker.evaluate(env)]
+    assert chosen == [runtime]
+
+
+def test_readme_cpu_install_names_every_other_dependency():
+    """The README's CPU install (``pip install onnxruntime ...`` then ``--no-deps``) lists
+    exactly the dependencies of pyproject.toml, with onnxruntime for onnxruntime-gpu."""
+    requirements, extras = _requirements()
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if ".venv/bin/pip install onnxruntime " in x)
+    named = set(line.split(".venv/bin/pip install ", 1)[1].split())
+    assert named == {r.name for r in requirements if r.name != "onnxruntime-gpu"}
+    assert ".venv/bin/pip install --no-deps -e ." in readme
+    tests_line = re.search(r"For the tests add `([^`]+)`", readme).group(1).split()
+    assert sorted(tests_line) == sorted(r.split(">=")[0] for r in extras["test"])

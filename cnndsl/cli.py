@@ -8,7 +8,6 @@ The ``info`` and ``check`` commands never import onnx or onnxruntime.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -248,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(run=cmd_import)
 
     check = sub.add_parser("check", help="diagnostics only, for editors and CI")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE", help=".net files or folders of them")
     network_options(check)
     check.add_argument("--format", choices=("text", "json"), default="text", help="diagnostics as text or JSON")
     check.set_defaults(run=cmd_check)
@@ -275,6 +274,8 @@ def cmd_info(args) -> int:
     _print_diagnostics(model.warnings)
     options = {"depth": args.depth, "batch": args.batch, "columns": args.columns}
     if args.json:
+        import json  # lazily, like every import a command may not need (start-up time)
+
         print(json.dumps(model.to_json(args.depth, args.batch or 1, args.columns), indent=2))
         return 0
     # on a terminal the table fits its width (never cutting a figure); piped: 80 columns
@@ -537,7 +538,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from cnndsl.files import net_files
 
+    args.files = [str(p) for p in net_files(args.files, "cnndsl check")]  # a folder: the .net files under it
     diags: list[Diagnostic] = []
     files: list[str] = []  # the file each diagnostic is about, for those without a position
     given = dict(args.defines)
@@ -594,6 +597,8 @@ def cmd_check(args) -> int:
     warnings = sum(d.severity == "warning" for d in diags)
     files.extend([args.files[-1]] * (len(diags) - len(files)))
     if args.format == "json":
+        import json
+
         out = [d.to_json() for d in diags]
         for d, path in zip(out, files):
             d["file"] = d["file"] or path  # a file that cannot be read: no position, but the file

@@ -14,8 +14,7 @@ Anything that is not a ``CnnError`` escaping the compiler is a bug.
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
+from cnndsl.records import factory, record
 
 # Source text of every file read so far, so that a diagnostic can quote its line.
 _SOURCES: dict[str, str] = {}
@@ -37,7 +36,7 @@ def _lines(filename: str) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Span:
     """A region of a source file (lines and columns count from 1)."""
 
@@ -51,12 +50,12 @@ class Span:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass
+@record(frozen=False)
 class Diagnostic:
     severity: str  # "error" or "warning"
     message: str
     span: Span | None = None
-    notes: list[tuple[str, Span | None]] = field(default_factory=list)
+    notes: list[tuple[str, Span | None]] = factory(list)
     code: str = ""
 
     def format(self, show_code: bool = False) -> str:
@@ -131,6 +130,8 @@ class CnnError(Exception):
 
 def did_you_mean(word: str, choices) -> str:
     """``"; did you mean 'conv'?"`` when a close match exists, else ``""``."""
+    import difflib  # only when there is an error to explain: not at every start
+
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 

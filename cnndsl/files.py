@@ -15,7 +15,6 @@ the new one, never a partial one, and a failure leaves the old file as it was.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from cnndsl.errors import CnnError
@@ -79,6 +78,22 @@ def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
             )
 
 
+def net_files(paths, command: str) -> list[Path]:
+    """The files named on a command line, each folder replaced by the .net files under it
+    (sorted, subfolders included); a folder without any is an error (E202)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(path.rglob("*.net"))
+            if not found:
+                raise CnnError(f"{command}: no .net files under {p}", code="E202")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def write_atomic(path, write) -> None:
     """Call ``write(f)`` on a binary file beside ``path``, then rename it to ``path``.
 
@@ -89,6 +104,8 @@ def write_atomic(path, write) -> None:
     if not directory.is_dir():
         raise CnnError(f"cannot write {path}: directory {directory} does not exist", code=WRITE_ERROR)
     try:
+        import tempfile  # only when writing: info and check never do
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as err:
         raise CnnError(f"cannot write {path}: {err.strerror or err}", code=WRITE_ERROR) from None

@@ -8,7 +8,7 @@ import pytest
 
 import cnndsl
 from cnndsl import CnnError
-from cnndsl.lang.parser import SYNTAX_EXAMPLES, parse_text
+from cnndsl.lang.parser import SYNTAX_EXAMPLES, UNCLOSED, parse_text
 
 
 def net(*lines, shape="3x8x8"):
@@ -23,7 +23,12 @@ CASES = [
         net("conv 8/3 ->"),
         "4:1: error: unexpected '}'; expected '@', '_', 'if', 'repeat', '{', a name\n  hint: a chain cannot end with '->'",
     ),
-    ("syntax: unclosed brace", "network n {\n    input 3x8x8\n    relu\n", "3:9: error: unexpected end of file"),
+    # said at the '{' left open (issue 14), with where the file ends as a note
+    (
+        "syntax: unclosed brace",
+        "network n {\n    input 3x8x8\n    relu\n",
+        "1:11: error: this '{' is not closed: '}' is missing",
+    ),
     ("syntax: unexpected character", net("conv 8/3 $"), "3:14: error: unexpected character '$'"),
     (
         "syntax: integer division outside parentheses",
@@ -278,4 +283,116 @@ def test_syntax_example_table(hint, examples):
     for text in examples:
         with pytest.raises(CnnError) as err:
             parse_text(text, "x.net")
-        assert f"hint: {hint}" in err.value.diagnostic.message, (text, err.value.diagnostic.message)
+        d = err.value.diagnostic
+        if hint == UNCLOSED:  # said at the '{' left open instead of a hint at the end of the file
+            assert d.message == "this '{' is not closed: '}' is missing", (text, d.message)
+            assert text.splitlines()[d.span.line - 1][d.span.column - 1] == "{", (text, d.span)
+            assert d.notes[0][0] == "the file ends with it still open"
+        else:
+            assert f"hint: {hint}" in d.message, (text, d.message)
+
+
+# Issue 14: what a newcomer needed to read. Each case: the file (t.net), the whole of
+# `cnndsl info t.net`'s standard error (exit status 1).
+NEWCOMER_HINTS = [
+    (
+        "input written HxWxC",
+        "network n {\n    input 32x32x3\n    conv 16/3/1/1 -> relu\n    maxpool 2\n    conv 32/3/1/1 -> relu\n"
+        "    maxpool 2\n    fc 10\n}\n",
+        "t.net:6:5: error: maxpool 2 needs at least 2x2 input, got 32x16x1 (padding 0)\n"
+        "  hint: the input is CxHxW (channels first): input 32x32x3 is 32 channels of 32x3; "
+        "for 3 channels of 32x32 write input 3x32x32 [E019]\n"
+        "        maxpool 2\n"
+        "        ^~~~~~~~~\n",
+    ),
+    (
+        "missing '}': said at the '{' left open",
+        "network n {\n    input 3x8x8\n    add {\n        _\n        conv 3/3/1/1\n\n    relu\n}\n",
+        "t.net:3:9: error: this '{' is not closed: '}' is missing [E001]\n"
+        "        add {\n"
+        "            ^\n"
+        "  the file ends with it still open at t.net:8:2\n",
+    ),
+    (
+        "activation as a keyword",
+        "network n {\n    input 3x8x8\n    conv 8/3 activation=relu\n}\n",
+        "t.net:3:14: error: conv has no keyword 'activation'; relu is a layer of its own, chained after: "
+        "conv 8/3 -> relu [E011]\n"
+        "        conv 8/3 activation=relu\n"
+        "                 ^~~~~~~~~~~~~~~\n",
+    ),
+    *[
+        (
+            f"{word}: another framework's name",
+            f"network n {{\n    input 3x8x8\n    {word} 8\n}}\n",
+            f"t.net:3:5: error: unknown layer kind or block '{word}'; did you mean '{kind}'? [E010]\n"
+            f"        {word} 8\n"
+            f"        ^{'~' * (len(word) - 1)}\n",
+        )
+        for word, kind in [
+            ("dense", "fc"),
+            ("linear", "fc"),
+            ("Linear", "fc"),
+            ("batchnorm", "bn"),
+            ("BatchNorm2d", "bn"),
+            ("Conv2d", "conv"),
+        ]
+    ],
+    (
+        "default with another framework's name",
+        "default dense bias=false\nnetwork n {\n    input 3x8x8\n}\n",
+        "t.net:1:9: error: unknown layer kind 'dense' in default; did you mean 'fc'? [E010]\n"
+        "    default dense bias=false\n"
+        "            ^~~~~\n",
+    ),
+    (
+        "Python's False",
+        "network n {\n    input 3x8x8\n    conv 8/3 bias=False\n}\n",
+        "t.net:3:14: error: bias must be true or false; received bias=False (unknown name 'False'; "
+        "did you mean 'false'?) [E018]\n"
+        "        conv 8/3 bias=False\n"
+        "                 ^~~~~~~~~~\n",
+    ),
+    (
+        "'//' comment after a step",
+        "network n {\n    input 3x8x8\n    conv 8/3 // first layer\n}\n",
+        "t.net:3:15: error: unexpected '/'; expected '(', '-', '@', 'false', 'in', 'true', a name, a number, ...\n"
+        "  hint: comments start with '#', not '//': # first layer [E001]\n"
+        "        conv 8/3 // first layer\n"
+        "                  ^\n",
+    ),
+    (
+        "'//' comment on its own line",
+        "network n {\n    input 3x8x8\n    // a comment\n    conv 8/3\n}\n",
+        "t.net:3:5: error: unexpected '//'; expected '@', '_', 'default', 'if', 'input', 'let', 'output', 'repeat', ...\n"
+        "  hint: comments start with '#', not '//': # a comment [E001]\n"
+        "        // a comment\n"
+        "        ^~\n",
+    ),
+    (
+        "'//' as integer division keeps its hint",
+        "network n {\n    input 3x8x8\n    conv (in.c) // 2\n}\n",
+        "t.net:3:18: error: unexpected '/'; expected '(', '-', '@', 'false', 'in', 'true', a name, a number, ...\n"
+        "  hint: '//' (integer division) needs parentheses: conv (in.c // 2)/1 [E001]\n"
+        "        conv (in.c) // 2\n"
+        "                     ^\n",
+    ),
+    (
+        "residual whose shortcut cannot map the shapes, in a block",
+        "block unit(c) {\n    residual {\n        conv c/3\n    }\n}\nnetwork n {\n    input 3x8x8\n    unit(8)\n}\n",
+        "t.net:2:5: error: residual: no strided shortcut maps 3x8x8 to the body's 8x6x6\n"
+        "  hint: a 1x1 shortcut of stride s gives ceil(8/s), never 6: pad the body's convs to keep the size "
+        "(conv c/3/1/1), or write both branches: add { shortcut ; body } [E071]\n"
+        "        residual {\n"
+        "        ^~~~~~~~~~\n"
+        "  in block unit called at t.net:8:5\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("what, source, stderr", NEWCOMER_HINTS, ids=[c[0] for c in NEWCOMER_HINTS])
+def test_newcomer_hints(what, source, stderr, cli, tmp_path):
+    (tmp_path / "t.net").write_text(source)
+    r = cli("info", "t.net", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == stderr

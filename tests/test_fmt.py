@@ -245,7 +245,7 @@ def test_fmt_missing_file_and_stdin(cli, tmp_path):
 # ---- cnndsl check --format json, for editors (docs/editors.md) ------------------
 def test_check_json_positions(cli, tmp_path):
     files = {
-        "eof.net": "network n {\n input 3x8x8\n conv 8/3\n",  # end of file: E001 at 3:10
+        "eof.net": "network n {\n input 3x8x8\n conv 8/3\n",  # E001 at the '{' (1:11), note at the end (3:10)
         "kind.net": "network n {\n input 3x8x8\n conv 8/3 -> rleu\n}\n",  # 'rleu' at 3:14-18
         "warn.net": "network n {\n input 3x7x7\n maxpool 3/3\n}\n",  # 7 = 3+3+1: one column dropped
         "note.net": "network n(k) {\n input 3x7x7\n conv k/3\n}\n",  # k has no default
@@ -264,7 +264,8 @@ def test_check_json_positions(cli, tmp_path):
             assert (d["end_line"], d["end_column"]) > (d["line"], d["column"])
     by_file = {d["file"]: d for d in diags}
     assert set(by_file) == set(files) | {"missing.net"}
-    assert [by_file["eof.net"][k] for k in ("line", "column", "end_line", "end_column")] == [3, 10, 3, 11]
+    assert [by_file["eof.net"][k] for k in ("line", "column", "end_line", "end_column")] == [1, 11, 1, 12]
+    assert [(n["line"], n["column"]) for n in by_file["eof.net"]["notes"]] == [(3, 10)]
     assert [by_file["kind.net"][k] for k in ("code", "line", "column", "end_line", "end_column")] == [
         "E010",
         3,

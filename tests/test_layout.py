@@ -1,6 +1,6 @@
 """The layout of the package: one package per compiler stage, imports in one direction.
 
-    errors, files, version  ->  layers  ->  lang  ->  ir  ->  lower  ->  train  ->  tools  ->  importers  ->  cli, cnndsl
+    errors, files, version, records  ->  layers  ->  lang  ->  ir  ->  lower  ->  train  ->  tools  ->  importers  ->  cli, cnndsl
 
 A module may import modules of its own stage or of a stage to its left, never to
 its right (imports inside functions count: a lazy import is still a dependency),
@@ -25,6 +25,7 @@ STAGES = {
     "errors": 0,
     "files": 0,
     "version": 0,
+    "records": 0,
     "layers": 1,
     "lang": 2,
     "ir": 3,
@@ -201,12 +202,16 @@ LOOKALIKES = {
 }
 
 
+# the parse tables generated from grammars/net.lark name the grammar's rules (add, mul ...)
+GENERATED_PARSER = "cnndsl.lang.standalone"
+
+
 def test_layer_kinds_are_named_only_in_the_catalogue():
     from cnndsl.layers import CATALOGUE
 
     found = []
     for name, path in modules(PACKAGE).items():
-        if name.startswith("cnndsl.layers") or name in FOREIGN_MAPPINGS:
+        if name.startswith("cnndsl.layers") or name in FOREIGN_MAPPINGS or name == GENERATED_PARSER:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docstrings = {

@@ -48,9 +48,7 @@ def bind_arguments(c: ast.Call, kind, env: Env, x: tuple, evaluate):
         spec = allowed.get(arg.name)
         if spec is None:
             raise CnnError(
-                f"{_shown(c, kind)} has no keyword '{arg.name}'{did_you_mean(arg.name, allowed)}",
-                arg.span,
-                code="E011",
+                f"{_shown(c, kind)} has no keyword '{arg.name}'{_keyword_hint(c, arg, allowed)}", arg.span, code="E011"
             )
         if arg.name in values:
             raise CnnError(f"{arg.name} is given twice", arg.span, code="E015")
@@ -58,6 +56,16 @@ def bind_arguments(c: ast.Call, kind, env: Env, x: tuple, evaluate):
             raise CnnError(f"keyword {arg.name} needs a value: {arg.name}=...", arg.span, code="E016")
         values[arg.name] = (True if arg.value is None else evaluate(arg.value, env), arg.span)
     return resolve(kind, values, env, x, c.span)
+
+
+def _keyword_hint(c: ast.Call, arg: ast.Arg, allowed) -> str:
+    """After "conv has no keyword 'activation'": an activation given as a keyword (Keras's
+    ``activation='relu'``) is a step of the chain; otherwise the closest keyword."""
+    value = arg.value
+    if isinstance(value, ast.Name) and value.id in PUBLIC and not PUBLIC[value.id].keywords.get(arg.name):
+        call = source_text(c.span).replace(source_text(arg.span), "").strip()
+        return f"; {value.id} is a layer of its own, chained after: {' '.join(call.split())} -> {value.id}"
+    return did_you_mean(arg.name, allowed)
 
 
 def resolve(kind, values: dict, env: Env, x: tuple, span: Span):
@@ -95,6 +103,8 @@ def resolve(kind, values: dict, env: Env, x: tuple, span: Span):
                 written = source_text(vspan)
                 if value.name in PUBLIC or value.name in env.scope.module.blocks:
                     hint = f" ('{written}' holds the layer kind or block '{value.name}', not a value)"
+                elif value.name.lower() in ("true", "false"):  # Python's True and False
+                    hint = f" (unknown name '{value.name}'; did you mean '{value.name.lower()}'?)"
                 else:
                     names = tuple(env.lets) + tuple(env.scope.params) + tuple(env.scope.module.tables)
                     hint = f" (unknown name '{value.name}'{did_you_mean(value.name, names)})"

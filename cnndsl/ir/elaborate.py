@@ -22,7 +22,7 @@ from cnndsl.ir.scope import Env, ExprNames, Scope
 from cnndsl.lang import tree as ast
 from cnndsl.lang.modules import Definition, with_default
 from cnndsl.lang.values import INT_LIMIT, check_new_name, evaluate
-from cnndsl.layers import CATALOGUE, PUBLIC, LayerError, Symbol, ValueRef
+from cnndsl.layers import CATALOGUE, PUBLIC, LayerError, Symbol, ValueRef, suggest_kind
 from cnndsl.layers.arith import fmt_shape, prod
 from cnndsl.layers.base import describe
 
@@ -243,7 +243,7 @@ class Elaborator:
                 return self.block_call(c, block, env, cur, hint)
             choices = list(PUBLIC) + list(env.scope.module.blocks) + self._kind_names(env)
             raise CnnError(
-                f"unknown layer kind or block '{c.kind}'{did_you_mean(c.kind, choices)}", c.kind_span, code="E010"
+                f"unknown layer kind or block '{c.kind}'{suggest_kind(c.kind, choices)}", c.kind_span, code="E010"
             )
         if kind.combinator:
             return self.combinator(c, kind, env, cur, hint)
@@ -315,7 +315,7 @@ class Elaborator:
             try:
                 made = kind.shortcut(a, x, self.nodes[body].shape)
             except LayerError as err:
-                raise CnnError(err.message, c.span, code=err.code) from None
+                raise self._layer_error(err, c.span, {}, env) from None
             outs, labels = [self._insert(made, cur, c.span, inner), body], ["shortcut", "body"]
         else:
             outs, labels, inner = self._branches(c, inner, cur)
@@ -458,9 +458,20 @@ class Elaborator:
 
     def _layer_error(self, err: LayerError, span: Span, spans: dict, env: Env) -> CnnError:
         where = spans.get(err.arg, span) if err.arg else span
-        return CnnError(
-            err.message.replace("{call}", source_text(span)), where, notes=self._call_notes(env), code=err.code
-        )
+        message = err.message.replace("{call}", source_text(span)) + self._channels_last_hint()
+        return CnnError(message, where, notes=self._call_notes(env), code=err.code)
+
+    def _channels_last_hint(self) -> str:
+        """A layer error in a network whose input reads as HxWxC (32x32x3): the hint that
+        input is CxHxW, since the error itself is usually far from the input line."""
+        shape = self.nodes[0].shape if self.nodes else ()
+        if len(shape) == 3 and shape[2] <= 4 and shape[0] > 4 and shape[1] > 4:
+            h, w, c = shape
+            return (
+                f"\n  hint: the input is CxHxW (channels first): input {fmt_shape(shape)} is {h} channels of "
+                f"{w}x{c}; for {c} channel{'s' if c != 1 else ''} of {h}x{w} write input {c}x{h}x{w}"
+            )
+        return ""
 
     def _add_node(self, kind, name, a, inputs, y, trainable, fixed, macs, conns, window, span, env) -> int:
         # the main path: the widest receptive field among the inputs at the output's resolution

@@ -7,13 +7,13 @@ the ids of the nodes it reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from cnndsl.errors import Diagnostic, Span
+from cnndsl.records import record
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Node:
     id: int
     name: str  # hierarchical: "bottleneck_3.conv_1"
@@ -38,7 +38,7 @@ class Node:
         return self.trainable + self.fixed
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Graph:
     network: str
     file: str

@@ -26,12 +26,12 @@ Counting conventions (printed in the report header):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 
 from cnndsl.errors import Diagnostic
 from cnndsl.ir.graph import Graph
 from cnndsl.layers.arith import prod
+from cnndsl.records import record
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8}
 
@@ -64,7 +64,7 @@ DEPTH_CONVENTION = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LayerInfo:
     """One layer's figures (a row of the layer table)."""
 
@@ -91,7 +91,7 @@ class LayerInfo:
         return False if self.params else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Memory:
     """Training-step memory estimate in bytes (the convention in :data:`MEMORY_CONVENTION`)."""
 
@@ -108,7 +108,7 @@ class Memory:
         return self.activations + self.params + self.gradients + self.momentum
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Totals:
     params: int
     trainable_params: int

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from cnndsl.lang import tree as ast
 from cnndsl.lang.modules import Module
+from cnndsl.records import factory, record
 
 
-@dataclass(eq=False)
+@record(frozen=False, eq=False)
 class Scope:
     """One block instance (or the network): its parameters, labels and names."""
 
@@ -18,9 +17,9 @@ class Scope:
     calls: tuple
     definition: ast.BlockDef
     parent: Scope | None = None
-    everywhere: set = field(default_factory=set)  # full names taken in the whole network (shared)
-    labels: dict = field(default_factory=dict)  # name -> (node id, span of the label)
-    counters: dict = field(default_factory=dict)
+    everywhere: set = factory(set)  # full names taken in the whole network (shared)
+    labels: dict = factory(dict)  # name -> (node id, span of the label)
+    counters: dict = factory(dict)
     instances: tuple = ()  # full names of this and the enclosing block instances, outermost first
 
     def unique(self, base: str) -> str:
@@ -44,13 +43,13 @@ class Scope:
         return candidate
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Env:
     scope: Scope
     inp: tuple | None  # the shape for in.c, in.h ...; None before the network's input
     defaults: dict  # kind -> {keyword: (value, span)}
     depth: int
-    lets: dict = field(default_factory=dict)  # names bound by let and repeat ... as, visible here
+    lets: dict = factory(dict)  # names bound by let and repeat ... as, visible here
 
     def nested(self, inp: tuple | None = None) -> Env:
         """The environment one level deeper (a group, repeat or branch), with ``in`` = inp."""

@@ -9,7 +9,6 @@ that precede it in that file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, did_you_mean
@@ -17,12 +16,13 @@ from cnndsl.files import read_bytes
 from cnndsl.lang import tree as ast
 from cnndsl.lang.parser import parse_text
 from cnndsl.lang.values import BUILTINS, Function, evaluate
-from cnndsl.layers import PUBLIC, Table
+from cnndsl.layers import PUBLIC, Table, suggest_kind
+from cnndsl.records import factory, record
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Definition:
     """A block or network together with where it was defined."""
 
@@ -31,15 +31,15 @@ class Definition:
     defaults: dict  # kind -> {keyword: (value, span)} in force at the definition
 
 
-@dataclass(eq=False)
+@record(frozen=False, eq=False)
 class Module:
     path: str  # as shown in diagnostics
     directory: Path
-    blocks: dict[str, Definition] = field(default_factory=dict)
-    tables: dict[str, Table] = field(default_factory=dict)
-    networks: dict[str, Definition] = field(default_factory=dict)
-    functions: dict[str, Function] = field(default_factory=dict)
-    origins: dict[str, Span] = field(default_factory=dict)  # name -> where it was defined
+    blocks: dict[str, Definition] = factory(dict)
+    tables: dict[str, Table] = factory(dict)
+    networks: dict[str, Definition] = factory(dict)
+    functions: dict[str, Function] = factory(dict)
+    origins: dict[str, Span] = factory(dict)  # name -> where it was defined
 
     def names(self, name: str):
         """A table or function of this file's namespace, or None."""
@@ -174,7 +174,7 @@ def with_default(defaults: dict, item: ast.Default, evaluate_expr) -> dict:
     kind = PUBLIC.get(item.kind)
     if kind is None:
         raise CnnError(
-            f"unknown layer kind '{item.kind}' in default{did_you_mean(item.kind, PUBLIC)}",
+            f"unknown layer kind '{item.kind}' in default{suggest_kind(item.kind, PUBLIC)}",
             item.kind_span,
             code="E010",
         )

@@ -10,11 +10,9 @@ import functools
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
+from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
 _HERE = Path(__file__).resolve().parent
@@ -90,7 +88,7 @@ class _Newlines:
             yield Token.new_borrow_pos("_NL", "", last)
 
 
-_PARSER: Lark | None = None
+_PARSER = None
 
 
 @functools.cache
@@ -108,19 +106,15 @@ def keywords() -> frozenset[str]:
     return frozenset(re.findall(r'"([a-z]+)"', grammar_text()))
 
 
-def parser() -> Lark:
+def parser():
+    """The parser of grammars/net.lark: LALR(1), Lark's contextual lexer, positions kept.
+
+    Its tables are generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode:
+    no conflict, no terminal collision), into cnndsl/lang/standalone.py; loading them takes
+    milliseconds and reads no file (no cache, nothing unpickled)."""
     global _PARSER
     if _PARSER is None:
-        _PARSER = Lark(
-            grammar_text(),
-            parser="lalr",
-            lexer="contextual",
-            postlex=_Newlines(),
-            propagate_positions=True,
-            maybe_placeholders=True,
-            strict=True,
-            cache=True,
-        )
+        _PARSER = Lark_StandAlone(postlex=_Newlines())
     return _PARSER
 
 
@@ -173,6 +167,66 @@ def _expected(names) -> str:
     return ", ".join(shown)
 
 
+UNCLOSED = "'}' is missing: this '{' is not closed"
+
+
+def _unclosed_brace(text: str) -> int | None:
+    """The offset of the '{' left open, or None. Braces are matched outside comments and
+    strings; a '}' that starts a line closes the brace whose line has its indentation, and
+    braces opened deeper than it in between are the ones left open (the first of them is
+    reported): the user's indentation says where a '}' was forgotten."""
+    stack: list[tuple[int, int]] = []  # (offset, indentation of its line)
+    culprit = None
+    i, n = 0, len(text)
+    line_start = 0
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if ch == '"':
+            j = text.find('"', i + 1)
+            i = n if j < 0 else j + 1
+            continue
+        if ch == "\n":
+            line_start = i + 1
+        elif ch == "{":
+            line = text[line_start:i]
+            stack.append((i, len(line) - len(line.lstrip())))
+        elif ch == "}":
+            before = text[line_start:i]
+            if before.strip() == "" and stack:
+                indent = len(before)
+                while len(stack) > 1 and stack[-1][1] > indent:
+                    left = stack.pop()
+                    culprit = left[0] if culprit is None else culprit
+            if stack:
+                stack.pop()
+        i += 1
+    if culprit is not None:
+        return culprit
+    return stack[-1][0] if stack else None
+
+
+def _slashes_hint(text: str, pos: int) -> str:
+    """What a user who wrote '//' at ``pos`` meant: a comment (C, C++, Java) or integer division."""
+    line_start = text.rfind("\n", 0, pos) + 1
+    line_end = text.find("\n", pos)
+    before = text[line_start:pos].strip()
+    after = text[pos + 2 : len(text) if line_end < 0 else line_end]
+    if not before or re.match(r"\s*[A-Za-z]+\s+[A-Za-z]", after):
+        comment = after.strip()
+        return f"comments start with '#', not '//': # {comment}" if comment else "comments start with '#', not '//'"
+    return "'//' (integer division) needs parentheses: conv (in.c // 2)/1"
+
+
+def _position(text: str, offset: int, filename: str) -> Span:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Span(filename, line, column, line, column + 1)
+
+
 def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
     hint = None
     try:
@@ -184,7 +238,8 @@ def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
         span = Span(filename, err.line, err.column, err.line, err.column + 1)
         what = f"unexpected character {ch!r}"
         if ch == "/" and text[err.pos_in_stream : err.pos_in_stream + 2] == "//":
-            what = "unexpected '//' (integer division needs parentheses: conv (in.c // 2)/1)"
+            what = "unexpected '//'"
+            hint = _slashes_hint(text, err.pos_in_stream)
         msg = what + (f"; expected {_expected(err.allowed)}" if err.allowed else "")
     elif isinstance(err, UnexpectedToken):
         tok = err.token
@@ -200,11 +255,19 @@ def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
             what = "'}'" if text[pos : pos + 1] == "}" else "end of file"
         msg = f"unexpected {what}; expected {_expected(err.accepts or err.expected)}"
         if tok.type == "SLASH" and tok.start_pos and text[tok.start_pos - 1] == "/":
-            hint = hint or "'//' (integer division) needs parentheses: conv (in.c // 2)/1"
+            hint = _slashes_hint(text, tok.start_pos - 1)
+        elif tok.type == "__ANON_0" and tok.start_pos is not None:  # '//' where no expression goes
+            hint = _slashes_hint(text, tok.start_pos)
     else:  # UnexpectedEOF
         lines = text.splitlines() or [""]
         span = Span(filename, len(lines), len(lines[-1]) + 1)
         msg = f"unexpected end of file; expected {_expected(err.expected)}"
+    notes = []
+    if hint == UNCLOSED or (hint is None and msg.startswith("unexpected end of file")):
+        opened = _unclosed_brace(text)
+        if opened is not None:  # said at the '{' left open, with where the file ends as a note
+            notes.append(("the file ends with it still open", span))
+            return CnnError("this '{' is not closed: '}' is missing", _position(text, opened, filename), notes, "E001")
     if hint:
         msg = f"{msg}\n  hint: {hint}"
     return CnnError(msg, span, code="E001")

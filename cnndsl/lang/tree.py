@@ -6,37 +6,36 @@ Built by :mod:`cnndsl.lang.parser` from Lark's parse tree; consumed by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cnndsl.errors import Span
+from cnndsl.records import record
 
 
 # ---- expressions -------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Num:
     value: int | float
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Bool:
     value: bool
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Dims:
     value: tuple[int, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Name:
     id: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class InRef:
     """``in.c``, ``in.h`` ...: the shape of the value entering the block or branch."""
 
@@ -44,7 +43,7 @@ class InRef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LabelRef:
     """``@name`` used as an argument (``unpool of=@pool1``)."""
 
@@ -52,7 +51,7 @@ class LabelRef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class BinOp:
     op: str  # + - * // %
     left: object
@@ -60,13 +59,13 @@ class BinOp:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Neg:
     operand: object
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Compare:
     """``a < b <= c``: Python's chained comparison."""
 
@@ -75,7 +74,7 @@ class Compare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class BoolOp:
     op: str  # and, or (short-circuit)
     left: object
@@ -83,13 +82,13 @@ class BoolOp:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Not:
     operand: object
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class IfExp:
     """``a if cond else b``."""
 
@@ -99,7 +98,7 @@ class IfExp:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FnCall:
     """``max(a, b)``, ``make_divisible(c * width, d=8)``: a built-in or a ``fn``."""
 
@@ -111,7 +110,7 @@ class FnCall:
 
 
 # ---- steps and statements ----------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Arg:
     """One argument: positional (``name is None``) or keyword ``name=value``."""
 
@@ -120,7 +119,7 @@ class Arg:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Call:
     """``NAME (args) f1/f2 kw=v { body }`` — a layer kind, combinator or block."""
 
@@ -134,24 +133,24 @@ class Call:
     stray: tuple = ()  # fields after the first group that are not flags (diagnosed later)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Group:
     body: tuple
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Ref:
     name: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Identity:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Repeat:
     """``repeat N { body }``, ``repeat N as i { body }`` and ``step * N`` (then ``body`` is one step)."""
 
@@ -163,7 +162,7 @@ class Repeat:
     var_span: Span | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class If:
     """``if C { } else if C { } else { }``: the first true condition's body, else ``orelse``."""
 
@@ -172,7 +171,7 @@ class If:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Let:
     """``let NAME = EXPR``: binds NAME for the statements after it in its body."""
 
@@ -182,7 +181,7 @@ class Let:
     name_span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Statement:
     label: str | None
     steps: tuple
@@ -192,19 +191,19 @@ class Statement:
     inner_labels: tuple = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Input:
     shape: tuple[int, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Output:
     names: tuple[tuple[str, Span], ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Default:
     kind: str
     keywords: tuple[Arg, ...]
@@ -213,14 +212,14 @@ class Default:
 
 
 # ---- definitions -------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Param:
     name: str
     default: object | None
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class BlockDef:
     name: str
     params: tuple[Param, ...]
@@ -229,7 +228,7 @@ class BlockDef:
     is_network: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FnDef:
     """``fn NAME(params) = EXPR`` or ``fn NAME(params) { let ...; EXPR }``."""
 
@@ -240,20 +239,20 @@ class FnDef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class TableDef:
     name: str
     value: list
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Import:
     path: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class File:
     path: str
     items: tuple

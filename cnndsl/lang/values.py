@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass, field
 
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.lang import tree as ast
 from cnndsl.layers import Symbol, Table
+from cnndsl.records import factory, record
 
 INT_LIMIT = 2**63 - 1
 _AXES = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
@@ -39,14 +39,14 @@ def in_axis(axis: str, shape: tuple, span: Span) -> int:
     )
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class Function:
     """A ``fn`` of a file: its definition and the names its body sees (the tables and
     functions of the file that defines it)."""
 
     definition: ast.FnDef
     lookup: object  # name -> table or Function of the defining file, or None
-    results: dict = field(default_factory=dict, repr=False)  # arguments -> result (see call_function)
+    results: dict = factory(dict)  # arguments -> result (see call_function)
 
     @property
     def name(self) -> str:

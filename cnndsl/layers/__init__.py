@@ -7,6 +7,8 @@ implements every rule it needs.
 
 from __future__ import annotations
 
+from cnndsl.errors import did_you_mean
+
 from . import activation, combine, conv, dense, norm, pool, reshape
 from .base import Kind, LayerError, Spec, Symbol, Table, ValueRef, coerce
 
@@ -66,6 +68,16 @@ _KINDS: tuple[type[Kind], ...] = (
 CATALOGUE: dict[str, Kind] = {cls.name: cls() for cls in _KINDS}
 # Kinds a .net file may name (internal ones are made by the compiler itself).
 PUBLIC: dict[str, Kind] = {n: k for n, k in CATALOGUE.items() if not getattr(k, "internal", False)}
+# Other frameworks' names of kinds (Kind.look_alikes), lower case -> the kind's name.
+LOOK_ALIKES: dict[str, str] = {alias: n for n, k in PUBLIC.items() for alias in k.look_alikes}
+
+
+def suggest_kind(word: str, choices) -> str:
+    """``"; did you mean 'fc'?"`` for an unknown kind: a look-alike (dense, Linear, BatchNorm2d)
+    names its kind, else the closest of ``choices``."""
+    kind = LOOK_ALIKES.get(word.lower())
+    return f"; did you mean '{kind}'?" if kind else did_you_mean(word, choices)
+
 
 # The order in which the ONNX importer tries the kinds' recognisers (Kind.onnx_import): the first
 # that accepts a group of operators reads it. Most patterns exclude each other; where they overlap

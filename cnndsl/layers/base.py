@@ -16,9 +16,10 @@ message is replaced by the source text of the call (``conv 256/5``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
+
+from cnndsl.records import record
 
 from .arith import fmt_shape, prod
 
@@ -36,7 +37,7 @@ class LayerError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Symbol:
     """A bare word that is not a parameter or table: ``same``, ``center``, ``nearest``."""
 
@@ -46,7 +47,7 @@ class Symbol:
         return self.name
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Table:
     """A named constant from ``table NAME = [...]``."""
 
@@ -54,7 +55,7 @@ class Table:
     rows: tuple
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ValueRef:
     """``@label`` as an argument: the IR node it names and that node's input shape."""
 
@@ -63,7 +64,7 @@ class ValueRef:
     input_shape: tuple
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Spec:
     """One argument: its type and default.
 
@@ -210,6 +211,9 @@ class Kind:
     positional: tuple[tuple[str, Spec], ...] = ()
     keywords: dict[str, Spec] = {}
     spatial = False  # needs spatial axes (conv, pooling ...)
+    # what other frameworks call this kind: an unknown kind among them suggests this one
+    # (``dense`` -> ``fc``); compared without case
+    look_alikes: tuple[str, ...] = ()
     doc = ""
     # keywords a diagram shows beside the fields when they differ from the default
     shown_keywords: tuple[str, ...] = ()

@@ -132,7 +132,11 @@ class Residual(Add):
         for w, target in zip(x[1:], y[1:]):
             s = next((s for s in range(1, w + 1) if window_out(w, 1, s, 0, 0) == target), None)
             if s is None:
-                message = f"residual: no strided shortcut maps {fmt_shape(x)} to the body's {fmt_shape(y)}"
+                message = (
+                    f"residual: no strided shortcut maps {fmt_shape(x)} to the body's {fmt_shape(y)}\n"
+                    f"  hint: a 1x1 shortcut of stride s gives ceil({w}/s), never {target}: pad the body's "
+                    f"convs to keep the size (conv c/3/1/1), or write both branches: add {{ shortcut ; body }}"
+                )
                 raise LayerError(message, code="E071")
             stride.append(s)
         stride = tuple(stride)

@@ -65,6 +65,7 @@ def stride_warnings(x, f_eff, stride, pads, ceil=False):
 
 class Conv(Kind):
     name = "conv"
+    look_alikes = ("conv2d", "conv1d", "conv3d", "convolution", "convolutional")
     doc = "convolution: K filters of extent F, stride S, zero padding P"
     spatial = True
     shown_keywords = ("groups", "dilation")

@@ -10,6 +10,7 @@ from .base import Kind, LayerError, Spec, full_window
 
 class FC(Kind):
     name = "fc"
+    look_alikes = ("dense", "linear", "fully_connected", "innerproduct", "inner_product", "connected")
     doc = "fully connected with N outputs; flattens its input"
     positional = (("units", Spec("int", min=1)),)
     keywords = {"bias": Spec("bool", True)}

@@ -10,6 +10,7 @@ from .base import Kind, LayerError, Spec
 
 class BatchNorm(Kind):
     name = "bn"
+    look_alikes = ("batchnorm", "batch_norm", "batchnorm1d", "batchnorm2d", "batchnorm3d", "batchnormalization")
     doc = "batch normalisation; momentum as PyTorch: running = (1 − m)·running + m·batch"
     init_transparent = True
     chains = "layer"

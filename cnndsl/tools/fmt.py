@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 
 from cnndsl.errors import CnnError, Span
-from cnndsl.files import write_atomic
+from cnndsl.files import net_files, write_atomic
 from cnndsl.lang.parser import keywords
+from cnndsl.records import fields_of, is_record
 
 INDENT = 4
 # Trailing comments start at this column (counting from 1) at the earliest, as in LANGUAGE.md's examples.
@@ -358,10 +359,8 @@ def _strip_spans(node):
         return None
     if isinstance(node, (list, tuple)):
         return tuple(_strip_spans(x) for x in node)
-    if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(
-            _strip_spans(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "file"
-        )
+    if is_record(node):
+        return (type(node).__name__,) + tuple(_strip_spans(getattr(node, f)) for f in fields_of(node) if f != "file")
     return (type(node).__name__, node)
 
 
@@ -401,20 +400,6 @@ def format_text(text: str, filename: str = "<string>") -> str:
 
 
 # ---- the command ---------------------------------------------------------------
-def _files(paths: list[str]) -> list[Path]:
-    out = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(path.rglob("*.net"))
-            if not found:
-                raise CnnError(f"cnndsl fmt: no .net files under {p}", code="E202")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` (UTF-8, LF line ends) atomically, keeping its mode (cnndsl.files)."""
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
@@ -438,7 +423,7 @@ def format_paths(paths: list[str], check: bool, print_diagnostic) -> int:
     if "-" in paths:
         raise CnnError("cnndsl fmt: '-' (standard input) cannot be mixed with files", code="E202")
     failed = changed = unchanged = 0
-    for path in _files(paths):
+    for path in net_files(paths, "cnndsl fmt"):
         shown = str(path)
         try:
             text = read_source(path, shown)

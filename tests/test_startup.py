@@ -1,0 +1,131 @@
+"""Start-up: the generated parser is the grammar's, and info/check import only what they use.
+
+``cnndsl info`` on ResNet-152 as a whole process is timed by benchmarks/bench_frontend.py
+(interpreter, imports, parser, work); here are the properties that keep it fast:
+the parser is generated from grammars/net.lark (nothing is built at start-up) and no
+module the front end does not need is imported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import NETWORKS, ROOT
+
+from cnndsl.lang import generate_parser, parser
+
+STANDALONE = ROOT / "cnndsl" / "lang" / "standalone.py"
+
+
+def test_the_generated_parser_is_of_the_grammar_as_it_is():
+    recorded = generate_parser.recorded_digest(STANDALONE.read_text(encoding="utf-8"))
+    assert recorded == generate_parser.grammar_digest(), (
+        "grammars/net.lark changed since cnndsl/lang/standalone.py was generated: "
+        "run python -m cnndsl.lang.generate_parser"
+    )
+
+
+def _fresh_lark():
+    """The parser built from the grammar now, with the style guide's options."""
+    lark = pytest.importorskip("lark")
+    return lark.Lark(
+        parser.grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        postlex=parser._Newlines(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+        strict=True,
+    )
+
+
+def _shape(t):
+    """A parse tree as nested tuples: rule names, token types, values and positions."""
+    if hasattr(t, "data"):
+        meta = t.meta
+        where = None if getattr(meta, "empty", True) else (meta.line, meta.column, meta.end_line, meta.end_column)
+        return (str(t.data), where, tuple(_shape(c) for c in t.children))
+    if t is None:
+        return None
+    return (t.type, str(t), t.line, t.column)
+
+
+def _outcome(p, text):
+    try:
+        return ("tree", _shape(p.parse(text)))
+    except Exception as err:  # a syntax error: compared by kind, place and what was expected
+        expected = getattr(err, "accepts", None) or getattr(err, "expected", None) or getattr(err, "allowed", None)
+        return (type(err).__name__, getattr(err, "line", None), getattr(err, "column", None), sorted(expected or ()))
+
+
+def _texts():
+    yield from sorted(NETWORKS.glob("*.net"))
+    yield from sorted((ROOT / "tests" / "corpus").glob("*.net"))
+
+
+def test_the_generated_parser_parses_as_one_built_from_the_grammar():
+    fresh = _fresh_lark()
+    generated = parser.parser()
+    texts = [p.read_text(encoding="utf-8") for p in _texts()]
+    texts += [t for examples in parser.SYNTAX_EXAMPLES.values() for t in examples]
+    texts += ["network n {\n input 3x8x8\n conv 8/3 // 2\n}\n", "network n { input 3x8x8\n conv 8/3 -> }\n", ""]
+    assert len(texts) > 30
+    for text in texts:
+        assert _outcome(generated, text) == _outcome(fresh, text), text[:200]
+
+
+def test_the_grammar_is_still_strict():
+    # the generator builds with strict=True: a shift/reduce conflict or a terminal collision raises
+    pytest.importorskip("lark")
+    assert "Lark_StandAlone" in generate_parser.generate()
+
+
+# What `cnndsl info` and `cnndsl check` must not import: the back end, Lark (the parser is
+# generated), and standard modules only some commands need.
+NOT_AT_START = (
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "rich",
+    "lark",
+    "interegular",
+    "regex",
+    "PIL",
+    "dataclasses",
+    "inspect",
+    "logging",
+    "tempfile",
+    "difflib",
+    "pickle",
+    "json",
+)
+_PROBE = """
+import sys
+from cnndsl.cli import main
+main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m.split(".")[0] in {names!r}))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("info", NETWORKS / "resnet.net", "--network", "resnet152"),
+        ("check", NETWORKS / "resnet.net", NETWORKS / "lenet5.net"),
+        ("check", NETWORKS),
+    ],
+    ids=["info", "check", "check-folder"],
+)
+def test_info_and_check_import_only_what_they_need(args):
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(names=set(NOT_AT_START)), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "[]"

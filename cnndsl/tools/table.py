@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cnndsl.ir.model import DEPTH_CONVENTION, MEMORY_CONVENTION, LayerInfo, Model, convention
 from cnndsl.layers.arith import fmt_shape
+from cnndsl.records import record
 
 MIN_WIDTH = {"layer": 16, "inputs": 12}  # the narrowest a shortened name (or wrapped inputs) gets
 GAP = 2  # spaces between columns
@@ -49,7 +49,7 @@ def _flag(value: bool | None) -> str:
     return {True: "yes", False: "no", None: "-"}[value]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Column:
     header: str
     right: bool  # right-aligned (figures)
@@ -94,7 +94,7 @@ def _wrap_inputs(text: str, width: int) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Fit:
     keys: tuple[str, ...]  # "layer" first
     widths: tuple[int, ...]  # empty: the paragraph layout

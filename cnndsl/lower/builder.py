@@ -41,6 +41,9 @@ class Builder:
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self.elem = helper.np_dtype_to_tensor_dtype(self.dtype)
+        # ONNX's float attributes (LeakyRelu's alpha, epsilons) are float32: a float64 graph
+        # writes those operators in elementary form with float64 tensor constants instead.
+        self.float64 = self.dtype == np.float64
         self.seed = seed
         self.weights = weights  # name -> array given by the user (--weights)
         self.used_weights: set[str] = set()

@@ -232,6 +232,21 @@ def lower_graph(
     return assemble(b, inputs, outputs, value_info, metadata)
 
 
+# A training checkpoint's optimizer buffers (``<param>.<buffer>``, cnndsl.train.optim) and its
+# training state (``train:epoch``, ``train:step`` …; no layer name holds a colon) belong to
+# ``cnndsl train``, not to the network.
+OPTIMIZER_BUFFERS = ("momentum", "exp_avg", "exp_avg_sq")
+TRAINING_STATE = "train:"
+
+
+def training_state(name: str, params) -> bool:
+    """Whether a checkpoint array is optimizer or training state rather than a weight of ``params``."""
+    if name.startswith(TRAINING_STATE):
+        return True
+    param, _, suffix = name.rpartition(".")
+    return suffix in OPTIMIZER_BUFFERS and param in params
+
+
 def lower_nodes(
     graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32, training: bool = False
 ) -> Builder:
@@ -245,12 +260,7 @@ def lower_nodes(
         CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], b.tensor(node.id))
     problems = []
     if weights is not None:
-        # a training checkpoint's momentum buffers (<param>.momentum) belong to the optimizer, not the network
-        extra = sorted(
-            n
-            for n in set(weights) - b.used_weights
-            if not (n.endswith(".momentum") and n[: -len(".momentum")] in b.used_weights)
-        )
+        extra = sorted(n for n in set(weights) - b.used_weights if not training_state(n, b.used_weights))
         if b.missing:
             problems.append("missing: " + ", ".join(b.missing))
         if extra:

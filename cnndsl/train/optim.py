@@ -25,7 +25,7 @@ the same lines. Buffers start at zero (``<param>.<buffer>`` in a checkpoint).
     p ← p·(1 − lr·weight_decay)
     then adam's lines without the L2 term.
 
-The step number ``t`` is one more graph input and output (``optimizer:step``, the
+The step number ``t`` is one more graph input and output (``train:step``, the
 steps taken so far; it counts for adam and adamw only). Weight decay applies to
 every trainable parameter (biases and BN scales included), as PyTorch's optimizers
 do on ``model.parameters()``.
@@ -43,12 +43,13 @@ import math
 from dataclasses import dataclass
 
 from cnndsl.errors import CnnError
+from cnndsl.lower.builder import OPTIMIZER_BUFFERS, TRAINING_STATE
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
-STEP = "optimizer:step"  # the graph input (and checkpoint array) counting the steps taken
+STEP = TRAINING_STATE + "step"  # the graph input (and checkpoint array) counting the steps taken
 BUFFERS = {"sgd": ("momentum",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
-BUFFER_SUFFIXES = tuple(sorted({"." + s for names in BUFFERS.values() for s in names}))
+assert {s for names in BUFFERS.values() for s in names} <= set(OPTIMIZER_BUFFERS)  # what exports ignore
 
 
 @dataclass(frozen=True)
@@ -158,3 +159,17 @@ def learning_rate(lr: float, schedule: str, step: int, steps: int, warmup: int =
     if schedule == "step":
         return lr / 10 ** ((u >= 0.5) + (u >= 0.75))
     return lr
+
+
+def default_lr(opt: Optimizer, output: str) -> float:
+    """The learning rate when ``--lr`` is not given: 0.001 for adam and adamw (Kingma & Ba's and
+    PyTorch's default); for SGD (momentum 0.9) 0.01, or 0.001 on a network ending in rbf
+    distances (LeNet-5: its saturating tanh units and RBF output diverge at 0.01).
+    ``output`` is :func:`cnndsl.train.step.output_meaning`'s.
+
+    >>> default_lr(Optimizer("sgd", momentum=0.9), "scores"), default_lr(Optimizer("adam"), "scores")
+    (0.01, 0.001)
+    """
+    if opt.name != "sgd" or output == "distances":
+        return 0.001
+    return 0.01

@@ -121,10 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cross_entropy", "mse", "map"),
         help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy",
     )
-    train_opts.add_argument("--optimizer", choices=("sgd",), default="sgd")
+    train_opts.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
     train_opts.add_argument("--lr", type=float, default=0.01, help="default of the lr input (default 0.01)")
-    train_opts.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train_opts.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    train_opts.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    train_opts.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    train_opts.add_argument(
+        "--weight-decay", type=float, default=None, help="weight decay (default 0; adamw 0.01, decoupled)"
+    )
+    train_opts.add_argument(
+        "--label-smoothing", type=float, default=0.0, metavar="EPS", help="cross_entropy label smoothing (default 0)"
+    )
     export.set_defaults(run=cmd_export)
 
     trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
@@ -145,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: 0.001 for adam/adamw and for SGD on an rbf output, else 0.01)",
+        help="learning rate (default: adam/adamw 0.001; SGD 0.001 on an rbf output, 0.1 with bn, else 0.01)",
     )
     trainp.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     trainp.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
@@ -301,17 +307,18 @@ def cmd_export(args) -> int:
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
+        optimizer = _optimizer(args)
         proto = _weights_fit(
             lambda: train_model(
                 model,
                 loss=args.loss,
                 lr=args.lr,
-                momentum=args.momentum,
-                weight_decay=args.weight_decay,
                 seed=args.seed,
                 weights=weights,
                 dtype=args.dtype,
                 opset=args.opset or DEFAULT_OPSET,
+                optimizer=optimizer,
+                label_smoothing=args.label_smoothing,
             ),
             model,
         )
@@ -321,7 +328,7 @@ def cmd_export(args) -> int:
         print(
             f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
             f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
-            f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
+            f"{optimizer.describe()} lr {args.lr}, "
             f"opset {proto.opset_import[0].version}"
         )
         return 0
@@ -351,8 +358,8 @@ def cmd_train(args) -> int:
 
     from cnndsl.lower.export import load_weights
     from cnndsl.train.data import load_data, split
-    from cnndsl.train.optim import Optimizer, default_lr
-    from cnndsl.train.step import default_loss, output_meaning
+    from cnndsl.train.optim import default_lr
+    from cnndsl.train.step import batch_normalised, default_loss, output_meaning
     from cnndsl.train.trainer import EpochTable, progress_bar, train, training_state
 
     if args.epochs < 1 or args.batch < 2:
@@ -386,12 +393,8 @@ def cmd_train(args) -> int:
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)
     loss = args.loss or default_loss(model)
-    if args.optimizer != "sgd" and args.momentum is not None:
-        raise CnnError(f"--momentum is SGD's; {args.optimizer} keeps its own moving averages", code="E084")
-    momentum = (0.9 if args.momentum is None else args.momentum) if args.optimizer == "sgd" else 0.0
-    decay = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
-    optimizer = Optimizer(args.optimizer, momentum=momentum, nesterov=args.nesterov, weight_decay=decay)
-    lr = args.lr if args.lr is not None else default_lr(optimizer, output_meaning(model))
+    optimizer = _optimizer(args)
+    lr = args.lr if args.lr is not None else default_lr(optimizer, output_meaning(model), batch_normalised(model))
     if lr <= 0:
         raise CnnError(f"--lr must be above 0; received {lr}", code="E084")
     print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters, loss {loss}")
@@ -458,6 +461,20 @@ def cmd_train(args) -> int:
         return INTERRUPTED
     print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
     return 0
+
+
+def _optimizer(args):
+    """The optimizer of ``--optimizer``, ``--momentum`` (SGD's, default 0.9), ``--nesterov`` and
+    ``--weight-decay`` (default 0; 0.01 for adamw, as PyTorch's AdamW)."""
+    from cnndsl.train.optim import Optimizer
+
+    if args.optimizer != "sgd" and args.momentum is not None:
+        raise CnnError(f"--momentum is SGD's; {args.optimizer} keeps its own moving averages", code="E084")
+    momentum = (0.9 if args.momentum is None else args.momentum) if args.optimizer == "sgd" else 0.0
+    decay = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
+    if args.lr is not None and args.lr < 0:
+        raise CnnError("--lr, --momentum and --weight-decay must not be negative", code="E084")
+    return Optimizer(args.optimizer, momentum=momentum, nesterov=args.nesterov, weight_decay=decay)
 
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C

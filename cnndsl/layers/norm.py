@@ -12,6 +12,7 @@ class BatchNorm(Kind):
     name = "bn"
     doc = "batch normalisation; momentum as PyTorch: running = (1 − m)·running + m·batch"
     init_transparent = True
+    batch_statistics = True
     chains = "layer"
     keywords = {"eps": Spec("float", 1e-5, min=0), "momentum": Spec("float", 0.1, min=0)}
 

@@ -161,15 +161,20 @@ def learning_rate(lr: float, schedule: str, step: int, steps: int, warmup: int =
     return lr
 
 
-def default_lr(opt: Optimizer, output: str) -> float:
-    """The learning rate when ``--lr`` is not given: 0.001 for adam and adamw (Kingma & Ba's and
-    PyTorch's default); for SGD (momentum 0.9) 0.01, or 0.001 on a network ending in rbf
-    distances (LeNet-5: its saturating tanh units and RBF output diverge at 0.01).
-    ``output`` is :func:`cnndsl.train.step.output_meaning`'s.
+def default_lr(opt: Optimizer, output: str, batch_norm: bool) -> float:
+    """The learning rate when ``--lr`` is not given. adam and adamw: 0.001 (Kingma & Ba 2015's
+    and PyTorch's default). SGD (momentum 0.9): 0.001 on a network ending in rbf distances
+    (LeNet-5: its saturating tanh units and RBF output diverge at 0.01); 0.1 on a network with
+    batch normalisation (He et al. 2016's ResNet recipe); 0.01 otherwise (Krizhevsky et al.
+    2012, Simonyan & Zisserman 2015, networks without it). ``output`` is
+    :func:`cnndsl.train.step.output_meaning`'s.
 
-    >>> default_lr(Optimizer("sgd", momentum=0.9), "scores"), default_lr(Optimizer("adam"), "scores")
-    (0.01, 0.001)
+    >>> sgd = Optimizer("sgd", momentum=0.9)
+    >>> default_lr(sgd, "scores", False), default_lr(sgd, "scores", True), default_lr(sgd, "distances", False)
+    (0.01, 0.1, 0.001)
+    >>> default_lr(Optimizer("adam"), "scores", True)
+    0.001
     """
     if opt.name != "sgd" or output == "distances":
         return 0.001
-    return 0.01
+    return 0.1 if batch_norm else 0.01

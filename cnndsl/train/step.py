@@ -72,6 +72,11 @@ def output_meaning(model) -> str:
     return CATALOGUE[kind].output if kind in CATALOGUE else "scores"  # the input itself: scores
 
 
+def batch_normalised(model) -> bool:
+    """Whether a layer of the network normalises with batch statistics in training (bn)."""
+    return any(CATALOGUE[n.kind].batch_statistics for n in model.graph.nodes if n.kind in CATALOGUE)
+
+
 def default_loss(model) -> str:
     """``map`` for a network ending in distances (rbf units: LeNet-5's own criterion), ``cross_entropy`` otherwise."""
     return "map" if output_meaning(model) == "distances" else "cross_entropy"

@@ -200,6 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WEIGHTS.npz",
         help="go on from a checkpoint: its weights, optimizer state, epoch, schedule and shuffling",
     )
+    tune = trainp.add_argument_group("fine-tuning")
+    tune.add_argument(
+        "--weights",
+        metavar="WEIGHTS.npz",
+        help="start from these weights (a checkpoint or an export's); names it lacks are initialised",
+    )
+    tune.add_argument(
+        "--freeze",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PREFIX",
+        help="parameters whose name starts with PREFIX get no gradient and no update",
+    )
+    tune.add_argument(
+        "--reset",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PREFIX",
+        help="parameters whose name starts with PREFIX are initialised afresh (a new classifier)",
+    )
     trainp.add_argument(
         "--seed",
         type=int,
@@ -374,7 +396,10 @@ def cmd_train(args) -> int:
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
     refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
+    if args.resume and (args.weights or args.reset):
+        raise CnnError("--resume goes on with a checkpoint's weights; --weights and --reset start anew", code="E084")
     resume = load_weights(args.resume) if args.resume else None
+    start = load_weights(args.weights) if args.weights else None
     state = training_state(resume)
     seed = args.seed if args.seed is not None else (state.seed if state else 0)
     if state is not None and seed != state.seed:
@@ -415,7 +440,17 @@ def cmd_train(args) -> int:
                 f"{state.steps_done:,}; the schedule and the shuffling go on (seed {state.seed})"
             )
     table = EpochTable(args.epochs, loss != "mse", held is not None)
-    print(table.header(), flush=True)
+
+    def ready(trainer):  # what fine-tuning initialised and froze, then the table's header
+        initialised, frozen = trainer.tuning.get("initialised", []), trainer.tuning.get("frozen", [])
+        if args.weights:
+            print(
+                f"weights {args.weights}: "
+                + (f"initialised {_names(initialised)}" if initialised else "every one used")
+            )
+        if frozen:
+            print(f"frozen {_names(frozen)}")
+        print(table.header(), flush=True)
 
     def report(e):
         print(table.row(e), flush=True)
@@ -448,6 +483,10 @@ def cmd_train(args) -> int:
             warmup=args.warmup,
             label_smoothing=args.label_smoothing,
             should_stop=lambda: stop["asked"],
+            weights=start,
+            freeze=args.freeze,
+            reset=args.reset,
+            ready=ready,
         )
     finally:
         stop_bar()
@@ -461,6 +500,12 @@ def cmd_train(args) -> int:
         return INTERRUPTED
     print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
     return 0
+
+
+def _names(names) -> str:
+    """``3 parameters: fc.weight, fc.bias, …``, at most eight names."""
+    shown = ", ".join(names[:8]) + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
+    return f"{len(names)} parameter{'s' if len(names) != 1 else ''}: {shown}"
 
 
 def _optimizer(args):

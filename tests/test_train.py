@@ -304,3 +304,64 @@ def test_ctrl_c_saves_and_the_printed_command_resumes_exactly(netfile, tmp_path)
             assert a[name] == b[name]
         else:
             np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_fine_tuning_new_classifier_frozen_features(netfile, tmp_path):
+    """--weights from a trained run, --reset fc (a new classifier, initialised from the seed),
+    --freeze conv (no update): the checkpoint keeps conv's weights bit for bit, moves bn and fc."""
+    net = netfile(SMALL_BN)
+    first = tmp_path / "first.npz"
+    r = run_cli("train", net, "--data", "digits", "--epochs", "1", "--out", first)
+    assert r.returncode == 0, r.stderr
+    tuned = tmp_path / "tuned.npz"
+    r = run_cli(
+        "train", net, "--data", "digits", "--epochs", "1", "--weights", first,
+        "--reset", "fc", "--freeze", "conv", "--out", tuned,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"weights {first}: initialised 2 parameters: fc.weight, fc.bias\n" in r.stdout
+    assert "frozen 2 parameters: conv.weight, conv.bias\n" in r.stdout
+    assert rows(r.stdout)[0][0] == 1  # a new run: epoch 1, fresh optimizer state
+    before, after = load_weights(first), load_weights(tuned)
+    np.testing.assert_array_equal(after["conv.weight"], before["conv.weight"])
+    np.testing.assert_array_equal(after["conv.bias"], before["conv.bias"])
+    assert "conv.weight.momentum" not in after  # frozen: no optimizer state either
+    for name in ("bn.weight", "bn.running_mean", "fc.weight"):
+        assert np.abs(after[name] - before[name]).max() > 1e-4, name
+    assert rows(r.stdout)[0][4] > 80.0  # the frozen features still serve the new classifier
+
+
+def test_fine_tuning_from_a_subset_of_the_weights(netfile, tmp_path):
+    net = netfile(SMALL_BN)
+    first = tmp_path / "first.npz"
+    assert run_cli("train", net, "--data", "digits", "--epochs", "1", "--out", first).returncode == 0
+    part = tmp_path / "conv_only.npz"
+    np.savez(part, **{k: v for k, v in load_weights(first).items() if k.startswith("conv.")})
+    r = run_cli("train", net, "--data", "digits", "--epochs", "1", "--weights", part, "--out", tmp_path / "w.npz")
+    assert r.returncode == 0, r.stderr
+    listed = "initialised 6 parameters: bn.weight, bn.bias, bn.running_mean, bn.running_var, fc.weight, fc.bias"
+    assert f"weights {part}: {listed}\n" in r.stdout
+
+
+def test_fine_tuning_options_are_checked(netfile, tmp_path):
+    net = netfile(SMALL_BN)
+    r = run_cli("train", net, "--data", "digits", "--epochs", "1", "--freeze", "nope", "--out", tmp_path / "w.npz")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert (
+        "--freeze nope: no trainable parameter of small starts with it; its layers with parameters: bn, conv, fc"
+        in r.stderr
+    )
+    r = run_cli("train", net, "--data", "digits", "--resume", tmp_path / "a.npz", "--weights", tmp_path / "b.npz")
+    assert r.returncode == 1 and "--weights and --reset start anew" in r.stderr
+
+
+def test_frozen_parameters_have_no_gradient_nodes():
+    from cnndsl.train.step import train_model
+
+    model = load(SMALL_BN)
+    proto = train_model(model, freeze=["conv"], gradients=True, momentum=0.9)
+    outputs = {o.name for o in proto.graph.output}
+    assert "fc.weight.grad" in outputs and "bn.weight.new" in outputs
+    assert not {n for n in outputs if n.startswith("conv.")}
+    assert not [n.name for n in proto.graph.node if n.name.startswith("grad:conv")]
+    assert "conv.weight" in {t.name for t in proto.graph.initializer} - {i.name for i in proto.graph.input}

@@ -48,6 +48,8 @@ class Builder:
         self.weights = weights  # name -> array given by the user (--weights)
         self.used_weights: set[str] = set()
         self.missing: list[str] = []
+        self.partial = False  # weights may hold a subset: the rest from the seed (cnndsl train --weights)
+        self.initialised: list[str] = []  # with partial weights: the names taken from the seed
         self.misshaped: list[str] = []
         self.nodes = []
         self.initializers = []  # (name, array)
@@ -132,9 +134,11 @@ class Builder:
         name = f"{self.layer}.{suffix}"
         self.params[name] = trainable
         shape = tuple(int(s) for s in shape)
-        if self.weights is not None:
+        if self.weights is not None and (name in self.weights or not self.partial):
             arr = self._given(name, shape)
         else:
+            if self.weights is not None:  # partial weights: this one from the seed
+                self.initialised.append(name)
             arr = self._initial(name, shape, init, fan_in, fan_out, value)
         self._add_init(name, arr.astype(self.dtype, copy=False))
         return name
@@ -248,12 +252,21 @@ def training_state(name: str, params) -> bool:
 
 
 def lower_nodes(
-    graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32, training: bool = False
+    graph,
+    opset: int,
+    seed: int = 0,
+    weights: dict | None = None,
+    dtype=np.float32,
+    training: bool = False,
+    partial: bool = False,
 ) -> Builder:
-    """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes."""
+    """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes.
+    With ``partial``, ``weights`` may lack some names: those come from the seed
+    (``Builder.initialised`` lists them)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
     b = Builder(graph, opset, dtype, seed, weights, training)
+    b.partial = partial
     for node in graph.nodes[1:]:
         b.layer = node.name
         b.node = node

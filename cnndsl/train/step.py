@@ -97,14 +97,20 @@ def train_graph(
     check=True,
     optimizer: Optimizer | None = None,
     label_smoothing: float = 0.0,
-    frozen=(),
+    freeze=(),
+    reset=(),
+    partial: bool = False,
+    tuning: dict | None = None,
 ):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model.
 
     ``optimizer`` (cnndsl.train.optim) replaces ``momentum`` and ``weight_decay`` (SGD's);
     ``label_smoothing`` ε mixes the cross-entropy's target with the uniform distribution,
-    (1 − ε)·onehot + ε/K, as PyTorch's; ``frozen`` names trainable parameters that get no
-    gradient and no update (they stay initializers, like fixed tensors)."""
+    (1 − ε)·onehot + ε/K, as PyTorch's. Fine-tuning: ``freeze`` (name prefixes) selects
+    trainable parameters that get no gradient and no update (they stay initializers, like
+    fixed tensors); ``reset`` (prefixes) parameters and buffers initialised from the seed
+    whatever ``weights`` holds; with ``partial``, ``weights`` may hold a subset (the rest from
+    the seed). ``tuning``, a dict, receives ``initialised`` and ``frozen`` (the names)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -122,7 +128,25 @@ def train_graph(
     if label_smoothing and loss != "cross_entropy":
         raise CnnError(f"--label-smoothing is for the cross_entropy loss, not {loss}", code="E085")
     graph = model.graph
-    b = lower_nodes(graph, opset, seed, weights, np.dtype(dtype), training=True)
+    if reset and weights is not None:
+        weights = {k: v for k, v in weights.items() if not k.startswith(tuple(reset))}
+    b = lower_nodes(graph, opset, seed, weights, np.dtype(dtype), training=True, partial=partial or bool(reset))
+    for option, prefixes, pool in (
+        ("--freeze", freeze, [n for n, t in b.params.items() if t]),
+        ("--reset", reset, b.params),
+    ):
+        for prefix in prefixes:
+            if not any(name.startswith(prefix) for name in pool):
+                layers = sorted({name.rsplit(".", 1)[0] for name in pool})
+                raise CnnError(
+                    f"{option} {prefix}: no {'trainable ' if option == '--freeze' else ''}parameter of {model.name} "
+                    f"starts with it; its layers with parameters: {', '.join(layers) or 'none'}",
+                    code="E084",
+                )
+    frozen = {name for name, t in b.params.items() if t and name.startswith(tuple(freeze))} if freeze else set()
+    if tuning is not None:
+        tuning["initialised"] = list(b.initialised)
+        tuning["frozen"] = [name for name in b.params if name in frozen]
     elem = b.elem
     out_name, out_id = graph.outputs[0]
     out_node = graph.nodes[out_id]
@@ -186,7 +210,6 @@ def train_graph(
     b.op("Identity", [prediction], out="logits")
 
     # ---- backward
-    frozen = set(frozen)
     trainable = [name for name, t in b.params.items() if t and name not in frozen]
     wrt = trainable + (["input"] if wrt_input else [])
     grads = differentiate(b, shapes, {prediction: seed_grad}, wrt, forward)

@@ -68,7 +68,9 @@ class Trainer:
         provider="auto",
         optimizer=None,
         label_smoothing=0.0,
-        frozen=(),
+        freeze=(),
+        reset=(),
+        partial=False,
     ):
         from onnx import numpy_helper
 
@@ -79,6 +81,7 @@ class Trainer:
         self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
         self.output = output_meaning(model)  # scores, distances or probabilities
+        self.tuning = {}  # the names initialised from the seed and the frozen ones (fine-tuning)
         proto, params = train_graph(
             model,
             loss=self.loss,
@@ -89,7 +92,10 @@ class Trainer:
             weights=weights,
             optimizer=optimizer,
             label_smoothing=label_smoothing,
-            frozen=frozen,
+            freeze=freeze,
+            reset=reset,
+            partial=partial,
+            tuning=self.tuning,
         )
         self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
@@ -288,13 +294,20 @@ def train(
     optimizer=None,
     warmup=0.0,
     label_smoothing=0.0,
-    frozen=(),
     should_stop=None,
+    weights=None,
+    freeze=(),
+    reset=(),
+    ready=None,
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
     schedule position and shuffling; ``should_stop()`` is asked after every step, and when it
-    says so the checkpoint is written there and ``Result.interrupted`` says where."""
+    says so the checkpoint is written there and ``Result.interrupted`` says where. Fine-tuning:
+    ``weights`` (may hold a subset of the parameters; the rest from the seed), ``freeze`` and
+    ``reset`` (name prefixes, :func:`cnndsl.train.step.train_graph`); ``ready(trainer)`` is
+    called once the session is built (``trainer.tuning`` lists what was initialised and frozen)."""
+    from cnndsl.lower.builder import training_state as optimizer_state
     from cnndsl.train.optim import learning_rate
 
     trainer = Trainer(
@@ -304,12 +317,18 @@ def train(
         momentum=momentum,
         weight_decay=weight_decay,
         seed=seed,
-        weights=resume,
+        weights=resume
+        if weights is None
+        else {k: v for k, v in weights.items() if not optimizer_state(k, weights)},  # a fresh optimizer
         provider=provider,
         optimizer=optimizer,
         label_smoothing=label_smoothing,
-        frozen=frozen,
+        freeze=freeze,
+        reset=reset,
+        partial=weights is not None,
     )
+    if ready:
+        ready(trainer)
     result = Result(provider=trainer.provider)
     x, y = train_data.x, labels_for(model, train_data.y)
     rng = np.random.default_rng(seed)

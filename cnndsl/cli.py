@@ -350,7 +350,7 @@ def cmd_export(args) -> int:
         print(
             f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
             f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
-            f"{optimizer.describe()} lr {args.lr}, "
+            f"{optimizer.describe()}, lr {args.lr}, "
             f"opset {proto.opset_import[0].version}"
         )
         return 0

@@ -1,4 +1,4 @@
-"""The training-step graph: forward (training form), loss, backward, SGD, in one ONNX model.
+"""The training-step graph: forward (training form), loss, backward, update, in one ONNX model.
 
     >>> from cnndsl import load
     >>> m = train_model(load("network n { input 1x8x8\\n conv 4/3 -> bn -> relu -> fc 3 }"), momentum=0.9)
@@ -7,11 +7,12 @@
 
 Inputs: ``x`` (a batch), ``y`` (class labels, int64; or targets for ``mse``),
 ``lr`` (a scalar, default the ``lr`` given), every trainable parameter under its
-inference name (``<layer>.weight``, ``.bias``), every momentum buffer
-(``<param>.momentum``) and every BN running statistic (``<bn>.running_mean``,
-``.running_var``); all but ``x`` and ``y`` have initializers holding their
-current values, so the file runs as it is. Outputs: ``loss``, ``logits``, then
-``<name>.new`` for every parameter, momentum buffer and running statistic, and
+inference name (``<layer>.weight``, ``.bias``), every optimizer buffer
+(``<param>.momentum``; adam's ``.exp_avg``, ``.exp_avg_sq`` and ``train:step``) and
+every BN running statistic (``<bn>.running_mean``, ``.running_var``); all but ``x``
+and ``y`` have initializers holding their current values, so the file runs as it
+is. Outputs: ``loss``, ``logits``, then ``<name>.new`` for every parameter,
+optimizer buffer and running statistic, and
 with ``gradients=True`` ``<param>.grad`` (and ``input.grad`` with ``wrt_input``).
 
 Losses: ``cross_entropy`` (softmax over the class scores; an rbf output's scores
@@ -21,10 +22,10 @@ and ``D`` the label — cross-entropy over the scores ``−y_i`` and one more, c
 score ``−j`` (``MAP_J``); the default for networks ending in ``rbf``.
 
 Conventions (PyTorch's): cross-entropy averaged over the batch and every spatial
-position, MSE averaged over every element; SGD with weight decay added to the
-gradient of every trainable parameter (biases and BN scales included), momentum
-``v = μ·v + g``, ``p = p − lr·v``; BN normalises with the batch's biased variance
-and updates its running variance with the unbiased one.
+position, MSE averaged over every element; the optimizers of
+:mod:`cnndsl.train.optim` (SGD, Adam, AdamW as torch.optim defines them); BN
+normalises with the batch's biased variance and updates its running variance with
+the unbiased one.
 """
 
 from __future__ import annotations

@@ -162,10 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cross_entropy", "mse", "map"),
         help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy",
     )
-    train_opts.add_argument("--optimizer", choices=("sgd",), default="sgd")
+    train_opts.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
     train_opts.add_argument("--lr", type=float, default=0.01, help="default of the lr input (default 0.01)")
-    train_opts.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train_opts.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    train_opts.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    train_opts.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    train_opts.add_argument(
+        "--weight-decay", type=float, default=None, help="weight decay (default 0; adamw 0.01, decoupled)"
+    )
+    train_opts.add_argument(
+        "--label-smoothing", type=float, default=0.0, metavar="EPS", help="cross_entropy label smoothing (default 0)"
+    )
     export.set_defaults(run=cmd_export)
 
     trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
@@ -179,19 +185,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainp.add_argument("--epochs", type=int, default=10, help="passes over the training split (default 10)")
     trainp.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    trainp.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
-    trainp.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    trainp.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default 0)")
+    trainp.add_argument(
+        "--optimizer", choices=("sgd", "adam", "adamw"), default="sgd", help="PyTorch's definitions (default sgd)"
+    )
+    trainp.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: adam/adamw 0.001; SGD 0.001 on an rbf output, 0.1 with bn, else 0.01)",
+    )
+    trainp.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    trainp.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    trainp.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay: L2 for sgd and adam, decoupled for adamw (default 0; adamw 0.01, as PyTorch)",
+    )
     trainp.add_argument(
         "--schedule",
         choices=("constant", "cosine", "step"),
         default="constant",
-        help="learning rate per epoch: constant (default), cosine decay, or step (÷10 at 1/2 and 3/4)",
+        help="learning rate per step: constant (default), cosine decay, or step (÷10 at 1/2 and 3/4)",
+    )
+    trainp.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        metavar="EPOCHS",
+        help="linear warm-up over the first EPOCHS (may be fractional) before the schedule (default 0)",
     )
     trainp.add_argument(
         "--loss",
         choices=("cross_entropy", "map"),
         help="default: map (LeNet-5's criterion) for an rbf output, else cross_entropy",
+    )
+    trainp.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        metavar="EPS",
+        help="cross_entropy's target (1 - EPS)·onehot + EPS/classes, as PyTorch (default 0)",
     )
     trainp.add_argument(
         "--held-out",
@@ -202,8 +236,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
-    trainp.add_argument("--resume", metavar="WEIGHTS.npz", help="start from these weights")
-    trainp.add_argument("--seed", type=int, default=0, help="initial weights, shuffling, split, dropout (default 0)")
+    trainp.add_argument(
+        "--resume",
+        metavar="WEIGHTS.npz",
+        help="go on from a checkpoint: its weights, optimizer state, epoch, schedule and shuffling",
+    )
+    tune = trainp.add_argument_group("fine-tuning")
+    tune.add_argument(
+        "--weights",
+        metavar="WEIGHTS.npz",
+        help="start from these weights (a checkpoint or an export's); names it lacks are initialised",
+    )
+    tune.add_argument(
+        "--freeze",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PREFIX",
+        help="parameters whose name starts with PREFIX get no gradient and no update",
+    )
+    tune.add_argument(
+        "--reset",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PREFIX",
+        help="parameters whose name starts with PREFIX are initialised afresh (a new classifier)",
+    )
+    trainp.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="initial weights, shuffling, split, dropout (default 0; a resumed run keeps its checkpoint's)",
+    )
     trainp.set_defaults(run=cmd_train)
 
     runp = sub.add_parser("run", help="run a model on onnxruntime: latency, throughput, outputs")
@@ -313,17 +378,18 @@ def cmd_export(args) -> int:
 
         if args.fold_bn or args.batch is not None:
             raise CnnError("--train cannot be combined with --fold-bn or --batch", code="E084")
+        optimizer = _optimizer(args)
         proto = _weights_fit(
             lambda: train_model(
                 model,
                 loss=args.loss,
                 lr=args.lr,
-                momentum=args.momentum,
-                weight_decay=args.weight_decay,
                 seed=args.seed,
                 weights=weights,
                 dtype=args.dtype,
                 opset=args.opset or DEFAULT_OPSET,
+                optimizer=optimizer,
+                label_smoothing=args.label_smoothing,
             ),
             model,
         )
@@ -333,7 +399,7 @@ def cmd_export(args) -> int:
         print(
             f"wrote {out} ({size:,} bytes): training step of network {model.name}, {len(proto.graph.node)} nodes, "
             f"{model.totals.trainable_params:,} trainable parameters, {news} updated tensors, loss {loss}, "
-            f"SGD lr {args.lr} momentum {args.momentum} weight decay {args.weight_decay}, "
+            f"{optimizer.describe()}, lr {args.lr}, "
             f"opset {proto.opset_import[0].version}"
         )
         return 0
@@ -358,46 +424,94 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import signal
     from pathlib import Path
 
     from cnndsl.lower.export import load_weights
     from cnndsl.train.data import load_data, split
-    from cnndsl.train.trainer import progress_bar, train
+    from cnndsl.train.optim import default_lr
+    from cnndsl.train.step import batch_normalised, default_loss, output_meaning
+    from cnndsl.train.trainer import EpochTable, progress_bar, train, training_state
 
     if args.epochs < 1 or args.batch < 2:
         raise CnnError("--epochs must be at least 1 and --batch at least 2", code="E084")
     if not 0 <= args.held_out < 1:
         raise CnnError(f"--held-out must be in [0, 1); received {args.held_out}", code="E084")
+    if args.warmup < 0:
+        raise CnnError(f"--warmup must not be negative; received {args.warmup}", code="E084")
     model = load(
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
     )
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
     refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
+    if args.resume and (args.weights or args.reset):
+        raise CnnError("--resume goes on with a checkpoint's weights; --weights and --reset start anew", code="E084")
+    resume = load_weights(args.resume) if args.resume else None
+    start = load_weights(args.weights) if args.weights else None
+    state = training_state(resume)
+    seed = args.seed if args.seed is not None else (state.seed if state else 0)
+    if state is not None and seed != state.seed:
+        raise CnnError(
+            f"--seed {seed}: {args.resume} was trained with seed {state.seed}, which chose its held-out split "
+            "and shuffling; resume with that seed (or leave --seed out)",
+            code="E084",
+        )
+    if state is not None and state.epochs_done >= args.epochs:
+        raise CnnError(
+            f"--resume {args.resume}: it has {state.epochs_done} epochs already; --epochs {args.epochs} "
+            f"leaves nothing to do (pass --epochs {state.epochs_done + 1} or more)",
+            code="E084",
+        )
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
-    train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
-    resume = load_weights(args.resume) if args.resume else None
-    from cnndsl.train.step import default_loss
-
+    train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)
     loss = args.loss or default_loss(model)
+    optimizer = _optimizer(args)
+    lr = args.lr if args.lr is not None else default_lr(optimizer, output_meaning(model), batch_normalised(model))
+    if lr <= 0:
+        raise CnnError(f"--lr must be above 0; received {lr}", code="E084")
     print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters, loss {loss}")
     print(f"data {data.description}; {len(train_part.x):,} training, {len(held.x) if held else 0:,} held out")
+    schedule = args.schedule + (f" after {args.warmup:g} warm-up epochs" if args.warmup else "")
+    default = " (the default)" if args.lr is None else ""
+    print(f"optimizer {optimizer.describe()}, lr {lr:g}{default}, schedule {schedule}")
+    if args.resume:
+        if state is None:
+            print(
+                f"resume {args.resume}: its weights and optimizer buffers; it holds no training state "
+                "(an older checkpoint), so the epochs count from 1"
+            )
+        else:
+            where = f"batch {state.batches_done + 1} of " if state.batches_done else ""
+            print(
+                f"resume {args.resume}: from {where}epoch {state.epochs_done + 1} of {args.epochs}, step "
+                f"{state.steps_done:,}; the schedule and the shuffling go on (seed {state.seed})"
+            )
+    table = EpochTable(args.epochs, loss != "mse", held is not None)
+
+    def ready(trainer):  # what fine-tuning initialised and froze, then the table's header
+        initialised, frozen = trainer.tuning.get("initialised", []), trainer.tuning.get("frozen", [])
+        if args.weights:
+            print(
+                f"weights {args.weights}: "
+                + (f"initialised {_names(initialised)}" if initialised else "every one used")
+            )
+        if frozen:
+            print(f"frozen {_names(frozen)}")
+        print(table.header(), flush=True)
 
     def report(e):
-        acc = f"  train acc {e.train_accuracy:6.2%}" if e.train_accuracy is not None else ""
-        held_text = ""
-        if e.held_out_accuracy is not None:
-            held_text = f"  held-out loss {e.held_out_loss:.4f} acc {e.held_out_accuracy:6.2%}"
-        elif e.held_out_loss is not None:
-            held_text = f"  held-out loss {e.held_out_loss:.4f}"
-        print(
-            f"epoch {e.number:>3}/{args.epochs}  loss {e.loss:.4f}{acc}{held_text}  "
-            f"{e.samples_per_second:,.0f} samples/s  {e.seconds:.1f} s",
-            flush=True,
-        )
+        print(table.row(e), flush=True)
 
-    bar, stop = progress_bar()
+    stop = {"asked": False}
+
+    def interrupt(signum, frame):  # the first Ctrl-C finishes the step; a second one stops at once
+        stop["asked"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    bar, stop_bar = progress_bar()
     try:
         result = train(
             model,
@@ -405,23 +519,77 @@ def cmd_train(args) -> int:
             held,
             epochs=args.epochs,
             batch=args.batch,
-            lr=args.lr,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
+            lr=lr,
             provider=args.provider,
-            seed=args.seed,
+            seed=seed,
             out=out,
             resume=resume,
             report=report,
             progress=bar,
             loss=loss,
             schedule=args.schedule,
+            optimizer=optimizer,
+            warmup=args.warmup,
+            label_smoothing=args.label_smoothing,
+            should_stop=lambda: stop["asked"],
+            weights=start,
+            freeze=args.freeze,
+            reset=args.reset,
+            ready=ready,
         )
     finally:
-        stop()
+        stop_bar()
+        signal.signal(signal.SIGINT, previous)
     total = sum(e.seconds for e in result.epochs)
+    if result.interrupted:
+        epoch, done, per_epoch = result.interrupted
+        where = f"after batch {done} of {per_epoch} of epoch {epoch}" if done else f"before epoch {epoch}"
+        print(f"interrupted {where}; checkpoint in {out}", file=sys.stderr)
+        print(f"resume with: {_resume_command(out)}", file=sys.stderr)
+        return INTERRUPTED
     print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
     return 0
+
+
+def _names(names) -> str:
+    """``3 parameters: fc.weight, fc.bias, …``, at most eight names."""
+    shown = ", ".join(names[:8]) + (f", … ({len(names) - 8} more)" if len(names) > 8 else "")
+    return f"{len(names)} parameter{'s' if len(names) != 1 else ''}: {shown}"
+
+
+def _optimizer(args):
+    """The optimizer of ``--optimizer``, ``--momentum`` (SGD's, default 0.9), ``--nesterov`` and
+    ``--weight-decay`` (default 0; 0.01 for adamw, as PyTorch's AdamW)."""
+    from cnndsl.train.optim import Optimizer
+
+    if args.optimizer != "sgd" and args.momentum is not None:
+        raise CnnError(f"--momentum is SGD's; {args.optimizer} keeps its own moving averages", code="E084")
+    momentum = (0.9 if args.momentum is None else args.momentum) if args.optimizer == "sgd" else 0.0
+    decay = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
+    if args.lr is not None and args.lr < 0:
+        raise CnnError("--lr, --momentum and --weight-decay must not be negative", code="E084")
+    return Optimizer(args.optimizer, momentum=momentum, nesterov=args.nesterov, weight_decay=decay)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+
+
+def _resume_command(out) -> str:
+    """This command line again, with ``--resume OUT`` (and ``--out OUT``) instead of any given."""
+    import shlex
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in ("--resume", "--out"):
+            skip = True
+            continue
+        if a.startswith(("--resume=", "--out=")):
+            continue
+        args.append(a)
+    return shlex.join(["cnndsl", *args, "--resume", str(out), "--out", str(out)])
 
 
 def cmd_run(args) -> int:

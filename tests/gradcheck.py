@@ -113,7 +113,17 @@ class MaxPool(OpRun):
         )
 
 
-FIXED = [ConvTranspose, Erf, GatherElements, MaxPool]
+class GlobalMaxPool(OpRun):
+    """The maximum over every spatial axis (onnx.reference's own reduces the wrong axes of a
+    1-D or 3-D input)."""
+
+    op_domain = ""
+
+    def _run(self, x):
+        return (x.max(axis=tuple(range(2, x.ndim)), keepdims=True),)
+
+
+FIXED = [ConvTranspose, Erf, GatherElements, GlobalMaxPool, MaxPool]
 # Five-point central differences, (8·(f(x+h) − f(x−h)) − (f(x+2h) − f(x−2h))) / 12h: truncation
 # ~h⁴, rounding ~1e-16·|loss|/h; with h = 1e-5 both are far below 1e-6 relative even for
 # LeNet-5's RBF loss (~90 at initialisation, strongly curved).

@@ -149,6 +149,10 @@ class LeakyRelu(Kind):
     positional = (("a", Spec("float", 0.01)),)
 
     def lower(self, b, node, xs, y):
+        if b.float64:  # alpha as a float64 constant (LeakyRelu's attribute is float32)
+            above = b.op("Greater", [xs[0], b.scalar(0.0)])
+            b.op("Where", [above, xs[0], b.op("Mul", [xs[0], b.scalar(node.attrs["a"])])], out=y)
+            return
         b.op("LeakyRelu", xs, out=y, alpha=node.attrs["a"])
 
     def onnx_import(self, reader, group):
@@ -163,6 +167,12 @@ class Elu(Kind):
     keywords = {"alpha": Spec("float", 1.0)}
 
     def lower(self, b, node, xs, y):
+        if b.float64:  # alpha as a float64 constant (Elu's attribute is float32)
+            above = b.op("Greater", [xs[0], b.scalar(0.0)])
+            below = b.op("Where", [above, b.scalar(0.0), xs[0]])  # no Exp of large x
+            neg = b.op("Mul", [b.op("Sub", [b.op("Exp", [below]), b.scalar(1.0)]), b.scalar(node.attrs["alpha"])])
+            b.op("Where", [above, xs[0], neg], out=y)
+            return
         b.op("Elu", xs, out=y, alpha=node.attrs["alpha"])
 
     def onnx_import(self, reader, group):
@@ -197,7 +207,12 @@ class HardSigmoid(Kind):
     keywords = {"alpha": Spec("float", 1.0 / 6.0), "beta": Spec("float", 0.5)}
 
     def lower(self, b, node, xs, y):
-        b.op("HardSigmoid", xs, out=y, alpha=node.attrs["alpha"], beta=node.attrs["beta"])
+        a = node.attrs
+        if b.float64:  # alpha and beta as float64 constants (HardSigmoid's attributes are float32)
+            z = b.op("Add", [b.op("Mul", [xs[0], b.scalar(a["alpha"])]), b.scalar(a["beta"])])
+            b.op("Clip", [z, b.scalar(0.0), b.scalar(1.0)], out=y)
+            return
+        b.op("HardSigmoid", xs, out=y, alpha=a["alpha"], beta=a["beta"])
 
     def onnx_import(self, reader, group):
         """HardSigmoid (ONNX's default alpha is 0.2, Keras's; torch writes 1/6)."""

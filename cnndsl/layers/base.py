@@ -238,6 +238,9 @@ class Kind:
     # likelier the class), "distances" (the smaller, the likelier: rbf) or "probabilities"
     # (a softmax: the loss takes the scores before it).
     output = "scores"
+    # Normalises with the batch's statistics in training (bn): such networks take SGD's larger
+    # default learning rate (cnndsl.train.optim.default_lr).
+    batch_statistics = False
 
     def all_args(self) -> Mapping[str, Spec]:
         """Fields then keywords, read-only (made once per kind: it is asked for at every call)."""

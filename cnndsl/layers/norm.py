@@ -13,6 +13,7 @@ class BatchNorm(Kind):
     look_alikes = ("batchnorm", "batch_norm", "batchnorm1d", "batchnorm2d", "batchnorm3d", "batchnormalization")
     doc = "batch normalisation; momentum as PyTorch: running = (1 − m)·running + m·batch"
     init_transparent = True
+    batch_statistics = True
     chains = "layer"
     keywords = {"eps": Spec("float", 1e-5, min=0), "momentum": Spec("float", 0.1, min=0)}
 
@@ -110,7 +111,7 @@ class LRN(Kind):
             return
         # onnxruntime's LRN: 4-D inputs and odd sizes only; training uses the elementary form,
         # whose gradient comes from its operators' adjoints.
-        if len(x) == 3 and a["size"] % 2 and not b.training:
+        if len(x) == 3 and a["size"] % 2 and not b.training and not b.float64:  # (LRN's attributes: float32)
             b.op("LRN", xs, out=y, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
             return
         # Σ over channels c − ⌊(size−1)/2⌋ … c + ⌈(size−1)/2⌉ of x², as a ones-convolution
@@ -192,7 +193,7 @@ class LCN(Kind):
             g = np.multiply.outer(g, g1)
         w = np.broadcast_to(g, (1, x[0]) + (s,) * n).astype(np.float64)
         w = w / w.sum()
-        kernel = b.const(w.astype(np.float32))
+        kernel = b.const(w)  # in the export's dtype: a float64 graph's window sums to 1 in float64
         conv = dict(kernel_shape=[s] * n, pads=[(s - 1) // 2] * (2 * n))
         mean = b.op("Conv", [xs[0], kernel], **conv)
         v = b.op("Sub", [xs[0], mean])
@@ -220,6 +221,21 @@ class LCN(Kind):
         return [size], kw
 
 
+def _normalise(b, x, axes, eps):
+    """(x − mean) / √(biased variance + eps) over ``axes``, in elementary operators."""
+    xc = b.op("Sub", [x, b.reduce("ReduceMean", x, axes)])
+    var = b.reduce("ReduceMean", b.op("Mul", [xc, xc]), axes)
+    return b.op("Div", [xc, b.op("Sqrt", [b.op("Add", [var, b.scalar(eps)])])])
+
+
+def _layer_norm_last(b, x, gamma, beta, eps, rank, out=None):
+    """LayerNormalization over the last of ``rank`` axes; elementary in a float64 graph
+    (the operator's epsilon is a float32 attribute)."""
+    if not b.float64:
+        return b.op("LayerNormalization", [x, gamma, beta], out=out, axis=-1, epsilon=eps)
+    return b.op("Add", [b.op("Mul", [_normalise(b, x, [rank - 1], eps), gamma]), beta], out=out)
+
+
 class _GroupNorm(Kind):
     keywords = {"eps": Spec("float", 1e-5, min=0)}
 
@@ -242,8 +258,11 @@ class _GroupNorm(Kind):
         gamma = b.weight("weight", bshape, "fill", value=1.0)
         beta = b.weight("bias", bshape, "fill")
         grouped = b.op("Reshape", [xs[0], b.const(np.array([0, g, -1], np.int64))])
-        ones, zeros = b.const(np.ones(g, np.float32)), b.const(np.zeros(g, np.float32))
-        normed = b.op("InstanceNormalization", [grouped, ones, zeros], epsilon=a["eps"])
+        if b.float64:  # eps as a float64 constant (InstanceNormalization's epsilon is float32)
+            normed = _normalise(b, grouped, [2], a["eps"])
+        else:
+            ones, zeros = b.const(np.ones(g, np.float32)), b.const(np.zeros(g, np.float32))
+            normed = b.op("InstanceNormalization", [grouped, ones, zeros], epsilon=a["eps"])
         back = b.op("Reshape", [normed, b.op("Shape", [xs[0]])])
         b.op("Add", [b.op("Mul", [back, gamma]), beta], out=y)
 
@@ -274,10 +293,10 @@ class LayerNorm(_GroupNorm):
         gamma = b.weight("weight", (x[0],), "fill", value=1.0)
         beta = b.weight("bias", (x[0],), "fill")
         if n == 0:  # a vector: its channels are all there is
-            b.op("LayerNormalization", [xs[0], gamma, beta], out=y, axis=-1, epsilon=eps)
+            _layer_norm_last(b, xs[0], gamma, beta, eps, 2, out=y)
             return
         last = b.op("Transpose", xs, perm=[0, *range(2, n + 2), 1])
-        normed = b.op("LayerNormalization", [last, gamma, beta], axis=-1, epsilon=eps)
+        normed = _layer_norm_last(b, last, gamma, beta, eps, n + 2)
         b.op("Transpose", [normed], out=y, perm=[0, n + 1, *range(1, n + 1)])
 
     def onnx_import(self, reader, group):

@@ -348,10 +348,12 @@ class _Adaptive(Kind):
             b.op(self.onnx_pool, xs, out=y, kernel_shape=k, strides=k)
             return
         # Exactly, one axis after the other (both reductions are separable over a box): per output
-        # cell a Slice of its positions and a Reduce{Mean,Max}; the cells concatenated.
+        # cell a Slice of its positions and a Reduce{Mean,Max}; the cells concatenated. The last
+        # axis first: then a maximum's gradient, routed to the first maximum of each reduction,
+        # reaches the first maximum of the cell in row-major order, as in PyTorch.
         np = b.np
         v = xs[0]
-        axes = [i for i, (w, o) in enumerate(zip(x[1:], out)) if w != o]
+        axes = [i for i, (w, o) in enumerate(zip(x[1:], out)) if w != o][::-1]
         for k, i in enumerate(axes):
             w, o, axis = x[1 + i], out[i], 2 + i
             last = k == len(axes) - 1

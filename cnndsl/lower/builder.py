@@ -41,10 +41,15 @@ class Builder:
         self.opset = opset
         self.dtype = np.dtype(dtype)
         self.elem = helper.np_dtype_to_tensor_dtype(self.dtype)
+        # ONNX's float attributes (LeakyRelu's alpha, epsilons) are float32: a float64 graph
+        # writes those operators in elementary form with float64 tensor constants instead.
+        self.float64 = self.dtype == np.float64
         self.seed = seed
         self.weights = weights  # name -> array given by the user (--weights)
         self.used_weights: set[str] = set()
         self.missing: list[str] = []
+        self.partial = False  # weights may hold a subset: the rest from the seed (cnndsl train --weights)
+        self.initialised: list[str] = []  # with partial weights: the names taken from the seed
         self.misshaped: list[str] = []
         self.nodes = []
         self.initializers = []  # (name, array)
@@ -129,9 +134,11 @@ class Builder:
         name = f"{self.layer}.{suffix}"
         self.params[name] = trainable
         shape = tuple(int(s) for s in shape)
-        if self.weights is not None:
+        if self.weights is not None and (name in self.weights or not self.partial):
             arr = self._given(name, shape)
         else:
+            if self.weights is not None:  # partial weights: this one from the seed
+                self.initialised.append(name)
             arr = self._initial(name, shape, init, fan_in, fan_out, value)
         self._add_init(name, arr.astype(self.dtype, copy=False))
         return name
@@ -229,25 +236,44 @@ def lower_graph(
     return assemble(b, inputs, outputs, value_info, metadata)
 
 
+# A training checkpoint's optimizer buffers (``<param>.<buffer>``, cnndsl.train.optim) and its
+# training state (``train:epoch``, ``train:step`` …; no layer name holds a colon) belong to
+# ``cnndsl train``, not to the network.
+OPTIMIZER_BUFFERS = ("momentum", "exp_avg", "exp_avg_sq")
+TRAINING_STATE = "train:"
+
+
+def training_state(name: str, params) -> bool:
+    """Whether a checkpoint array is optimizer or training state rather than a weight of ``params``."""
+    if name.startswith(TRAINING_STATE):
+        return True
+    param, _, suffix = name.rpartition(".")
+    return suffix in OPTIMIZER_BUFFERS and param in params
+
+
 def lower_nodes(
-    graph, opset: int, seed: int = 0, weights: dict | None = None, dtype=np.float32, training: bool = False
+    graph,
+    opset: int,
+    seed: int = 0,
+    weights: dict | None = None,
+    dtype=np.float32,
+    training: bool = False,
+    partial: bool = False,
 ) -> Builder:
-    """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes."""
+    """Run every layer's ``lower`` rule in IR order; returns the builder holding the nodes.
+    With ``partial``, ``weights`` may lack some names: those come from the seed
+    (``Builder.initialised`` lists them)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise CnnError(f"--opset {opset} is not supported; choose {MIN_OPSET} to {MAX_OPSET}", code="E080")
     b = Builder(graph, opset, dtype, seed, weights, training)
+    b.partial = partial
     for node in graph.nodes[1:]:
         b.layer = node.name
         b.node = node
         CATALOGUE[node.kind].lower(b, node, [b.tensor(i) for i in node.inputs], b.tensor(node.id))
     problems = []
     if weights is not None:
-        # a training checkpoint's momentum buffers (<param>.momentum) belong to the optimizer, not the network
-        extra = sorted(
-            n
-            for n in set(weights) - b.used_weights
-            if not (n.endswith(".momentum") and n[: -len(".momentum")] in b.used_weights)
-        )
+        extra = sorted(n for n in set(weights) - b.used_weights if not training_state(n, b.used_weights))
         if b.missing:
             problems.append("missing: " + ", ".join(b.missing))
         if extra:

@@ -208,10 +208,30 @@ def _pow(t, n, dy):
 
 
 def _max(t, n, dy):
+    # ties split the gradient evenly, as torch.maximum's backward does (and as central
+    # differences see a two-way tie: the mean of the slopes on either side)
     a, c, sa, sb, sy = _binary(t, n)
-    first = t.op("GreaterOrEqual", [a, c])
     z = t.zero()
-    return [t.unbroadcast(t.where(first, dy, z), sa, sy), t.unbroadcast(t.where(first, z, dy), sb, sy)]
+    half = t.op("Mul", [dy, t.scalar(0.5)])
+    tie = t.op("Equal", [a, c])
+    da = t.where(t.op("Greater", [a, c]), dy, t.where(tie, half, z))
+    db = t.where(t.op("Less", [a, c]), dy, t.where(tie, half, z))
+    return [t.unbroadcast(da, sa, sy), t.unbroadcast(db, sb, sy)]
+
+
+def _where(t, n, dy):
+    cond, a, c = n.input
+    sy = t.shape(n.output[0])
+    z = t.zero()
+    return [
+        None,
+        t.unbroadcast(t.where(cond, dy, z), t.shape(a), sy),
+        t.unbroadcast(t.where(cond, z, dy), t.shape(c), sy),
+    ]
+
+
+def _exp(t, n, dy):
+    return [t.op("Mul", [dy, n.output[0]])]
 
 
 def _sum(t, n, dy):
@@ -272,11 +292,14 @@ def _elu(t, n, dy):
 
 
 def _hardswish(t, n, dy):
-    # y = x·clip(x/6 + 1/2, 0, 1): slope 0 below −3, 1 above 3, x/3 + 1/2 between
+    # y = x·clip(x/6 + 1/2, 0, 1): slope 0 up to −3, 1 from 3 on, x/3 + 1/2 between (at the
+    # kinks the outer sides, as PyTorch's hardswish_backward)
     x = n.input[0]
     mid = t.op("Add", [t.op("Mul", [x, t.scalar(1.0 / 3.0)]), t.scalar(0.5)])
     slope = t.where(
-        t.op("Less", [x, t.scalar(-3.0)]), t.zero(), t.where(t.op("Greater", [x, t.scalar(3.0)]), t.scalar(1.0), mid)
+        t.op("LessOrEqual", [x, t.scalar(-3.0)]),
+        t.zero(),
+        t.where(t.op("GreaterOrEqual", [x, t.scalar(3.0)]), t.scalar(1.0), mid),
     )
     return [t.op("Mul", [dy, slope])]
 
@@ -491,10 +514,31 @@ def _global_average_pool(t, n, dy):
     return [t.op("Expand", [t.op("Div", [dy, t.scalar(count)]), t.op("Shape", [x])])]
 
 
+def _first_maximum(t, x, dy, axes):
+    """The gradient of a maximum over ``axes`` (with keepdims) routed to one position: the
+    first maximum in row-major order over those axes, as PyTorch's max pooling kernels pick
+    (``if (val > maxval)``). ``axes`` are one axis or the trailing axes."""
+    shape = t.shape(x)
+    rank = len(shape)
+    if len(axes) == 1:
+        flat, axis = x, axes[0]
+    else:
+        if axes != list(range(axes[0], rank)):  # pragma: no cover - no lowering reduces other axes
+            raise AssertionError("internal: a maximum over non-trailing axes in the training graph")
+        axis = axes[0]
+        flat = t.op("Reshape", [x, t.ints([0] * axis + [-1])])
+        dy = t.op("Reshape", [dy, t.ints([0] * axis + [1])])
+    where = t.op("ArgMax", [flat], axis=axis, keepdims=1, select_last_index=0)
+    zeros = t.op("ConstantOfShape", [t.op("Shape", [flat])], value=helper.make_tensor("zero", t.b.elem, [1], [0]))
+    routed = t.op("ScatterElements", [zeros, where, dy], axis=axis)
+    return routed if len(axes) == 1 else t.reshape_like(routed, x)
+
+
 def _global_max_pool(t, n, dy):
+    # one position per channel gets the gradient, as PyTorch's adaptive_max_pool(1) (GlobalMaxPool
+    # is how torch exports it); ties do not share it
     x = n.input[0]
-    hit = t.op("Cast", [t.op("Equal", [x, n.output[0]])], to=t.b.elem)  # ties share the gradient
-    return [t.op("Mul", [hit, dy])]
+    return [_first_maximum(t, x, dy, list(range(2, len(t.shape(x)))))]
 
 
 def _instance_norm(t, n, dy):
@@ -518,12 +562,12 @@ def _instance_norm(t, n, dy):
 
 
 def _reduce_max(t, n, dy):
-    # the gradient goes to the maxima (ties share it, as in GlobalMaxPool)
-    x = n.input[0]
-    y = _expand_back(t, n, n.output[0], t.axes(n))
-    g = _expand_back(t, n, dy, t.axes(n))
-    hit = t.op("Cast", [t.op("Equal", [x, y])], to=t.b.elem)
-    return [t.op("Mul", [hit, g])] + [None] * (len(n.input) - 1)
+    # adaptive max pooling's cells: the first maximum gets the gradient, as in PyTorch's
+    # adaptive_max_pool (the lowering reduces the last axis first, so that one axis after the
+    # other picks the first maximum in row-major order)
+    axes = t.axes(n)
+    g = _expand_back(t, n, dy, axes)
+    return [_first_maximum(t, n.input[0], g, axes)] + [None] * (len(n.input) - 1)
 
 
 def _layer_norm(t, n, dy):
@@ -783,6 +827,8 @@ ADJOINTS = {
     "Div": _div,
     "Pow": _pow,
     "Max": _max,
+    "Where": _where,
+    "Exp": _exp,
     "Sum": _sum,
     "Identity": _identity,
     "Neg": _neg,

@@ -1,4 +1,4 @@
-"""The training-step graph: forward (training form), loss, backward, SGD, in one ONNX model.
+"""The training-step graph: forward (training form), loss, backward, update, in one ONNX model.
 
     >>> from cnndsl import load
     >>> m = train_model(load("network n { input 1x8x8\\n conv 4/3 -> bn -> relu -> fc 3 }"), momentum=0.9)
@@ -7,11 +7,12 @@
 
 Inputs: ``x`` (a batch), ``y`` (class labels, int64; or targets for ``mse``),
 ``lr`` (a scalar, default the ``lr`` given), every trainable parameter under its
-inference name (``<layer>.weight``, ``.bias``), every momentum buffer
-(``<param>.momentum``) and every BN running statistic (``<bn>.running_mean``,
-``.running_var``); all but ``x`` and ``y`` have initializers holding their
-current values, so the file runs as it is. Outputs: ``loss``, ``logits``, then
-``<name>.new`` for every parameter, momentum buffer and running statistic, and
+inference name (``<layer>.weight``, ``.bias``), every optimizer buffer
+(``<param>.momentum``; adam's ``.exp_avg``, ``.exp_avg_sq`` and ``train:step``) and
+every BN running statistic (``<bn>.running_mean``, ``.running_var``); all but ``x``
+and ``y`` have initializers holding their current values, so the file runs as it
+is. Outputs: ``loss``, ``logits``, then ``<name>.new`` for every parameter,
+optimizer buffer and running statistic, and
 with ``gradients=True`` ``<param>.grad`` (and ``input.grad`` with ``wrt_input``).
 
 Losses: ``cross_entropy`` (softmax over the class scores; an rbf output's scores
@@ -21,10 +22,10 @@ and ``D`` the label — cross-entropy over the scores ``−y_i`` and one more, c
 score ``−j`` (``MAP_J``); the default for networks ending in ``rbf``.
 
 Conventions (PyTorch's): cross-entropy averaged over the batch and every spatial
-position, MSE averaged over every element; SGD with weight decay added to the
-gradient of every trainable parameter (biases and BN scales included), momentum
-``v = μ·v + g``, ``p = p − lr·v``; BN normalises with the batch's biased variance
-and updates its running variance with the unbiased one.
+position, MSE averaged over every element; the optimizers of
+:mod:`cnndsl.train.optim` (SGD, Adam, AdamW as torch.optim defines them); BN
+normalises with the batch's biased variance and updates its running variance with
+the unbiased one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cnndsl.layers import CATALOGUE
 from cnndsl.lower.builder import DEFAULT_OPSET, assemble, lower_nodes
 from cnndsl.lower.export import light_copy
 from cnndsl.train.adjoints import differentiate
+from cnndsl.train.optim import STEP, Optimizer, emit_update
 
 LOSSES = ("cross_entropy", "mse", "map")
 MAP_J = 1.0  # the constant j of LeCun et al. 1998's MAP criterion (eq. 9); the paper leaves its value open
@@ -55,10 +57,12 @@ def train_model(
     gradients: bool = False,
     wrt_input: bool = False,
     check: bool = True,
+    **options,
 ):
-    """The ModelProto of one SGD step of a compiled network (see module doc)."""
+    """The ModelProto of one training step of a compiled network (see module doc; ``options``:
+    those of :func:`train_graph` after ``check``)."""
     return train_graph(
-        model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input, check
+        model, loss, lr, momentum, weight_decay, seed, weights, dtype, opset, gradients, wrt_input, check, **options
     )[0]
 
 
@@ -67,6 +71,11 @@ def output_meaning(model) -> str:
     ``probabilities`` (softmax), as its layer kind says (``Kind.output``)."""
     kind = model.graph.nodes[model.graph.outputs[0][1]].kind
     return CATALOGUE[kind].output if kind in CATALOGUE else "scores"  # the input itself: scores
+
+
+def batch_normalised(model) -> bool:
+    """Whether a layer of the network normalises with batch statistics in training (bn)."""
+    return any(CATALOGUE[n.kind].batch_statistics for n in model.graph.nodes if n.kind in CATALOGUE)
 
 
 def default_loss(model) -> str:
@@ -87,8 +96,22 @@ def train_graph(
     gradients=False,
     wrt_input=False,
     check=True,
+    optimizer: Optimizer | None = None,
+    label_smoothing: float = 0.0,
+    freeze=(),
+    reset=(),
+    partial: bool = False,
+    tuning: dict | None = None,
 ):
-    """(ModelProto, {weight name: trainable}) — the names are those of the inference model."""
+    """(ModelProto, {weight name: trainable}) — the names are those of the inference model.
+
+    ``optimizer`` (cnndsl.train.optim) replaces ``momentum`` and ``weight_decay`` (SGD's);
+    ``label_smoothing`` ε mixes the cross-entropy's target with the uniform distribution,
+    (1 − ε)·onehot + ε/K, as PyTorch's. Fine-tuning: ``freeze`` (name prefixes) selects
+    trainable parameters that get no gradient and no update (they stay initializers, like
+    fixed tensors); ``reset`` (prefixes) parameters and buffers initialised from the seed
+    whatever ``weights`` holds; with ``partial``, ``weights`` may hold a subset (the rest from
+    the seed). ``tuning``, a dict, receives ``initialised`` and ``frozen`` (the names)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -99,8 +122,32 @@ def train_graph(
         raise CnnError(f"--dtype {dtype}: training graphs are float32 or float64", code="E084")
     if lr < 0 or momentum < 0 or weight_decay < 0:
         raise CnnError("--lr, --momentum and --weight-decay must not be negative", code="E084")
+    if optimizer is None:
+        optimizer = Optimizer("sgd", momentum=momentum, weight_decay=weight_decay)
+    if not 0 <= label_smoothing < 1:
+        raise CnnError(f"--label-smoothing must be in [0, 1); received {label_smoothing}", code="E084")
+    if label_smoothing and loss != "cross_entropy":
+        raise CnnError(f"--label-smoothing is for the cross_entropy loss, not {loss}", code="E085")
     graph = model.graph
-    b = lower_nodes(graph, opset, seed, weights, np.dtype(dtype), training=True)
+    if reset and weights is not None:
+        weights = {k: v for k, v in weights.items() if not k.startswith(tuple(reset))}
+    b = lower_nodes(graph, opset, seed, weights, np.dtype(dtype), training=True, partial=partial or bool(reset))
+    for option, prefixes, pool in (
+        ("--freeze", freeze, [n for n, t in b.params.items() if t]),
+        ("--reset", reset, b.params),
+    ):
+        for prefix in prefixes:
+            if not any(name.startswith(prefix) for name in pool):
+                layers = sorted({name.rsplit(".", 1)[0] for name in pool})
+                raise CnnError(
+                    f"{option} {prefix}: no {'trainable ' if option == '--freeze' else ''}parameter of {model.name} "
+                    f"starts with it; its layers with parameters: {', '.join(layers) or 'none'}",
+                    code="E084",
+                )
+    frozen = {name for name, t in b.params.items() if t and name.startswith(tuple(freeze))} if freeze else set()
+    if tuning is not None:
+        tuning["initialised"] = list(b.initialised)
+        tuning["frozen"] = [name for name in b.params if name in frozen]
     elem = b.elem
     out_name, out_id = graph.outputs[0]
     out_node = graph.nodes[out_id]
@@ -138,9 +185,15 @@ def train_graph(
             )
             scores = b.op("Concat", [prediction, column], axis=1)
         logp = b.op("LogSoftmax", [scores], axis=1)
+        # the target distribution: one-hot, or (1 − ε)·onehot + ε/K with label smoothing
+        off = label_smoothing / classes
         onehot = b.op(
             "OneHot",
-            ["y", b.const(np.array(classes + (loss == "map"), np.int64)), b.const(np.array([0.0, 1.0]))],
+            [
+                "y",
+                b.const(np.array(classes + (loss == "map"), np.int64)),
+                b.const(np.array([off, 1.0 - label_smoothing + off])),
+            ],
             axis=1,
         )
         count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
@@ -158,11 +211,11 @@ def train_graph(
     b.op("Identity", [prediction], out="logits")
 
     # ---- backward
-    trainable = [name for name, t in b.params.items() if t]
+    trainable = [name for name, t in b.params.items() if t and name not in frozen]
     wrt = trainable + (["input"] if wrt_input else [])
     grads = differentiate(b, shapes, {prediction: seed_grad}, wrt, forward)
 
-    # ---- SGD with momentum and weight decay
+    # ---- the optimizer's update (cnndsl.train.optim)
     inits = dict(b.initializers)
     inputs = [
         helper.make_tensor_value_info("x", elem, ["N", *graph.input_shape]),
@@ -175,22 +228,26 @@ def train_graph(
         helper.make_tensor_value_info("logits", elem, ["N", *logit_shape]),
     ]
     news, extra = [], []
+    step = None
+    if optimizer.counts_steps:
+        step = STEP
+        b.initializers.append((STEP, _state(weights, STEP, (), b.dtype)))
+        inputs.append(helper.make_tensor_value_info(STEP, elem, []))
+        b.layer = "optimizer"
+        b.op("Add", [STEP, b.scalar(1.0)], out=STEP + ".new")
+        news.append(helper.make_tensor_value_info(STEP + ".new", elem, []))
     for name in trainable:
         shape = list(inits[name].shape)
-        b.layer = "sgd:" + name
+        b.layer = f"{optimizer.name}:{name}"
         inputs.append(helper.make_tensor_value_info(name, elem, shape))
-        g = grads[name]
-        if weight_decay:
-            g = b.op("Add", [g, b.op("Mul", [name, b.scalar(weight_decay)])])
-        if momentum:
-            buf = name + ".momentum"
-            b.initializers.append((buf, _momentum(weights, buf, shape, b.dtype)))
+        buffers = {}
+        for suffix in optimizer.buffers():
+            buf = f"{name}.{suffix}"
+            b.initializers.append((buf, _state(weights, buf, shape, b.dtype)))
             inputs.append(helper.make_tensor_value_info(buf, elem, shape))
-            g = b.op("Add", [b.op("Mul", [buf, b.scalar(momentum)]), g], out=buf + ".new")
-        b.op("Sub", [name, b.op("Mul", ["lr", g])], out=name + ".new")
-        news.append(helper.make_tensor_value_info(name + ".new", elem, shape))
-        if momentum:
-            news.append(helper.make_tensor_value_info(name + ".momentum.new", elem, shape))
+            buffers[suffix] = buf
+        for out in emit_update(b, optimizer, name, grads[name], buffers, step):
+            news.append(helper.make_tensor_value_info(out, elem, shape))
         if gradients:
             b.op("Identity", [grads[name]], out=name + ".grad")
             extra.append(helper.make_tensor_value_info(name + ".grad", elem, shape))
@@ -212,9 +269,15 @@ def train_graph(
         "cnndsl.graph": "train",
         "cnndsl.loss": loss,
         "cnndsl.output": out_name,
-        "cnndsl.momentum": repr(momentum),
-        "cnndsl.weight_decay": repr(weight_decay),
+        "cnndsl.optimizer": optimizer.name,
+        "cnndsl.momentum": repr(optimizer.momentum),
+        "cnndsl.nesterov": str(optimizer.nesterov).lower(),
+        "cnndsl.weight_decay": repr(optimizer.weight_decay),
+        "cnndsl.label_smoothing": repr(label_smoothing),
     }
+    if optimizer.counts_steps:
+        meta["cnndsl.betas"] = f"{optimizer.betas[0]!r}, {optimizer.betas[1]!r}"
+        meta["cnndsl.eps"] = repr(optimizer.eps)
     _prune(b, [o.name for o in outputs + news + extra], {i.name for i in inputs})
     proto = assemble(b, inputs, outputs + news + extra, metadata=meta)
     if check:  # the full ONNX checker, on a copy without the large initializers
@@ -222,8 +285,8 @@ def train_graph(
     return proto, dict(b.params)
 
 
-def _momentum(weights, name, shape, dtype):
-    """A momentum buffer from a checkpoint (``cnndsl train`` saves them), else zeros."""
+def _state(weights, name, shape, dtype):
+    """An optimizer buffer or step count from a checkpoint (``cnndsl train`` saves them), else zeros."""
     given = None if weights is None else weights.get(name)
     if given is None:
         return np.zeros(shape, dtype)

@@ -10,7 +10,6 @@ weights, and the weights are written atomically to ``--out`` (a ``.npz`` that
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ class Result:
     provider: str = ""
     weights: dict = field(default_factory=dict)
     predictions: np.ndarray | None = None  # held-out predictions of the last evaluation
+    first_epoch: int = 1  # where this run started (later than 1 when resumed)
+    interrupted: tuple[int, int, int] | None = None  # (epoch, batches done, batches per epoch) when stopped
 
 
 def predicted_classes(meaning: str, outputs: np.ndarray) -> np.ndarray:
@@ -56,7 +57,20 @@ class Trainer:
     """One network's training session on onnxruntime."""
 
     def __init__(
-        self, model, loss=None, lr=0.01, momentum=0.9, weight_decay=0.0, seed=0, weights=None, provider="auto"
+        self,
+        model,
+        loss=None,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=0.0,
+        seed=0,
+        weights=None,
+        provider="auto",
+        optimizer=None,
+        label_smoothing=0.0,
+        freeze=(),
+        reset=(),
+        partial=False,
     ):
         from onnx import numpy_helper
 
@@ -67,8 +81,21 @@ class Trainer:
         self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
         self.output = output_meaning(model)  # scores, distances or probabilities
+        self.tuning = {}  # the names initialised from the seed and the frozen ones (fine-tuning)
         proto, params = train_graph(
-            model, loss=self.loss, lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, weights=weights
+            model,
+            loss=self.loss,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            seed=seed,
+            weights=weights,
+            optimizer=optimizer,
+            label_smoothing=label_smoothing,
+            freeze=freeze,
+            reset=reset,
+            partial=partial,
+            tuning=self.tuning,
         )
         self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
@@ -155,24 +182,40 @@ class Trainer:
         return loss, float((pred == y).mean()), pred
 
 
-SCHEDULES = ("constant", "cosine", "step")
+class EpochTable:
+    """The epoch lines of ``cnndsl train``: a header, then one row per epoch, within 80 columns.
 
-
-def learning_rate(lr: float, schedule: str, epoch: int, epochs: int) -> float:
-    """The learning rate of ``epoch`` (1-based) of ``epochs``: ``constant``; ``cosine``
-    from ``lr`` down towards 0 (SGDR without restarts, Loshchilov & Hutter 2017, per epoch);
-    ``step``: ÷10 after half and again after three quarters of the epochs.
-
-    >>> [round(learning_rate(0.1, "cosine", e, 4), 4) for e in range(1, 5)]
-    [0.1, 0.0854, 0.05, 0.0146]
-    >>> [learning_rate(1.0, "step", e, 8) for e in range(1, 9)]
-    [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    >>> t = EpochTable(15, accuracy=True, held_out=True)
+    >>> print(t.header()); print(t.row(Epoch(3, 0.41234, 0.8749, 0.9, 0.3512, 12345.6, 1.24)))
+    epoch     loss     acc   held-out loss     acc   samples/s     time
+     3/15   0.4123  87.49%          0.3512  90.00%      12,346     1.2s
     """
-    if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / epochs))
-    if schedule == "step":
-        return lr / 10 ** ((epoch - 1 >= epochs // 2) + (epoch - 1 >= epochs * 3 // 4))
-    return lr
+
+    def __init__(self, epochs: int, accuracy: bool, held_out: bool):
+        self.width = max(5, 2 * len(str(epochs)) + 1)
+        self.epochs, self.accuracy, self.held_out = epochs, accuracy, held_out
+
+    def header(self) -> str:
+        cols = [f"{'epoch':<{self.width}}", f"{'loss':>8}"]
+        if self.accuracy:
+            cols.append(f"{'acc':>7}")
+        if self.held_out:
+            cols.append(f"{'held-out loss':>15}")
+            if self.accuracy:
+                cols.append(f"{'acc':>7}")
+        cols += [f"{'samples/s':>11}", f"{'time':>8}"]
+        return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
+
+    def row(self, e: Epoch) -> str:
+        cols = [f"{f'{e.number}/{self.epochs}':>{self.width}}", f"{e.loss:>8.4f}"]
+        if self.accuracy:
+            cols.append(f"{e.train_accuracy:>7.2%}")
+        if self.held_out:
+            cols.append(f"{e.held_out_loss:>15.4f}")
+            if self.accuracy:
+                cols.append(f"{e.held_out_accuracy:>7.2%}")
+        cols += [f"{e.samples_per_second:>11,.0f}", f"{e.seconds:>7.1f}s"]
+        return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
 
 
 def labels_for(model, y: np.ndarray) -> np.ndarray:
@@ -187,6 +230,48 @@ def labels_for(model, y: np.ndarray) -> np.ndarray:
             )
         y = y.reshape(len(y), *[1] * (len(out) - 1))
     return y.astype(np.int64)
+
+
+@dataclass
+class Resumed:
+    """Where a checkpoint's training stopped (its ``train:`` arrays)."""
+
+    epochs_done: int  # complete epochs
+    batches_done: int  # batches of the next epoch already taken (an interrupted epoch)
+    steps_done: int  # steps in all: the schedule's position
+    rng: dict  # the shuffling generator's state at the start of the next epoch
+    seed: int
+
+
+def training_state(checkpoint: dict | None) -> Resumed | None:
+    """The training state a checkpoint holds, or None (plain weights, or a checkpoint written
+    before cnndsl saved it)."""
+    import json
+
+    if checkpoint is None or "train:epochs_done" not in checkpoint:
+        return None
+    try:
+        return Resumed(
+            int(checkpoint["train:epochs_done"]),
+            int(checkpoint["train:batches_done"]),
+            int(checkpoint["train:steps_done"]),
+            json.loads(str(checkpoint["train:rng"])),
+            int(checkpoint["train:seed"]),
+        )
+    except (KeyError, ValueError, TypeError) as err:
+        raise CnnError(f"--resume: the checkpoint's training state is damaged ({err})", code="E082") from None
+
+
+def _state_arrays(epochs_done, batches_done, steps_done, rng_state, seed) -> dict:
+    import json
+
+    return {
+        "train:epochs_done": np.array(epochs_done, np.int64),
+        "train:batches_done": np.array(batches_done, np.int64),
+        "train:steps_done": np.array(steps_done, np.int64),
+        "train:rng": np.array(json.dumps(rng_state)),
+        "train:seed": np.array(seed, np.int64),
+    }
 
 
 def train(
@@ -206,8 +291,25 @@ def train(
     progress=None,
     loss=None,
     schedule="constant",
+    optimizer=None,
+    warmup=0.0,
+    label_smoothing=0.0,
+    should_stop=None,
+    weights=None,
+    freeze=(),
+    reset=(),
+    ready=None,
 ) -> Result:
-    """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step."""
+    """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
+    epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
+    schedule position and shuffling; ``should_stop()`` is asked after every step, and when it
+    says so the checkpoint is written there and ``Result.interrupted`` says where. Fine-tuning:
+    ``weights`` (may hold a subset of the parameters; the rest from the seed), ``freeze`` and
+    ``reset`` (name prefixes, :func:`cnndsl.train.step.train_graph`); ``ready(trainer)`` is
+    called once the session is built (``trainer.tuning`` lists what was initialised and frozen)."""
+    from cnndsl.lower.builder import training_state as optimizer_state
+    from cnndsl.train.optim import learning_rate
+
     trainer = Trainer(
         model,
         loss=loss,
@@ -215,29 +317,61 @@ def train(
         momentum=momentum,
         weight_decay=weight_decay,
         seed=seed,
-        weights=resume,
+        weights=resume
+        if weights is None
+        else {k: v for k, v in weights.items() if not optimizer_state(k, weights)},  # a fresh optimizer
         provider=provider,
+        optimizer=optimizer,
+        label_smoothing=label_smoothing,
+        freeze=freeze,
+        reset=reset,
+        partial=weights is not None,
     )
+    if ready:
+        ready(trainer)
     result = Result(provider=trainer.provider)
     x, y = train_data.x, labels_for(model, train_data.y)
     rng = np.random.default_rng(seed)
-    for epoch in range(1, epochs + 1):
-        trainer.set_lr(learning_rate(lr, schedule, epoch, epochs))
+    per_epoch = len([i for i in range(0, len(x), batch) if len(x) - i > 1])  # a batch of one is skipped
+    total_steps, warm = per_epoch * epochs, round(warmup * per_epoch)
+    first_epoch, skip, step_no = 1, 0, 0
+    state = training_state(resume)
+    if state is not None:
+        rng.bit_generator.state = state.rng
+        first_epoch, skip, step_no = state.epochs_done + 1, state.batches_done, state.steps_done
+    result.first_epoch = first_epoch
+    for epoch in range(first_epoch, epochs + 1):
+        start_state = rng.bit_generator.state
         order = rng.permutation(len(x))
         start = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
         steps = [order[i : i + batch] for i in range(0, len(order), batch)]
         steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
         for k, idx in enumerate(steps, 1):
+            if k <= skip:  # taken before the interruption
+                continue
+            trainer.set_lr(learning_rate(lr, schedule, step_no, total_steps, warm))
             loss, logits = trainer.step(x[idx], y[idx])
+            step_no += 1
             if not np.isfinite(loss):
-                raise CnnError(f"epoch {epoch}: the loss became {loss}; try a smaller --lr (now {lr})", code="E087")
+                raise CnnError(
+                    f"epoch {epoch}: the loss became {loss}; try a smaller --lr (now {trainer.lr:.3g})", code="E087"
+                )
             total += loss * len(idx)
             if trainer.loss != "mse":  # the logits' largest score (rbf: −distance)
                 correct += int((logits.argmax(1) == y[idx]).sum())
             seen += len(idx)
             if progress:
                 progress(k, len(steps), total / seen, epoch)
+            if should_stop is not None and should_stop() and k < len(steps):
+                result.weights = trainer.weights()
+                result.interrupted = (epoch, k, len(steps))
+                if out is not None:
+                    save_weights(
+                        {**trainer.checkpoint(), **_state_arrays(epoch - 1, k, step_no, start_state, seed)}, out
+                    )
+                return result
+        skip = 0
         seconds = time.perf_counter() - start
         h_loss, h_acc, pred = (
             trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
@@ -245,14 +379,18 @@ def train(
             else (None, None, None)
         )
         accuracy = correct / max(seen, 1) if trainer.loss != "mse" else None
-        record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / seconds, seconds)
+        record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / max(seconds, 1e-9), seconds)
         result.epochs.append(record)
         result.predictions = pred
         result.weights = trainer.weights()
         if out is not None:
-            save_weights(trainer.checkpoint(), out)
+            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+            save_weights({**trainer.checkpoint(), **state}, out)
         if report:
             report(record)
+        if should_stop is not None and should_stop() and epoch < epochs:
+            result.interrupted = (epoch + 1, 0, per_epoch)
+            return result
     return result
 
 
@@ -261,6 +399,7 @@ def progress_bar(stream=None):
     stream = sys.stderr if stream is None else stream  # the stream of the call, not of the import
     if not stream.isatty():
         return None, lambda: None
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     prog = Progress(
@@ -268,7 +407,12 @@ def progress_bar(stream=None):
         BarColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
         TimeRemainingColumn(),
+        console=Console(file=stream),
         transient=True,
+        # the epoch lines (stdout) print above the bar when both are the terminal; piped, they
+        # stay on stdout
+        redirect_stdout=sys.stdout.isatty(),
+        redirect_stderr=False,
     )
     tasks = {}
 

@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
+    trainp.add_argument(
+        "--keep",
+        choices=("best", "last", "both"),
+        default="both",
+        help="what --out holds: the best held-out epoch's weights or the last's; both (default): the last, "
+        "and the best in OUT.best.npz",
+    )
     trainp.add_argument("--resume", metavar="WEIGHTS.npz", help="start from these weights")
     trainp.add_argument("--seed", type=int, default=0, help="initial weights, shuffling, split, dropout (default 0)")
     trainp.set_defaults(run=cmd_train)
@@ -175,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--output", metavar="OUT.npy", help="write the outputs (.npy, or .npz for several)")
     runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
     runp.set_defaults(run=cmd_run)
+
+    pred = sub.add_parser("predict", help="classify images, folders of images or .npy/.npz arrays with a trained model")
+    pred.add_argument("file", metavar="MODEL.onnx|FILE.net")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, .npy or .npz files")
+    network_options(pred)
+    pred.add_argument("--weights", metavar="W.npz", help="the checkpoint of cnndsl train (needed for a .net file)")
+    pred.add_argument(
+        "--top", type=_int_at_least(1), default=3, metavar="K", help="classes shown per sample (default 3)"
+    )
+    pred.add_argument("--output", metavar="OUT.npy|OUT.npz", help="write the outputs instead of printing classes")
+    pred.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
+    pred.add_argument("--batch", type=_int_at_least(1), default=64, metavar="N", help="samples per run (default 64)")
+    pred.set_defaults(run=cmd_predict)
 
     graph = sub.add_parser("graph", help="a diagram of a network: SVG, PNG or Graphviz DOT")
     graph.add_argument("file", metavar="FILE")
@@ -248,7 +268,8 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.builder import DEFAULT_OPSET
-    from cnndsl.lower.export import load_weights, to_onnx, write_model
+    from cnndsl.lower.export import load_checkpoint, to_onnx, write_model
+    from cnndsl.train.contract import export_metadata
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
@@ -258,7 +279,8 @@ def cmd_export(args) -> int:
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
     )
     _print_diagnostics(model.warnings)
-    weights = load_weights(args.weights) if args.weights else None
+    weights, recorded = load_checkpoint(args.weights) if args.weights else (None, {})
+    metadata = export_metadata(model, recorded, f"--weights {args.weights}")
     if args.train:
         from cnndsl.train.step import train_model
 
@@ -297,6 +319,7 @@ def cmd_export(args) -> int:
             batch=args.batch,
             dtype=args.dtype,
             fold=args.fold_bn,
+            metadata=metadata,
         ),
         model,
     )
@@ -324,13 +347,21 @@ def cmd_train(args) -> int:
     )
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
-    refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
+    if args.keep == "best" and args.held_out == 0:
+        raise CnnError("--keep best needs held-out data to tell the best epoch (--held-out above 0)", code="E084")
+    keep_best = args.keep != "last" and args.held_out > 0
+    last_out = None if args.keep == "best" else out
+    best_out = (out if args.keep == "best" else out.with_name(out.stem + ".best.npz")) if keep_best else None
+    for path in filter(None, (last_out, best_out)):
+        refuse_overwrite("--out", path, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, args.seed) if args.held_out > 0 else (data, None)
     resume = load_weights(args.resume) if args.resume else None
-    from cnndsl.train.step import default_loss
+    from cnndsl.train.contract import Contract, checkpoint_metadata
+    from cnndsl.train.step import default_loss, output_meaning
 
+    contract = Contract(tuple(model.graph.input_shape), data.preprocessing, data.names, output_meaning(model))
     loss = args.loss or default_loss(model)
     print(f"network {model.name}: {model.totals.trainable_params:,} trainable parameters, loss {loss}")
     print(f"data {data.description}; {len(train_part.x):,} training, {len(held.x) if held else 0:,} held out")
@@ -361,7 +392,9 @@ def cmd_train(args) -> int:
             weight_decay=args.weight_decay,
             provider=args.provider,
             seed=args.seed,
-            out=out,
+            out=last_out,
+            best=best_out,
+            metadata=checkpoint_metadata(contract),
             resume=resume,
             report=report,
             progress=bar,
@@ -371,7 +404,16 @@ def cmd_train(args) -> int:
     finally:
         stop()
     total = sum(e.seconds for e in result.epochs)
-    print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
+    saved = []
+    if last_out is not None:
+        saved.append(f"{last_out} (last epoch, {result.epochs[-1].number})")
+    if best_out is not None and result.best is not None:
+        b = result.best
+        figure = (
+            f"accuracy {b.held_out_accuracy:.2%}" if b.held_out_accuracy is not None else f"loss {b.held_out_loss:.4f}"
+        )
+        saved.append(f"{best_out} (best held-out {figure}, epoch {b.number})")
+    print(f"trained on {result.provider} in {total:.1f} s; weights in {' and '.join(saved)} (cnndsl export --weights)")
     return 0
 
 
@@ -405,15 +447,18 @@ def cmd_run(args) -> int:
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:
-        import io
+        from cnndsl.train.contract import Contract
+        from cnndsl.train.predict import onnx_contract, read_inputs
 
-        import numpy as np
+        if path.suffix == ".onnx":
+            contract = onnx_contract(model_bytes, args.file)
+        else:
+            from cnndsl.train.step import output_meaning
 
-        raw = read_bytes(args.data, "E092", f"--data {args.data}")
-        try:
-            data = np.load(io.BytesIO(raw), allow_pickle=False)
-        except Exception as err:
-            raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
+            contract = Contract(tuple(model.graph.input_shape), output=output_meaning(model), recorded=False)
+        inputs = read_inputs([args.data], contract, "--data")
+        data = inputs.x
+        print(f"data {inputs.descriptions[0]}")
     outputs, times, used, batch = time_model(
         model_bytes, args.provider, args.batch, args.iterations, data, progress=bar() if args.iterations >= 50 else None
     )
@@ -427,6 +472,82 @@ def cmd_run(args) -> int:
     if args.output:
         save_outputs(outputs, Path(args.output))
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from cnndsl.lower.session import save_outputs
+    from cnndsl.train.predict import onnx_contract, read_inputs, run_model, top_classes, unrecorded_warning
+
+    path = Path(args.file)
+    if args.output:
+        refuse_overwrite(
+            "--output",
+            args.output,
+            args.file,
+            args.weights,
+            *args.inputs,
+            imports=None if path.suffix == ".onnx" else lambda: net_sources(args.file),
+        )
+    if path.suffix == ".onnx":
+        if args.weights:
+            raise CnnError("--weights is for a .net file; an ONNX model holds its weights", code="E124")
+        model_bytes = read_bytes(path, "E040")
+        contract = onnx_contract(model_bytes, args.file)
+    else:
+        from cnndsl.lower.export import load_checkpoint, to_onnx
+        from cnndsl.train.contract import Contract, export_metadata
+
+        if not args.weights:
+            raise CnnError(
+                f"{args.file}: predicting needs trained weights; give --weights W.npz (cnndsl train writes them) "
+                "or an exported model.onnx",
+                code="E124",
+            )
+        model = load(
+            args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
+        )
+        _print_diagnostics(model.warnings)
+        weights, recorded = load_checkpoint(args.weights)
+        meta = export_metadata(model, recorded, f"--weights {args.weights}")
+        model_bytes = _weights_fit(lambda: to_onnx(model, weights=weights).SerializeToString(), model)
+        contract = Contract.from_metadata(meta, tuple(model.graph.input_shape), meta["cnndsl.output"])
+    if not contract.recorded:
+        _print_diagnostics([unrecorded_warning(args.file, contract)])
+    inputs = read_inputs(args.inputs, contract)
+    outputs, used = run_model(model_bytes, inputs.x, args.provider, args.batch)
+    names = contract.classes
+    shown = (
+        f"{len(names)} classes ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})"
+        if names
+        else "unnamed classes"
+    )
+    print(f"model {path.name} on {used}: {shown}; preprocessing: {contract.describe()}")
+    for d in inputs.descriptions:
+        print(f"data {d}")
+    if args.output:
+        save_outputs(outputs, Path(args.output))
+        print(
+            f"wrote {args.output}: {', '.join(f'{k} {chr(120).join(map(str, v.shape))}' for k, v in outputs.items())}"
+        )
+        predictions = (
+            top_classes(inputs, next(iter(outputs.values())), contract, args.top)
+            if (inputs.labels is not None and next(iter(outputs.values())).ndim == 2)
+            else []
+        )
+    else:
+        predictions = top_classes(inputs, next(iter(outputs.values())), contract, args.top)
+        width = max(len(p.input) for p in predictions)
+        for p in predictions:
+            top = "  ".join(f"{name} {prob:6.2%}" for name, prob in p.top)
+            mark = "" if p.label is None else ("  (ok)" if p.correct else f"  (label {p.label})")
+            print(f"{p.input.ljust(width)}  {top}{mark}")
+    labelled = [p for p in predictions if p.label is not None]
+    if labelled:
+        right = sum(p.correct for p in labelled)
+        print(f"top-1 accuracy {right / len(labelled):.2%} ({right:,} of {len(labelled):,} labelled samples)")
     return 0
 
 

@@ -67,7 +67,7 @@ def time_model(model_bytes: bytes, provider="auto", batch=1, iterations=20, data
         want = [d for d in inp.shape[1:]]
         if list(data.shape[1:]) != want:
             raise CnnError(
-                f"--input data has shape {tuple(data.shape)}; the model takes (N, {', '.join(map(str, want))})",
+                f"--data has shape {tuple(data.shape)}; the model takes (N, {', '.join(map(str, want))})",
                 code="E092",
             )
         data = data.astype(dtype, copy=False)

@@ -39,12 +39,25 @@ class Result:
     provider: str = ""
     weights: dict = field(default_factory=dict)
     predictions: np.ndarray | None = None  # held-out predictions of the last evaluation
+    best: Epoch | None = None  # the epoch with the best held-out figures (``train(best=PATH)``)
 
 
 def predicted_classes(meaning: str, outputs: np.ndarray) -> np.ndarray:
     """Class per sample (and position): the nearest centre for ``distances`` (rbf), else the
     largest score or probability (``meaning``: :func:`cnndsl.train.step.output_meaning`)."""
     return outputs.argmin(1) if meaning == "distances" else outputs.argmax(1)
+
+
+def better(epoch: Epoch, best: Epoch | None) -> bool:
+    """Whether ``epoch`` beats ``best``: a higher held-out accuracy, or (without one: mse) a lower
+    held-out loss; a tie keeps the earlier epoch."""
+    if best is None:
+        return True
+    if epoch.held_out_accuracy is not None and best.held_out_accuracy is not None:
+        return epoch.held_out_accuracy > best.held_out_accuracy
+    return (
+        epoch.held_out_loss is not None and best.held_out_loss is not None and epoch.held_out_loss < best.held_out_loss
+    )
 
 
 def save_weights(weights: dict, path: Path) -> None:
@@ -206,8 +219,13 @@ def train(
     progress=None,
     loss=None,
     schedule="constant",
+    best=None,
+    metadata=None,
 ) -> Result:
-    """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step."""
+    """Train for ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss, epoch)`` per step.
+
+    ``out``: the checkpoint of the last epoch; ``best``: the checkpoint of the epoch with the best
+    held-out figures (:func:`better`); ``metadata``: more entries for both (cnndsl.train.contract)."""
     trainer = Trainer(
         model,
         loss=loss,
@@ -250,7 +268,10 @@ def train(
         result.predictions = pred
         result.weights = trainer.weights()
         if out is not None:
-            save_weights(trainer.checkpoint(), out)
+            save_weights({**trainer.checkpoint(), **(metadata or {})}, out)
+        if best is not None and held_out is not None and better(record, result.best):
+            result.best = record
+            save_weights({**trainer.checkpoint(), **(metadata or {})}, best)
         if report:
             report(record)
     return result

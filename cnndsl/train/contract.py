@@ -23,11 +23,11 @@ from cnndsl.train.data import Preprocessing
 # The documented keys (docs/deploy.md), each a string in ONNX metadata_props.
 KEYS = {
     "cnndsl.classes": "the class names as a JSON list, in output order",
-    "cnndsl.output": "what the (first) output holds: scores, distances (rbf: the nearest is the class) or probabilities",
+    "cnndsl.output": "what the (first) output holds: scores, distances (rbf: the nearest is the class), probabilities",
     "cnndsl.input.layout": "the input's axes: NCHW (N the batch; NC for a vector, NCW, NCDHW)",
     "cnndsl.input.shape": "the input without the batch, CxHxW",
     "cnndsl.input.channels": "how an image becomes the channels: L (luminance, ITU-R BT.601) or RGB",
-    "cnndsl.input.scale": "integer pixels are divided by this (255; 16 for the bundled digits); floats are used as they are",
+    "cnndsl.input.scale": "integer pixels are divided by this (255; 16 for the digits); floats are used as they are",
     "cnndsl.input.resize": "fit (pad centred, or scale down keeping the aspect ratio) or stretch (bilinear to HxW)",
     "cnndsl.input.upscale": "a whole factor the samples are enlarged by before fitting (1: none)",
 }

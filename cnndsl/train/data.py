@@ -315,9 +315,10 @@ def prepare(x: np.ndarray, shape, prep: Preprocessing, fail, xname: str = "x") -
 
 
 def read_image(path: str, shape, prep: Preprocessing, fail) -> tuple[np.ndarray, list[str]]:
-    """One image file as (1, *shape) float32 and what was done, in words: luminance for a 1-channel input, else RGB (a 1-channel
-    image replicated to other channel counts), 8-bit pixels divided by 255. ``stretch``: resized to the
-    input's size with Pillow's bilinear filter (as ``train`` reads a folder); ``fit``: fitted as arrays are."""
+    """One image file as (1, *shape) float32 and what was done, in words: luminance for a 1-channel
+    input, else RGB (a 1-channel image replicated to other channel counts), 8-bit pixels divided by
+    255. ``stretch``: resized to the input's size with Pillow's bilinear filter (as ``train`` reads a
+    folder); ``fit``: fitted as arrays are."""
     if len(shape) != 3:
         raise fail("E115", f"images need a network with input CxHxW; its input is {_dims(shape)}")
     c, h, w = shape

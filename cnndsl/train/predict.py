@@ -127,6 +127,8 @@ def _file(path, contract, fail, option):
         x, notes = prepare(x, x.shape[1:], contract.preprocessing, fail, xkey)
     else:
         x, notes = prepare(x, contract.shape, contract.preprocessing, fail, xkey)
+    if dtype.kind in "iu":
+        notes.insert(0, f"divided by {contract.preprocessing.scale}")
     what = ", ".join(notes) or "used as is"
     names = [f"{path}[{i}]" for i in range(len(x))]
     return x, names, labels, f"{path}: {len(x):,} samples {sample} {dtype}, {what}"

@@ -479,7 +479,7 @@ def cmd_predict(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.session import save_outputs
-    from cnndsl.train.predict import onnx_contract, read_inputs, run_model, top_classes, unrecorded_warning
+    from cnndsl.train.predict import prediction_model, read_inputs, run_model, top_classes
 
     path = Path(args.file)
     if args.output:
@@ -491,31 +491,9 @@ def cmd_predict(args) -> int:
             *args.inputs,
             imports=None if path.suffix == ".onnx" else lambda: net_sources(args.file),
         )
-    if path.suffix == ".onnx":
-        if args.weights:
-            raise CnnError("--weights is for a .net file; an ONNX model holds its weights", code="E124")
-        model_bytes = read_bytes(path, "E040")
-        contract = onnx_contract(model_bytes, args.file)
-    else:
-        from cnndsl.lower.export import load_checkpoint, to_onnx
-        from cnndsl.train.contract import Contract, export_metadata
-
-        if not args.weights:
-            raise CnnError(
-                f"{args.file}: predicting needs trained weights; give --weights W.npz (cnndsl train writes them) "
-                "or an exported model.onnx",
-                code="E124",
-            )
-        model = load(
-            args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
-        )
-        _print_diagnostics(model.warnings)
-        weights, recorded = load_checkpoint(args.weights)
-        meta = export_metadata(model, recorded, f"--weights {args.weights}")
-        model_bytes = _weights_fit(lambda: to_onnx(model, weights=weights).SerializeToString(), model)
-        contract = Contract.from_metadata(meta, tuple(model.graph.input_shape), meta["cnndsl.output"])
-    if not contract.recorded:
-        _print_diagnostics([unrecorded_warning(args.file, contract)])
+    opts = dict(network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers)
+    model_bytes, contract, warnings = prediction_model(args.file, args.weights, load_options=opts)
+    _print_diagnostics(warnings)
     inputs = read_inputs(args.inputs, contract)
     outputs, used = run_model(model_bytes, inputs.x, args.provider, args.batch)
     names = contract.classes

@@ -252,3 +252,41 @@ def top_classes(inputs: Inputs, outputs: np.ndarray, contract: Contract, k: int)
         )
         for i, name in enumerate(inputs.names)
     ]
+
+
+def prediction_model(source, weights=None, model=None, load_options=None):
+    """(ONNX bytes, contract, warnings) of what ``predict`` runs: an exported ``.onnx`` (its metadata),
+    or a ``.net`` file (or compiled ``model``) with the ``weights`` checkpoint of ``cnndsl train``."""
+    from pathlib import Path
+
+    from cnndsl.lower.export import load_checkpoint, to_onnx
+    from cnndsl.train.contract import export_metadata
+
+    warnings: list = []
+    if model is None and Path(str(source)).suffix == ".onnx":
+        if weights:
+            raise CnnError("--weights is for a .net file; an ONNX model holds its weights", code="E124")
+        model_bytes = read_bytes(source, "E040")
+        contract = onnx_contract(model_bytes, str(source))
+    else:
+        if not weights:
+            raise CnnError(
+                f"{source}: predicting needs trained weights; give --weights W.npz (cnndsl train writes them) "
+                "or an exported model.onnx",
+                code="E124",
+            )
+        if model is None:
+            from cnndsl.ir.compile import load
+
+            model = load(source, **(load_options or {}))
+            warnings += model.warnings
+        arrays, recorded = load_checkpoint(weights) if not isinstance(weights, dict) else (weights, {})
+        meta = export_metadata(model, recorded, f"--weights {weights if not isinstance(weights, dict) else 'dict'}")
+        try:
+            model_bytes = to_onnx(model, weights=arrays).SerializeToString()
+        except MemoryError:
+            raise CnnError(f"not enough memory for the weights of network {model.name}", code="E301") from None
+        contract = Contract.from_metadata(meta, tuple(model.graph.input_shape), meta["cnndsl.output"])
+    if not contract.recorded:
+        warnings.append(unrecorded_warning(str(source), contract))
+    return model_bytes, contract, warnings

@@ -31,6 +31,7 @@ KEYS = {
     "cnndsl.input.resize": "fit (pad centred, or scale down keeping the aspect ratio) or stretch (bilinear to HxW)",
     "cnndsl.input.upscale": "a whole factor the samples are enlarged by before fitting (1: none)",
 }
+UNRECORDED = " (the default: the model records no preprocessing)"
 OUTPUTS = ("scores", "distances", "probabilities")
 RESIZES = ("fit", "stretch")
 PREPROCESSING_KEYS = ("cnndsl.input.scale", "cnndsl.input.resize", "cnndsl.input.upscale")
@@ -105,7 +106,7 @@ class Contract:
         if p.upscale > 1:
             words.append(f"upscaled {p.upscale}x")
         words.append("resized to the input" if p.resize == "stretch" else "fitted (padded centred or scaled down)")
-        return ", ".join(words) + ("" if self.recorded else " (the default: the model records no preprocessing)")
+        return ", ".join(words) + ("" if self.recorded else UNRECORDED)
 
     def name(self, k: int) -> str:
         """The name of class ``k`` (its index where the model names fewer classes)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnndsl.errors import CnnError, Diagnostic
 from cnndsl.files import read_bytes
-from cnndsl.train.contract import Contract
+from cnndsl.train.contract import UNRECORDED, Contract
 from cnndsl.train.data import IMAGE_SUFFIXES, Preprocessing, _labels, prepare, read_image
 
 IMAGE_MAGIC = (
@@ -182,7 +182,7 @@ def unrecorded_warning(where: str, contract: Contract) -> Diagnostic:
     return Diagnostic(
         "warning",
         f"{where} records no preprocessing (it was not exported from a `cnndsl train` checkpoint); "
-        f"assuming {contract.describe().split(' (')[0]}",
+        f"assuming {contract.describe().removesuffix(UNRECORDED)}",
         None,
         [],
         "W120",

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
-from cnndsl.api import Model, Table, load, predict, train
+from cnndsl.api import Model, Table, load, predict
 from cnndsl.errors import CnnError, Diagnostic
 from cnndsl.ir.compile import compile_network, load_module, run_deep
 from cnndsl.version import __version__
+
+# cnndsl.train, the training stage's package, is callable: cnndsl.train(model, data, ...) is cnndsl.api.train
 
 __all__ = [
     "load",

@@ -1,13 +1,15 @@
 """The Python API for scripts and notebooks (docs/api.md): :func:`load` returns a :class:`Model`
 that prints as one line, renders as the layer table (HTML) or the diagram (SVG) in a notebook, and
-exports, draws, and — with :func:`train` and :func:`predict` — does what the command line does.
+exports, draws (``.draw``), and — with :func:`train` and :func:`predict` — does what the command line does.
 """
 
 from __future__ import annotations
 
 import html
+import types
 from pathlib import Path
 
+import cnndsl.train as _train_package
 from cnndsl.ir.compile import load as _load
 from cnndsl.ir.model import Model as _Model
 
@@ -52,8 +54,9 @@ class Model(_Model):
         write_model(to_onnx(self, weights=arrays, metadata=metadata, **options), path)
         return path
 
-    def graph(self, path, depth: int | None = None) -> Path:
-        """Write the diagram to ``path`` (``.svg``, ``.png`` or ``.dot``, by the extension) and return it."""
+    def draw(self, path, depth: int | None = None) -> Path:
+        """``cnndsl graph``: write the diagram to ``path`` (``.svg``, ``.png`` or ``.dot``, by the
+        extension) and return it. (Not ``.graph()``: ``model.graph`` is the IR, :class:`cnndsl.ir.graph.Graph`.)"""
         from cnndsl.errors import CnnError
         from cnndsl.files import write_atomic
         from cnndsl.tools.diagram import diagram, render_diagram
@@ -234,6 +237,18 @@ def train(
         schedule=schedule,
     )
     return Trained(result, last, best if result.best is not None else None, loaded.description)
+
+
+class _CallablePackage(types.ModuleType):
+    """``cnndsl.train`` is the training stage's package (``cnndsl.train.data`` ...) and, called,
+    :func:`train`: a function of that name on ``cnndsl`` would be replaced by the package as soon
+    as one of its modules is imported."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+_train_package.__class__ = _CallablePackage
 
 
 class Predictions(list):

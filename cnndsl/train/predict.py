@@ -84,7 +84,8 @@ def read_inputs(paths, contract: Contract, option: str = "") -> Inputs:
 
 
 def _file(path, contract, fail, option):
-    raw = read_bytes(path, "E121", f"{option} {path}".strip(), missing="E121")
+    code = "E092" if option == "--data" else "E121"  # run --data's code, predict's
+    raw = read_bytes(path, code, f"{option} {path}".strip(), missing=code)
     kind = sniff(raw)
     if kind == "image":
         x, notes = read_image(path, contract.shape, contract.preprocessing, fail)
@@ -92,7 +93,7 @@ def _file(path, contract, fail, option):
     if kind is None:
         start = raw[:8]
         raise fail(
-            "E121",
+            code,
             f"not a .npy, .npz or image file (it begins with {start!r}); "
             f"expected {', '.join(s.lstrip('.') for s in ('.npy', '.npz', *IMAGE_SUFFIXES))}",
         )
@@ -105,7 +106,7 @@ def _file(path, contract, fail, option):
                 if xkey is None:
                     found = ", ".join(keys) or "none"
                     raise fail(
-                        "E121", f"expected an array x (or images, input), or a single array; the file has: {found}"
+                        code, f"expected an array x (or images, input), or a single array; the file has: {found}"
                     )
                 ykey = next((k for k in ("y", "labels") if k in keys), None)
                 x, y = loaded[xkey], (loaded[ykey] if ykey else None)
@@ -114,7 +115,7 @@ def _file(path, contract, fail, option):
     except CnnError:
         raise
     except Exception as err:  # noqa: BLE001 - zip, .npy header, pickled objects: a damaged or foreign file
-        raise fail("E121", f"cannot read it as .{kind} ({type(err).__name__}: {err})") from None
+        raise fail(code, f"cannot read it as .{kind} ({type(err).__name__}: {err})") from None
     if x.ndim == 0 or len(x) == 0:
         raise fail("E103", f"{xkey} has shape {x.shape}; expected one sample per row, (N, ...)")
     sample, dtype = "x".join(map(str, x.shape[1:])), x.dtype
@@ -181,7 +182,7 @@ def onnx_contract(model_bytes: bytes, where: str) -> Contract:
 def unrecorded_warning(where: str, contract: Contract) -> Diagnostic:
     return Diagnostic(
         "warning",
-        f"{where} records no preprocessing (it was not exported from a `cnndsl train` checkpoint); "
+        f"{where} records no preprocessing (it was not exported from a cnndsl train checkpoint); "
         f"assuming {contract.describe().removesuffix(UNRECORDED)}",
         None,
         [],

@@ -327,3 +327,16 @@ def test_notebook_in_a_real_kernel(tmp_path):
     out = nb.cells[0].outputs[0]
     assert out["output_type"] == "execute_result"
     assert "<td>C3</td>" in out["data"]["text/html"] and "<svg" in out["data"]["image/svg+xml"]
+
+
+@pytest.mark.parametrize("doc", ["deploy.md", "api.md"])
+def test_the_docs_examples_hold(digits_model, doc, monkeypatch):
+    """docs/deploy.md's onnxruntime snippet and docs/api.md, run as doctests beside a trained model."""
+    import doctest
+
+    d, _ = digits_model
+    shutil.copy(d / "lenet.onnx", d / "lenet5.onnx")
+    shutil.copy(d / "lenet.npz", d / "lenet5.npz")
+    monkeypatch.chdir(d)
+    result = doctest.testfile(str(ROOT / "docs" / doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted and not result.failed

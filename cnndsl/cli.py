@@ -178,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     runp.add_argument("--batch", type=int, default=1, metavar="N", help="batch of the random input (default 1)")
     runp.add_argument("--iterations", type=int, default=20, metavar="K", help="timed runs (default 20)")
-    runp.add_argument("--data", metavar="DATA.npy", help="input batch instead of random data")
+    runp.add_argument(
+        "--data",
+        metavar="DATA",
+        help="input batch instead of random data: .npy, .npz, an image or a folder of images, "
+        "prepared as train prepares data (the model's recorded preprocessing)",
+    )
     runp.add_argument("--output", metavar="OUT.npy", help="write the outputs (.npy, or .npz for several)")
     runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
     runp.set_defaults(run=cmd_run)

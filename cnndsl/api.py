@@ -1,6 +1,6 @@
 """The Python API for scripts and notebooks (docs/api.md): :func:`load` returns a :class:`Model`
 that prints as one line, renders as the layer table (HTML) or the diagram (SVG) in a notebook, and
-exports, draws (``.draw``), and — with :func:`train` and :func:`predict` — does what the command line does.
+exports, draws (``model.graph(path)``), and — with :func:`train` and :func:`predict` — does what the command line does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,20 @@ from pathlib import Path
 
 import cnndsl.train as _train_package
 from cnndsl.ir.compile import load as _load
+from cnndsl.ir.graph import Graph as _Graph
 from cnndsl.ir.model import Model as _Model
+
+
+class _DrawableGraph(_Graph):
+    """The compiled IR (:class:`cnndsl.ir.graph.Graph`, every field as it is) that, called as
+    ``model.graph(path, depth=None)``, draws the diagram as ``cnndsl graph`` does (:meth:`Model.draw`)."""
+
+    def __call__(self, path, depth: int | None = None) -> Path:
+        return Model.draw(self, path, depth)  # draw() reads only .graph of its model: this graph's
+
+    @property
+    def graph(self):
+        return self
 
 
 class Model(_Model):
@@ -22,6 +35,9 @@ class Model(_Model):
         """The API's view of a compiled model (the same figures, nothing recomputed)."""
         api = cls.__new__(cls)
         api.__dict__.update(model.__dict__)
+        drawable = object.__new__(_DrawableGraph)
+        drawable.__dict__.update(model.graph.__dict__)  # a frozen dataclass: the fields copied, not set
+        api.__dict__["graph"] = drawable
         return api
 
     def table(self, depth: int | None = None) -> Table:
@@ -56,7 +72,8 @@ class Model(_Model):
 
     def draw(self, path, depth: int | None = None) -> Path:
         """``cnndsl graph``: write the diagram to ``path`` (``.svg``, ``.png`` or ``.dot``, by the
-        extension) and return it. (Not ``.graph()``: ``model.graph`` is the IR, :class:`cnndsl.ir.graph.Graph`.)"""
+        extension) and return it. ``model.graph(path)`` does the same: ``model.graph`` is the
+        compiled IR (:class:`cnndsl.ir.graph.Graph`), and calling it draws it."""
         from cnndsl.errors import CnnError
         from cnndsl.files import write_atomic
         from cnndsl.tools.diagram import diagram, render_diagram

@@ -301,7 +301,9 @@ def test_api_export_predict_and_train(digits_model, tmp_path):
     arrays = cnndsl.predict(path, x[:5], top=2)
     assert [len(p.top) for p in arrays] == [2] * 5 and arrays.outputs["output"].shape == (5, 10)
     assert [p.top[0][0] for p in arrays] == [p.top[0][0] for p in cnndsl.predict(path, d / "held.npz")][:5]
-    assert m.draw(tmp_path / "m.dot").read_text().startswith("digraph")
+    assert m.graph(tmp_path / "m.dot").read_text().startswith("digraph")
+    assert m.draw(tmp_path / "m.svg").read_text() == m._repr_svg_()
+    assert m.graph.nodes[1].name == "C1" and m.graph.input_shape == (1, 32, 32)  # still the IR
     t = cnndsl.train(m, "digits", epochs=1, out=tmp_path / "w.npz")
     assert t.last == tmp_path / "w.npz" and t.best == tmp_path / "w.best.npz" and t.best.exists()
     assert len(t.epochs) == 1 and 0 < t.held_out_accuracy <= 1

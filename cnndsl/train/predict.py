@@ -87,6 +87,8 @@ def _file(path, contract, fail, option):
     code = "E092" if option == "--data" else "E121"  # run --data's code, predict's
     raw = read_bytes(path, code, f"{option} {path}".strip(), missing=code)
     kind = sniff(raw)
+    if kind == "image" and contract.shape is None:
+        raise fail("E115", "the model's input sizes are not fixed, so an image cannot be fitted to them; give an array")
     if kind == "image":
         x, notes = read_image(path, contract.shape, contract.preprocessing, fail)
         return x, [path], np.array([-1]), f"{path}: image, {', '.join(notes)}"
@@ -122,7 +124,7 @@ def _file(path, contract, fail, option):
     labels = np.full(len(x), -1)
     if y is not None:
         if y.ndim == 0 or len(y) != len(x):
-            raise fail("E103", f"{xkey} has {len(x):,} samples but {ykey} has {y.size:,} labels")
+            raise fail("E106", f"{xkey} has {len(x):,} samples but {ykey} has {y.size:,} labels")
         labels = _labels(y, None, fail, ykey)[0]
     if contract.shape is None:  # a model whose input sizes are dynamic: the samples as they are, scaled
         x, notes = prepare(x, x.shape[1:], contract.preprocessing, fail, xkey)

@@ -8,9 +8,23 @@
 
 from __future__ import annotations
 
+from cnndsl.api import Model, Table, load, predict
 from cnndsl.errors import CnnError, Diagnostic
-from cnndsl.ir.compile import compile_network, load, load_module, run_deep
-from cnndsl.ir.model import Model
+from cnndsl.ir.compile import compile_network, load_module, run_deep
 from cnndsl.version import __version__
 
-__all__ = ["load", "load_module", "compile_network", "run_deep", "Model", "CnnError", "Diagnostic", "__version__"]
+# cnndsl.train, the training stage's package, is callable: cnndsl.train(model, data, ...) is cnndsl.api.train
+
+__all__ = [
+    "load",
+    "load_module",
+    "compile_network",
+    "run_deep",
+    "Model",
+    "Table",
+    "train",
+    "predict",
+    "CnnError",
+    "Diagnostic",
+    "__version__",
+]

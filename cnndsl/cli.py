@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
     trainp.add_argument(
+        "--keep",
+        choices=("best", "last", "both"),
+        default="both",
+        help="what --out holds: the best held-out epoch's weights or the last's; both (default): the last, "
+        "and the best in OUT.best.npz",
+    )
+    trainp.add_argument(
         "--resume",
         metavar="WEIGHTS.npz",
         help="go on from a checkpoint: its weights, optimizer state, epoch, schedule and shuffling",
@@ -277,10 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
     runp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     runp.add_argument("--batch", type=int, default=1, metavar="N", help="batch of the random input (default 1)")
     runp.add_argument("--iterations", type=int, default=20, metavar="K", help="timed runs (default 20)")
-    runp.add_argument("--data", metavar="DATA.npy", help="input batch instead of random data")
+    runp.add_argument(
+        "--data",
+        metavar="DATA",
+        help="input batch instead of random data: .npy, .npz, an image or a folder of images, "
+        "prepared as train prepares data (the model's recorded preprocessing)",
+    )
     runp.add_argument("--output", metavar="OUT.npy", help="write the outputs (.npy, or .npz for several)")
     runp.add_argument("--seed", type=int, default=0, help="weights seed when FILE is a .net")
     runp.set_defaults(run=cmd_run)
+
+    pred = sub.add_parser("predict", help="classify images, folders of images or .npy/.npz arrays with a trained model")
+    pred.add_argument("file", metavar="MODEL.onnx|FILE.net")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, .npy or .npz files")
+    network_options(pred)
+    pred.add_argument("--weights", metavar="W.npz", help="the checkpoint of cnndsl train (needed for a .net file)")
+    pred.add_argument(
+        "--top", type=_int_at_least(1), default=3, metavar="K", help="classes shown per sample (default 3)"
+    )
+    pred.add_argument("--output", metavar="OUT.npy|OUT.npz", help="write the outputs instead of printing classes")
+    pred.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
+    pred.add_argument("--batch", type=_int_at_least(1), default=64, metavar="N", help="samples per run (default 64)")
+    pred.set_defaults(run=cmd_predict)
 
     graph = sub.add_parser("graph", help="a diagram of a network: SVG, PNG or Graphviz DOT")
     graph.add_argument("file", metavar="FILE")
@@ -362,7 +387,8 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.builder import DEFAULT_OPSET
-    from cnndsl.lower.export import load_weights, to_onnx, write_model
+    from cnndsl.lower.export import load_checkpoint, to_onnx, write_model
+    from cnndsl.train.contract import export_metadata
 
     out = Path(args.output)
     refuse_overwrite("-o", out, args.file, args.weights, imports=lambda: net_sources(args.file))
@@ -372,7 +398,8 @@ def cmd_export(args) -> int:
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
     )
     _print_diagnostics(model.warnings)
-    weights = load_weights(args.weights) if args.weights else None
+    weights, recorded = load_checkpoint(args.weights) if args.weights else (None, {})
+    metadata = export_metadata(model, recorded, f"--weights {args.weights}")
     if args.train:
         from cnndsl.train.step import train_model
 
@@ -412,6 +439,7 @@ def cmd_export(args) -> int:
             batch=args.batch,
             dtype=args.dtype,
             fold=args.fold_bn,
+            metadata=metadata,
         ),
         model,
     )
@@ -444,7 +472,14 @@ def cmd_train(args) -> int:
     )
     _print_diagnostics(model.warnings)
     out = Path(args.out or f"{model.name}.npz")
-    refuse_overwrite("--out", out, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
+    if args.keep == "best" and args.held_out == 0:
+        raise CnnError("--keep best needs held-out data to tell the best epoch (--held-out above 0)", code="E084")
+    keep_best = args.keep != "last" and args.held_out > 0
+    last_out = None if args.keep == "best" else out
+    best_out = (out if args.keep == "best" else out.with_name(out.stem + ".best.npz")) if keep_best else None
+    stopped_out = last_out or out.with_name(out.stem + ".interrupted.npz")  # where Ctrl-C saves
+    for path in filter(None, (last_out, best_out)):
+        refuse_overwrite("--out", path, args.file, *args.data.split(","), imports=lambda: net_sources(args.file))
     if args.resume and (args.weights or args.reset):
         raise CnnError("--resume goes on with a checkpoint's weights; --weights and --reset start anew", code="E084")
     resume = load_weights(args.resume) if args.resume else None
@@ -466,6 +501,9 @@ def cmd_train(args) -> int:
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)
+    from cnndsl.train.contract import Contract, checkpoint_metadata
+
+    contract = Contract(tuple(model.graph.input_shape), data.preprocessing, data.names, output_meaning(model))
     loss = args.loss or default_loss(model)
     optimizer = _optimizer(args)
     lr = args.lr if args.lr is not None else default_lr(optimizer, output_meaning(model), batch_normalised(model))
@@ -522,7 +560,10 @@ def cmd_train(args) -> int:
             lr=lr,
             provider=args.provider,
             seed=seed,
-            out=out,
+            out=last_out,
+            best=best_out,
+            metadata=checkpoint_metadata(contract),
+            interrupted_out=stopped_out,
             resume=resume,
             report=report,
             progress=bar,
@@ -544,10 +585,19 @@ def cmd_train(args) -> int:
     if result.interrupted:
         epoch, done, per_epoch = result.interrupted
         where = f"after batch {done} of {per_epoch} of epoch {epoch}" if done else f"before epoch {epoch}"
-        print(f"interrupted {where}; checkpoint in {out}", file=sys.stderr)
-        print(f"resume with: {_resume_command(out)}", file=sys.stderr)
+        print(f"interrupted {where}; checkpoint in {stopped_out}", file=sys.stderr)
+        print(f"resume with: {_resume_command(stopped_out)}", file=sys.stderr)
         return INTERRUPTED
-    print(f"trained on {result.provider} in {total:.1f} s; weights in {out} (cnndsl export --weights {out})")
+    saved = []
+    if last_out is not None:
+        saved.append(f"{last_out} (last epoch, {result.epochs[-1].number})")
+    if best_out is not None and result.best is not None:
+        b = result.best
+        figure = (
+            f"accuracy {b.held_out_accuracy:.2%}" if b.held_out_accuracy is not None else f"loss {b.held_out_loss:.4f}"
+        )
+        saved.append(f"{best_out} (best held-out {figure}, epoch {b.number})")
+    print(f"trained on {result.provider} in {total:.1f} s; weights in {' and '.join(saved)} (cnndsl export --weights)")
     return 0
 
 
@@ -622,15 +672,18 @@ def cmd_run(args) -> int:
         name = f"{model.name} ({args.file})"
     data = None
     if args.data:
-        import io
+        from cnndsl.train.contract import Contract
+        from cnndsl.train.predict import onnx_contract, read_inputs
 
-        import numpy as np
+        if path.suffix == ".onnx":
+            contract = onnx_contract(model_bytes, args.file)
+        else:
+            from cnndsl.train.step import output_meaning
 
-        raw = read_bytes(args.data, "E092", f"--data {args.data}")
-        try:
-            data = np.load(io.BytesIO(raw), allow_pickle=False)
-        except Exception as err:
-            raise CnnError(f"--data {args.data}: cannot read it as .npy: {err}", code="E092") from None
+            contract = Contract(tuple(model.graph.input_shape), output=output_meaning(model), recorded=False)
+        inputs = read_inputs([args.data], contract, "--data")
+        data = inputs.x
+        print(f"data {inputs.descriptions[0]}")
     outputs, times, used, batch = time_model(
         model_bytes, args.provider, args.batch, args.iterations, data, progress=bar() if args.iterations >= 50 else None
     )
@@ -644,6 +697,60 @@ def cmd_run(args) -> int:
     if args.output:
         save_outputs(outputs, Path(args.output))
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from cnndsl.lower.session import save_outputs
+    from cnndsl.train.predict import prediction_model, read_inputs, run_model, top_classes
+
+    path = Path(args.file)
+    if args.output:
+        refuse_overwrite(
+            "--output",
+            args.output,
+            args.file,
+            args.weights,
+            *args.inputs,
+            imports=None if path.suffix == ".onnx" else lambda: net_sources(args.file),
+        )
+    opts = dict(network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers)
+    model_bytes, contract, warnings = prediction_model(args.file, args.weights, load_options=opts)
+    _print_diagnostics(warnings)
+    inputs = read_inputs(args.inputs, contract)
+    outputs, used = run_model(model_bytes, inputs.x, args.provider, args.batch)
+    names = contract.classes
+    shown = (
+        f"{len(names)} classes ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})"
+        if names
+        else "unnamed classes"
+    )
+    print(f"model {path.name} on {used}: {shown}; preprocessing: {contract.describe()}")
+    for d in inputs.descriptions:
+        print(f"data {d}")
+    if args.output:
+        save_outputs(outputs, Path(args.output))
+        print(
+            f"wrote {args.output}: {', '.join(f'{k} {chr(120).join(map(str, v.shape))}' for k, v in outputs.items())}"
+        )
+        predictions = (
+            top_classes(inputs, next(iter(outputs.values())), contract, args.top)
+            if (inputs.labels is not None and next(iter(outputs.values())).ndim == 2)
+            else []
+        )
+    else:
+        predictions = top_classes(inputs, next(iter(outputs.values())), contract, args.top)
+        width = max(len(p.input) for p in predictions)
+        for p in predictions:
+            top = "  ".join(f"{name} {prob:6.2%}" for name, prob in p.top)
+            mark = "" if p.label is None else ("  (ok)" if p.correct else f"  (label {p.label})")
+            print(f"{p.input.ljust(width)}  {top}{mark}")
+    labelled = [p for p in predictions if p.label is not None]
+    if labelled:
+        right = sum(p.correct for p in labelled)
+        print(f"top-1 accuracy {right / len(labelled):.2%} ({right:,} of {len(labelled):,} labelled samples)")
     return 0
 
 

@@ -307,10 +307,11 @@ def test_train_default_output_name_never_overwrites_the_data(run, tmp_path):
 
 def test_run_failure_leaves_an_existing_output_untouched(run, tmp_path):
     (tmp_path / "t.net").write_text(net("conv 4/3"))
-    np.save(tmp_path / "x.npy", np.zeros((1, 3, 5, 5), np.float32))  # wrong shape: E092
+    # 5 channels for a 3-channel input cannot be fitted as train fits data (a smaller 3x5x5 would be padded): E103
+    np.save(tmp_path / "x.npy", np.zeros((1, 5, 8, 8), np.float32))
     (tmp_path / "out.npy").write_bytes(b"previous outputs")
     rc, _, err = run("run", "t.net", "--data", "x.npy", "--output", "out.npy", "--iterations", "0")
-    assert rc == 1 and "[E092]" in err
+    assert rc == 1 and "[E103]" in err
     assert (tmp_path / "out.npy").read_bytes() == b"previous outputs"
 
 

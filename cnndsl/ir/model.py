@@ -164,6 +164,14 @@ class Model:
             peak_activation_elements(graph) * size,
         )
 
+    def __repr__(self) -> str:
+        g = self.graph
+        outs = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in self.outputs)
+        return (
+            f"<Model {g.network} ({g.file}): input {'x'.join(map(str, g.input_shape))}, {len(self.layers):,} layers, "
+            f"{self.totals.params:,} parameters, {self.totals.macs:,} MACs, output {outs}>"
+        )
+
     @property
     def name(self) -> str:
         return self.graph.network

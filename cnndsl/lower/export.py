@@ -19,10 +19,36 @@ from cnndsl.files import read_bytes, write_atomic
 from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
 
 TWO_GB = 2**31 - 1
+METADATA_KEY = "cnndsl.metadata"  # a checkpoint's entry with the model's metadata as JSON (cnndsl.train.contract)
 
 
 def load_weights(path) -> dict:
-    """Arrays by name from a .npz (or .safetensors, when the package is installed)."""
+    """Arrays by name from a .npz (or .safetensors, when the package is installed); a checkpoint's
+    metadata entry is left out (:func:`load_checkpoint` reads it)."""
+    return load_checkpoint(path)[0]
+
+
+def load_checkpoint(path) -> tuple[dict, dict]:
+    """(weights by name, the metadata ``cnndsl train`` recorded: a dict of strings, empty if none)."""
+    import json
+
+    arrays = _read_arrays(path)
+    if METADATA_KEY not in arrays:
+        return arrays, {}
+    entry = arrays.pop(METADATA_KEY)
+    try:
+        meta = json.loads(str(entry[()])) if entry.dtype.kind == "U" and entry.ndim == 0 else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CnnError(
+            f"--weights {path}: the entry {METADATA_KEY} is not a JSON object of strings (cnndsl train writes one)",
+            code="E082",
+        )
+    return arrays, meta
+
+
+def _read_arrays(path) -> dict:
     import numpy as np
 
     path = Path(path)
@@ -56,8 +82,12 @@ def to_onnx(
     batch: int | None = None,
     check: bool = True,
     fold: bool = False,
+    metadata: dict | None = None,
 ):
     """The ONNX ModelProto of a compiled network (``cnndsl.load``), checked.
+
+    ``metadata``: more ``metadata_props`` (strings), such as a checkpoint's class names and
+    preprocessing (docs/deploy.md).
 
     ``dtype="float16"`` makes inputs, outputs and weights half precision (run it
     on CUDA: onnxruntime's CPU provider lacks float16 kernels for several
@@ -72,6 +102,7 @@ def to_onnx(
         "cnndsl.seed": str(seed),
         "cnndsl.dtype": dtype,
         "cnndsl.fold_bn": str(fold).lower(),
+        **(metadata or {}),
     }
     proto = lower_graph(g, opset=opset, seed=seed, weights=weights, dtype=np.dtype(dtype), batch=batch, metadata=meta)
     if fold:

@@ -65,9 +65,11 @@ def time_model(model_bytes: bytes, provider="auto", batch=1, iterations=20, data
         data = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     else:
         want = [d for d in inp.shape[1:]]
-        if list(data.shape[1:]) != want:
+        if len(data.shape) != len(inp.shape) or any(
+            isinstance(w, int) and w != d for w, d in zip(want, data.shape[1:])
+        ):
             raise CnnError(
-                f"--input data has shape {tuple(data.shape)}; the model takes (N, {', '.join(map(str, want))})",
+                f"--data has shape {tuple(data.shape)}; the model takes (N, {', '.join(map(str, want))})",
                 code="E092",
             )
         data = data.astype(dtype, copy=False)

@@ -21,7 +21,7 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from math import prod
 
@@ -38,6 +38,23 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 
 
 @dataclass(frozen=True)
+class Preprocessing:
+    """How raw samples become the network's input; ``train`` records it (cnndsl.train.contract) so that
+    ``run`` and ``predict`` prepare their inputs with the same functions.
+
+    ``scale``: integer values are pixels 0..scale, divided by it (255; the bundled digits count 0..16);
+    floats are used as they are. ``resize``: ``fit`` pads smaller samples centred and scales larger ones
+    down keeping the aspect ratio (arrays, the digits); ``stretch`` resizes to the input's size (folders
+    of images: Pillow's bilinear for image files). ``upscale``: a whole factor applied before fitting
+    (the digits' 8x8 to about 3/4 of the input).
+    """
+
+    scale: int = 255
+    resize: str = "fit"
+    upscale: int = 1
+
+
+@dataclass(frozen=True)
 class Data:
     """Samples fitted to a network's input: ``x`` (N, *input_shape) float32, ``y`` (N,) int64."""
 
@@ -46,6 +63,7 @@ class Data:
     classes: int  # how many classes the labels use: max label + 1, the one-hot width, or the class folders
     names: tuple[str, ...]  # class names: the folder names, else "0", "1", ...
     description: str  # one line for the CLI, starting with the source: "digits: 1,797 images 8x8 ..."
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)  # what was done to the raw samples
 
 
 def load_data(source: str, input_shape: tuple[int, ...], classes: int | None = None) -> Data:
@@ -106,7 +124,8 @@ def split(data: Data, held_out: float = 0.2, seed: int = 0) -> tuple[Data, Data]
     train_idx, held_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
 
     def part(idx, what):
-        return Data(data.x[idx], data.y[idx], data.classes, data.names, f"{data.description}; {len(idx):,} {what}")
+        desc = f"{data.description}; {len(idx):,} {what}"
+        return Data(data.x[idx], data.y[idx], data.classes, data.names, desc, data.preprocessing)
 
     return part(train_idx, "for training"), part(held_idx, "held out")
 
@@ -137,21 +156,17 @@ def _digits(shape, classes, fail) -> Data:
             images, target = f["images"], f["target"]
     except Exception as err:  # noqa: BLE001 - a damaged installation; the file itself is tested
         raise fail("E101", f"the bundled digits.npz cannot be read ({err}); reinstall cnndsl") from None
-    x = images.astype(np.float32)[:, None] / 16  # UCI values count set pixels in 4x4 blocks: 0..16
-    notes = []
+    prep = Preprocessing(scale=16)  # UCI values count set pixels in 4x4 blocks: 0..16
     if len(shape) == 3:
         # Upscale by a whole factor to about 3/4 of the input, leaving a border as MNIST does.
-        k = max(1, 3 * min(shape[1:]) // 32)  # the largest k with 8k <= 0.75 * min(H, W)
-        if k > 1:
-            x = _resize(x, (8 * k, 8 * k))
-            notes.append(f"upscaled {k}x to {8 * k}x{8 * k}")
+        prep = Preprocessing(16, "fit", max(1, 3 * min(shape[1:]) // 32))  # the largest k with 8k <= 0.75 min(H, W)
     elif len(shape) != 1:
         raise fail("E115", f"the digits are 8x8 images; the network's input {_dims(shape)} takes CxHxW or a vector")
     y, k = _labels(target, classes, fail)
-    x, fitted = _fit(x, shape, fail)
-    what = ", ".join(notes + fitted) or "used as is"
+    x, fitted = prepare(images[:, None], shape, prep, fail)
+    what = ", ".join(fitted) or "used as is"
     names = tuple(str(i) for i in range(k))
-    return Data(x, y, k, names, f"digits: {len(y):,} images 8x8 (UCI), {what}")
+    return Data(x, y, k, names, f"digits: {len(y):,} images 8x8 (UCI), {what}", prep)
 
 
 def _npz(source, shape, classes, fail) -> Data:
@@ -210,24 +225,12 @@ def _folder(source, shape, classes, fail) -> Data:
     if not names:
         raise fail("E112", "expected one folder per class (e.g. cat/, dog/) holding images; found no class folders")
     _check_classes(len(names), classes, f"there are {len(names)} class folders", fail)
-    try:
-        from PIL import Image
-    except ImportError:
-        raise fail("E113", "reading images needs Pillow (pip install pillow)") from None
-    mode = "RGB" if c == 3 else "L"
-    x = np.empty((len(files), 3 if mode == "RGB" else 1, h, w), np.float32)
+    prep = Preprocessing(255, "stretch")
+    x = np.empty((len(files), c, h, w), np.float32)
     for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                pixels = np.asarray(im.convert(mode).resize((w, h), Image.Resampling.BILINEAR), np.float32)
-        except Exception as err:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError ...
-            raise fail("E113", f"cannot read image {path} ({type(err).__name__}: {err})") from None
-        x[i] = pixels.transpose(2, 0, 1) if mode == "RGB" else pixels
-    x /= 255
-    if x.shape[1] != c:
-        x = np.repeat(x, c, axis=1)
+        x[i] = read_image(path, shape, prep, fail)[0][0]
     desc = f"{source}: {len(files):,} images in {len(names)} classes, resized to {_dims(shape)}"
-    return Data(x, np.array(labels, np.int64), len(names), tuple(names), desc)
+    return Data(x, np.array(labels, np.int64), len(names), tuple(names), desc, prep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,27 +301,63 @@ def _arrays(source, x, y, shape, classes, fail, xname="x", yname="y", where="") 
     if len(x) == 0:
         raise fail("E107", f"{xname} and {yname} hold no samples")
     sample, dtype = _dims(x.shape[1:]), x.dtype
-    x = _pixels(x, xname, fail)
     labels, k = _labels(y, classes, fail, yname)
-    x, notes = _fit(x, shape, fail, xname)
+    x, notes = prepare(x, shape, Preprocessing(), fail, xname)
     what = ", ".join(notes) or "used as is"
     desc = f"{source}: {len(x):,} samples {sample} {dtype}{where}, {k} classes, {what}"
     return Data(x, labels, k, tuple(str(i) for i in range(k)), desc)
 
 
-def _pixels(x: np.ndarray, xname: str, fail) -> np.ndarray:
-    """Numbers as float32: integers are 8-bit pixels (divided by 255), floats are used as they are."""
+def prepare(x: np.ndarray, shape, prep: Preprocessing, fail, xname: str = "x") -> tuple[np.ndarray, list[str]]:
+    """Raw samples x (N, ...) as the network's input (N, *shape) float32, and what was done, in words:
+    the one definition of ``train``'s preprocessing, which ``run`` and ``predict`` apply too."""
+    return _fit(_pixels(x, xname, fail, prep.scale), tuple(shape), fail, xname, prep.upscale, prep.resize)
+
+
+def read_image(path: str, shape, prep: Preprocessing, fail) -> tuple[np.ndarray, list[str]]:
+    """One image file as (1, *shape) float32 and what was done, in words: luminance for a 1-channel
+    input, else RGB (a 1-channel image replicated to other channel counts), 8-bit pixels divided by
+    255. ``stretch``: resized to the input's size with Pillow's bilinear filter (as ``train`` reads a
+    folder); ``fit``: fitted as arrays are."""
+    if len(shape) != 3:
+        raise fail("E115", f"images need a network with input CxHxW; its input is {_dims(shape)}")
+    c, h, w = shape
+    try:
+        from PIL import Image
+    except ImportError:
+        raise fail("E113", "reading images needs Pillow (pip install pillow)") from None
+    mode = "RGB" if c == 3 else "L"
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if prep.resize == "stretch":
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            pixels = np.asarray(im, np.uint8)
+    except Exception as err:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError ...
+        raise fail("E113", f"cannot read image {path} ({type(err).__name__}: {err})") from None
+    pixels = pixels.transpose(2, 0, 1)[None] if mode == "RGB" else pixels[None, None]
+    x = pixels.astype(np.float32) / np.float32(255)  # an image file's pixels are 8-bit whatever the model's scale
+    x, notes = _fit(x, (pixels.shape[1], *shape[1:]), fail, path, prep.upscale, prep.resize)
+    if x.shape[1] != c:
+        x = np.repeat(x, c, axis=1)
+        notes.append(f"replicated to {c} channels")
+    size = f"{pixels.shape[2]}x{pixels.shape[3]} " if prep.resize != "stretch" else ""
+    return x, [f"{size}{mode}"] + notes
+
+
+def _pixels(x: np.ndarray, xname: str, fail, scale: int = 255) -> np.ndarray:
+    """Numbers as float32: integers are pixels 0..scale (divided by it), floats are used as they are."""
     if x.dtype.kind == "b":
         return x.astype(np.float32)
     if x.dtype.kind in "iu":
         lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi > 255:
+        if lo < 0 or hi > scale:
+            what = "8-bit pixels 0..255" if scale == 255 else f"pixels 0..{scale} (as the model's training data)"
             raise fail(
                 "E104",
-                f"integer {xname} must be 8-bit pixels 0..255; received values {lo}..{hi} "
-                "(store floats to use values as they are)",
+                f"integer {xname} must be {what}; received values {lo}..{hi} (store floats to use values as they are)",
             )
-        return x.astype(np.float32) / np.float32(255)
+        return x.astype(np.float32) / np.float32(scale)
     if x.dtype.kind != "f":
         raise fail("E104", f"{xname} has dtype {x.dtype}; expected integers (pixels 0..255) or floats")
     with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
@@ -369,11 +408,14 @@ def _check_classes(k: int, classes: int | None, what: str, fail) -> None:
         )
 
 
-def _fit(x: np.ndarray, shape: tuple[int, ...], fail, xname: str = "x") -> tuple[np.ndarray, list[str]]:
+def _fit(
+    x: np.ndarray, shape: tuple[int, ...], fail, xname: str = "x", upscale: int = 1, resize: str = "fit"
+) -> tuple[np.ndarray, list[str]]:
     """Fit float32 samples x (N, ...) to ``shape``; returns the array and what was done, in words.
 
     Channels first (N, C, *S), without channels (N, *S), or channels last (N, *S, 1|3); 1 channel
-    is replicated, 3 become luminance; smaller sizes are padded centred, larger ones scaled down.
+    is replicated, 3 become luminance; then ``upscale`` (a whole factor); then (``resize="fit"``)
+    smaller sizes are padded centred, larger ones scaled down, or (``"stretch"``) resized to ``shape``.
     A vector input (``input 784``) takes any sample with that many values, flattened.
     """
     n, sample = x.shape[0], x.shape[1:]
@@ -411,8 +453,14 @@ def _fit(x: np.ndarray, shape: tuple[int, ...], fail, xname: str = "x") -> tuple
     if k == 3 and c == 1:
         x = np.tensordot(np.array(LUMINANCE, np.float32), x, axes=([0], [1]))[:, None]
         notes.append("RGB to luminance")
+    if upscale > 1:
+        x = _resize(x, tuple(s * upscale for s in x.shape[2:]))
+        notes.append(f"upscaled {upscale}x to {_dims(x.shape[2:])}")
     size = x.shape[2:]
-    if size != target:
+    if size != target and resize == "stretch":
+        x = _resize(x, target)
+        notes.append(f"resized to {_dims(target)}")
+    elif size != target:
         if any(s > t for s, t in zip(size, target)):
             scale = min(Fraction(t, s) for s, t in zip(size, target))
             size = tuple(max(1, int(s * scale)) for s in size)

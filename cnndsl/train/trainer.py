@@ -40,12 +40,25 @@ class Result:
     predictions: np.ndarray | None = None  # held-out predictions of the last evaluation
     first_epoch: int = 1  # where this run started (later than 1 when resumed)
     interrupted: tuple[int, int, int] | None = None  # (epoch, batches done, batches per epoch) when stopped
+    best: Epoch | None = None  # the epoch with the best held-out figures (``train(best=PATH)``)
 
 
 def predicted_classes(meaning: str, outputs: np.ndarray) -> np.ndarray:
     """Class per sample (and position): the nearest centre for ``distances`` (rbf), else the
     largest score or probability (``meaning``: :func:`cnndsl.train.step.output_meaning`)."""
     return outputs.argmin(1) if meaning == "distances" else outputs.argmax(1)
+
+
+def better(epoch: Epoch, best: Epoch | None) -> bool:
+    """Whether ``epoch`` beats ``best``: a higher held-out accuracy, or (without one: mse) a lower
+    held-out loss; a tie keeps the earlier epoch."""
+    if best is None:
+        return True
+    if epoch.held_out_accuracy is not None and best.held_out_accuracy is not None:
+        return epoch.held_out_accuracy > best.held_out_accuracy
+    return (
+        epoch.held_out_loss is not None and best.held_out_loss is not None and epoch.held_out_loss < best.held_out_loss
+    )
 
 
 def save_weights(weights: dict, path: Path) -> None:
@@ -299,6 +312,9 @@ def train(
     freeze=(),
     reset=(),
     ready=None,
+    best=None,
+    metadata=None,
+    interrupted_out=None,
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
@@ -306,7 +322,10 @@ def train(
     says so the checkpoint is written there and ``Result.interrupted`` says where. Fine-tuning:
     ``weights`` (may hold a subset of the parameters; the rest from the seed), ``freeze`` and
     ``reset`` (name prefixes, :func:`cnndsl.train.step.train_graph`); ``ready(trainer)`` is
-    called once the session is built (``trainer.tuning`` lists what was initialised and frozen)."""
+    called once the session is built (``trainer.tuning`` lists what was initialised and frozen).
+    ``out``: the checkpoint of the last epoch; ``best``: the checkpoint of the epoch with the best
+    held-out figures (:func:`better`); ``interrupted_out``: where a stop is saved when there is no
+    ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract)."""
     from cnndsl.lower.builder import training_state as optimizer_state
     from cnndsl.train.optim import learning_rate
 
@@ -366,10 +385,10 @@ def train(
             if should_stop is not None and should_stop() and k < len(steps):
                 result.weights = trainer.weights()
                 result.interrupted = (epoch, k, len(steps))
-                if out is not None:
-                    save_weights(
-                        {**trainer.checkpoint(), **_state_arrays(epoch - 1, k, step_no, start_state, seed)}, out
-                    )
+                target = out if out is not None else interrupted_out
+                if target is not None:
+                    state = _state_arrays(epoch - 1, k, step_no, start_state, seed)
+                    save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, target)
                 return result
         skip = 0
         seconds = time.perf_counter() - start
@@ -385,11 +404,18 @@ def train(
         result.weights = trainer.weights()
         if out is not None:
             state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
-            save_weights({**trainer.checkpoint(), **state}, out)
+            save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, out)
+        if best is not None and held_out is not None and better(record, result.best):
+            result.best = record
+            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+            save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, best)
         if report:
             report(record)
         if should_stop is not None and should_stop() and epoch < epochs:
             result.interrupted = (epoch + 1, 0, per_epoch)
+            if out is None and interrupted_out is not None:
+                state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+                save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, interrupted_out)
             return result
     return result
 

@@ -86,78 +86,42 @@ class Model(_Model):
         return path
 
 
-class _Row:
-    """A collapsed block instance as a row of the layer table (the fields ``table_rows`` reads)."""
-
-    def __init__(self, name, kind, members):
-        self.name, self.kind = name, kind
-        self.output = members[-1].shape
-        self.params = sum(n.params for n in members)
-        self.macs = sum(n.macs for n in members)
-        self.receptive_field = tuple(members[-1].rf)
-
-
-class _Collapsed:
-    """The model as ``format_plain`` and ``table_rows`` read it, with collapsed rows."""
-
-    def __init__(self, model, layers):
-        self.layers, self.graph, self.totals, self.outputs, self.dtype = (
-            layers,
-            model.graph,
-            model.totals,
-            model.outputs,
-            model.dtype,
-        )
-
-
 class Table:
     """The layer table: ``str()`` is ``cnndsl info``'s text, ``_repr_html_`` a notebook's table."""
 
     def __init__(self, model: Model, depth: int | None = None):
         self.model, self.depth = model, depth
-        view = model
-        if depth is not None:
-            rows, groups = [], {}
-            for node, info in zip(model.graph.nodes[1:], model.layers):
-                if len(node.scopes) > depth:
-                    key = node.scopes[depth]
-                    if key not in groups:
-                        groups[key] = []
-                        rows.append((key, node.calls[depth][0], groups[key]))
-                    groups[key].append(node)
-                else:
-                    rows.append(info)
-            view = _Collapsed(model, [r if not isinstance(r, tuple) else _Row(*r) for r in rows])
-        self._view = view
 
     def rows(self) -> list[tuple[str, ...]]:
         """(layer, kind, output, params, MACs, RF) as the table prints them."""
-        from cnndsl.tools.table import table_rows
+        from cnndsl.tools.table import COLUMNS, DEFAULT_COLUMNS
 
-        return table_rows(self._view)
+        return [(r.name, *(COLUMNS[k].cell(r, None) for k in DEFAULT_COLUMNS)) for r in self.model.rows(self.depth)]
 
     def __str__(self) -> str:
         from cnndsl.tools.table import format_plain
 
-        return format_plain(self._view)
+        return format_plain(self.model, depth=self.depth)
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        from cnndsl.tools.table import HEADERS, header_lines, totals_lines
+        from cnndsl.tools.table import COLUMNS, DEFAULT_COLUMNS, header_lines, totals_lines
 
         esc = html.escape
         right = ' style="text-align:right"'
-        head = "".join(f"<th{right if i >= 3 else ''}>{esc(h)}</th>" for i, h in enumerate(HEADERS))
+        headers = ["layer", *(COLUMNS[k].header for k in DEFAULT_COLUMNS)]
+        aligned = [False, *(COLUMNS[k].right for k in DEFAULT_COLUMNS)]
+        head = "".join(f"<th{right if r else ''}>{esc(h)}</th>" for h, r in zip(headers, aligned))
         body = "".join(
-            "<tr>" + "".join(f"<td{right if i >= 3 else ''}>{esc(c)}</td>" for i, c in enumerate(r)) + "</tr>"
-            for r in self.rows()
+            "<tr>" + "".join(f"<td{right if r else ''}>{esc(c)}</td>" for c, r in zip(row, aligned)) + "</tr>"
+            for row in self.rows()
         )
-        totals = "".join(
-            f"<tr><th>{esc(k.strip())}</th><td{right}>{esc(v)}</td><td>{esc(note)}</td></tr>"
-            for k, v, note in totals_lines(self.model)
-        )
-        title, *convention = header_lines(self.model)
+        totals = ""
+        for line in totals_lines(self.model, width=200):
+            key, value, *note = [t.strip() for t, _ in line] + [""]
+            totals += f"<tr><th>{esc(key)}</th><td{right}>{esc(value)}</td><td>{esc(note[0])}</td></tr>"
+        title, *convention = ["".join(t for t, _ in line) for line in header_lines(self.model, depth=self.depth)]
         return (
             f'<div class="cnndsl-model"><p><b>{esc(title)}</b></p>'
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -17,7 +17,8 @@ import cnndsl
 from cnndsl.train.data import Data, split
 
 LENET = NETWORKS / "lenet5.net"
-HELD = r"held-out loss [0-9.]+ acc +([0-9.]+)%"
+# an epoch row: epoch/epochs, loss, acc, held-out loss, held-out acc, ... (trainer.EpochTable)
+HELD = re.compile(r"^ *[0-9]+/[0-9]+ +[0-9.]+ +[0-9.]+% +[0-9.]+ +([0-9.]+)%", re.M)
 
 
 def held_out_indices(labels: np.ndarray, seed: int = 0) -> np.ndarray:

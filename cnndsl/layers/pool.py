@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .arith import fmt_shape, prod, window_out
-from .base import Kind, LayerError, Spec, fraction, full_window
+from .base import Kind, LayerError, Spec, fraction, full_window, torch_axes, torch_pads, torch_tuple
 from .conv import resolve_pads, sliding_window, stride_warnings
 
 
@@ -38,6 +38,27 @@ class _Pool(Kind):
 
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["stride"], a["pads"], a["ceil"])
+
+    def torch(self, t, node):
+        """F.max_poolNd / F.avg_poolNd (ceil_mode as Caffe's); unequal padding as F.pad before it."""
+        a, n = node.attrs, t.rank
+        pads = a["pads"]
+        v = t.x[0]
+        if all(p == q for p, q in pads):
+            pad = tuple(p for p, _ in pads)
+        elif self.name == "maxpool":
+            v = f"F.pad({v}, {torch_pads(pads)}, value=float('-inf'))"
+            pad = (0,) * n
+        else:
+            t.fail("avgpool with padding unequal before and after has no PyTorch equivalent")
+        args = f"{v}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, {torch_tuple(pad)}"
+        if a["ceil"]:
+            args += ", ceil_mode=True"
+        if self.name == "avgpool":
+            return f"F.avg_pool{n}d({args}, count_include_pad={a['count_pad']})"
+        if t.returns_indices:
+            args += ", return_indices=True"
+        return f"F.max_pool{n}d({args})"
 
     def lower(self, b, node, xs, y):
         a = node.attrs
@@ -128,6 +149,9 @@ class Gap(_Global):
     doc = "global average pooling to Cx1x1"
     onnx_op = "GlobalAveragePool"
 
+    def torch(self, t, node):
+        return f"{t.x[0]}.mean({torch_axes(t.rank)}, keepdim=True)"
+
     def lower(self, b, node, xs, y):
         b.op("GlobalAveragePool", xs, out=y)
 
@@ -136,6 +160,9 @@ class Gmp(_Global):
     name = "gmp"
     doc = "global max pooling to Cx1x1"
     onnx_op = "GlobalMaxPool"
+
+    def torch(self, t, node):
+        return f"{t.x[0]}.amax({torch_axes(t.rank)}, keepdim=True)"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)
@@ -161,6 +188,14 @@ class Subsample(Kind):
 
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["size"], _unpadded(a))
+
+    def torch(self, t, node):
+        """The window sum (an average times its size) times a coefficient, plus a bias, per map."""
+        a, c = node.attrs, t.in_shape[0]
+        bshape = (c,) + (1,) * t.rank
+        w = t.weights(weight=f"torch.full({bshape}, {1.0 / prod(a['size'])!r})", bias=f"torch.zeros({bshape})")
+        total = f"F.avg_pool{t.rank}d({t.x[0]}, {torch_tuple(a['size'])}) * {float(prod(a['size']))!r}"
+        return f"{total} * {w}.weight + {w}.bias"
 
     def lower(self, b, node, xs, y):
         # window sum (average × F^n) × trainable coefficient + bias, per map
@@ -228,6 +263,18 @@ class Unpool(Kind):
     def index_sources(self, a):
         return (a["of"].node.id,)
 
+    def torch(self, t, node):
+        """F.max_unpoolNd with the indices the maxpool returned."""
+        a = node.attrs
+        pool = a["of"].node
+        size = tuple(a["of"].input_shape[1:])
+        pad = tuple(p for p, _ in pool.attrs["pads"])
+        idx = t.indices(pool.id)
+        return (
+            f"F.max_unpool{t.rank}d({t.x[0]}, {idx}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, "
+            f"{torch_tuple(pad)}, output_size={size})"
+        )
+
     def lower(self, b, node, xs, y):
         # MaxUnpool cannot restore odd or padded sizes exactly; scatter instead. MaxPool's
         # indices index the whole flattened N·C·spatial tensor.
@@ -266,6 +313,13 @@ class Upsample(Kind):
 
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(1, f) for f in a["factor"])
+
+    def torch(self, t, node):
+        a = node.attrs
+        mode = "nearest" if a["mode"] == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[t.rank]
+        align = "" if mode == "nearest" else ", align_corners=False"
+        factor = torch_tuple(tuple(float(f) for f in a["factor"]))
+        return f"F.interpolate({t.x[0]}, scale_factor={factor}, mode={mode!r}{align})"
 
     def lower(self, b, node, xs, y):
         a = node.attrs
@@ -318,6 +372,10 @@ class _Adaptive(Kind):
         cells = [adaptive_cells(w, o) for w, o in zip(x[1:], a["size"])]
         widest = tuple(max(e - s for s, e in axis) for axis in cells)
         return widest, tuple(fraction(w, o) for w, o in zip(x[1:], a["size"]))
+
+    def torch(self, t, node):
+        op = "avg" if self.onnx_reduce == "ReduceMean" else "max"
+        return f"F.adaptive_{op}_pool{t.rank}d({t.x[0]}, {torch_tuple(node.attrs['size'])})"
 
     def lower(self, b, node, xs, y):
         x, out = b.shape(node.inputs[0]), node.attrs["size"]

@@ -8,43 +8,29 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from math import prod
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.files import read_bytes, write_atomic
-from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
+from cnndsl.files import write_atomic
+from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph, lower_nodes
+from cnndsl.lower.weights import read_weights
 
 TWO_GB = 2**31 - 1
 
 
 def load_weights(path) -> dict:
-    """Arrays by name from a .npz (or .safetensors, when the package is installed)."""
-    import numpy as np
+    """Arrays by name from a .npz, .safetensors or PyTorch .pt/.pth state dict (cnndsl.lower.weights)."""
+    return read_weights(path)
 
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.numpy import load as load_safetensors
-        except ImportError:
-            raise CnnError(
-                "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
-                code="E082",
-            ) from None
-        raw = read_bytes(path, "E082", f"--weights {path}")
-        try:
-            return dict(load_safetensors(raw))
-        except Exception as err:  # a corrupt or foreign file
-            raise CnnError(f"--weights {path}: cannot read it as .safetensors: {err}", code="E082") from None
-    raw = read_bytes(path, "E082", f"--weights {path}")
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as err:  # a corrupt or foreign file
-        raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
+
+def network_weights(model, opset: int = DEFAULT_OPSET) -> list[tuple[str, tuple]]:
+    """The network's weights and buffers as (name, shape), in execution order: the names a
+    weights file gives (and the generated PyTorch module's state-dict keys)."""
+    b = lower_nodes(model.graph, opset)
+    return [(name, tuple(arr.shape)) for name, arr in b.initializers if name in b.params]
 
 
 def to_onnx(

@@ -237,7 +237,7 @@ def test_module_attribute_names_are_torch_s():
     from cnndsl.lower.pytorch import MODULE_ATTRIBUTES
 
     public = {n for n in dir(torch.nn.Module) if not n.startswith("_")} | {"training"}
-    assert MODULE_ATTRIBUTES == public
+    assert public == MODULE_ATTRIBUTES
 
 
 def test_batch_norm_loads_a_plain_dict_and_a_torchvision_style_one():
@@ -326,11 +326,11 @@ def test_torch_load_is_only_called_with_weights_only_true():
     calls = []
     for path in sorted((ROOT / "cnndsl").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
-                if isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
-                    kw = {k.arg: k.value for k in node.keywords}
-                    ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
-                    calls.append((path.name, node.lineno, ok))
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Attribute) and func.attr == "load" and getattr(func.value, "id", "") == "torch":
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+                calls.append((path.name, node.lineno, ok))
             if isinstance(node, ast.ImportFrom) and node.module == "torch":
                 assert "load" not in {a.name for a in node.names}, f"{path}: from torch import load"
     assert calls, "no torch.load call found: the check would test nothing"

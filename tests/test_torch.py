@@ -113,6 +113,28 @@ def test_layer_cases_equal_onnx(input_shape, body, scale, tables):
     compare_eval(cnndsl.load(net(input_shape, body, tables)), scale=scale)
 
 
+# What the generator writes differently from test_numerics' cases: unequal padding of average
+# pooling (an even window, same), with and without count_pad; a maxpool's indices returned
+# past blocks to its unpool, and inside a block; names that need containers or a variable renamed.
+EXTRA_CASES = [
+    ("3x7x8", "avgpool 2/1/same"),
+    ("3x7x8", "avgpool 4/2/same count_pad"),
+    ("2x9", "avgpool 2/1/same"),
+    ("3x8x8", "p: maxpool 2/2/same -> conv 4/1"),
+    ("3x8x8", "pool: maxpool 2 ceil\n down() -> up() -> conv 3/1\n unpool of=@pool"),
+    ("3x6x6", "x: conv 3/1 -> bn -> relu"),
+    ("3x6x6", "drop_path 0.1 -> lcn 3 -> conv 2/1"),
+]
+BLOCKS = (
+    "block down() {\n    conv 3/3/1/1\n    p: maxpool 2\n    relu\n    unpool of=@p\n}\nblock up() {\n    conv 3/1\n}\n"
+)
+
+
+@pytest.mark.parametrize("input_shape, body", EXTRA_CASES)
+def test_extra_cases_equal_onnx(input_shape, body):
+    compare_eval(cnndsl.load(BLOCKS + net(input_shape, body)))
+
+
 TRAIN_CASES = [
     ("3x6x6", "conv 4/3 -> bn -> relu"),
     ("3x5", "bn momentum=0.3"),

@@ -49,8 +49,12 @@ class _Pool(Kind):
         elif self.name == "maxpool":
             v = f"F.pad({v}, {torch_pads(pads)}, value=float('-inf'))"
             pad = (0,) * n
+        elif not a["ceil"]:
+            fn = t.helper("avg_pool_padded", AVG_POOL_PADDED)
+            args = f"{v}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, {torch_pads(pads)}, {a['count_pad']}"
+            return f"{fn}({args})"
         else:
-            t.fail("avgpool with padding unequal before and after has no PyTorch equivalent")
+            t.fail("avgpool with ceil and padding unequal before and after has no PyTorch equivalent")
         args = f"{v}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, {torch_tuple(pad)}"
         if a["ceil"]:
             args += ", ceil_mode=True"
@@ -425,3 +429,18 @@ class AdaptiveMaxPool(_Adaptive):
     doc = "adaptive max pooling to the given output size (PyTorch's windows)"
     onnx_pool = "MaxPool"
     onnx_reduce = "ReduceMax"
+
+
+# F.avg_poolNd pads equally on both sides; ``same`` with an even window pads one more at the end.
+AVG_POOL_PADDED = """
+
+def avg_pool_padded(x, size, stride, pads, count_pad):
+    \"\"\"Average pooling after zero padding unequal before and after (F.pad order): the mean over
+    the window's positions inside the input, or with count_pad over the whole window.\"\"\"
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
+    mean = pool(F.pad(x, pads), size, stride)
+    if count_pad:
+        return mean
+    inside = pool(F.pad(torch.ones_like(x[:1, :1]), pads), size, stride)
+    return mean / inside
+"""

@@ -193,10 +193,7 @@ class Generator:
             f"Network {g.network}: input N x {'x'.join(map(str, g.input_shape))}, "
             f"returns {'a tuple ' if len(g.outputs) > 1 else ''}({outputs})."
         )
-        try:
-            body = self.instance_class(root, self.class_name, doc)
-        except LayerError as err:
-            raise CnnError(f"--format torch: {err.message}", code="E088") from None
+        body = self.instance_class(root, self.class_name, doc)
         title = f"PyTorch module of network {g.network} ({self.class_name})."
         nets = f"\n{self.class_name}: {doc[0].lower()}{doc[1:]}\n"
         text = HEADER.format(title=title, version=__version__, source=g.file or "<text>", networks=nets)
@@ -242,7 +239,9 @@ class Generator:
         while n <= inst.last:
             child = child_at.get(n)
             if child is not None:
-                self._place(inst.local(child.name), f"{child.class_name}()", defined, init)
+                first = self.graph.nodes[child.first]
+                span = first.calls[first.scopes.index(child.name)][1]
+                self._place(inst.local(child.name), f"{child.class_name}()", defined, init, span)
                 args = ", ".join(self._vars[v] for v in self._child_inputs(child))
                 outs = self._child_results(child)
                 names = [self._fresh(self._value_name(inst, v), taken) for v in outs]
@@ -258,9 +257,11 @@ class Generator:
             try:
                 expr = CATALOGUE[node.kind].torch(e, node)
             except LayerError as err:
-                raise LayerError(f"layer {node.name} ({node.kind}): {err.message}") from None
+                raise CnnError(
+                    f"--format torch: {node.name} ({node.kind}): {err.message}", node.span, code="E088"
+                ) from None
             for path, code in e.modules:
-                self._place(path, code, defined, init)
+                self._place(path, code, defined, init, node.span)
             var = self._fresh(self._value_name(inst, n), taken)
             taken.add(var)
             self._vars[n] = var
@@ -332,14 +333,16 @@ class Generator:
         return sorted({v for v in used if _owner(v) in inside}, key=_order)
 
     # ------------------------------------------------------------------ names
-    def _place(self, path: str, code: str, defined: dict, init: list) -> None:
+    def _place(self, path: str, code: str, defined: dict, init: list, span) -> None:
         parts = path.split(".")
         for p in parts:
             if keyword.iskeyword(p) or p in MODULE_ATTRIBUTES or not p.isidentifier():
-                raise LayerError(
-                    f"the name {path!r} cannot be a PyTorch attribute ('{p}' is "
+                raise CnnError(
+                    f"--format torch: the name {path!r} cannot be a PyTorch attribute ('{p}' is "
                     f"{'a Python keyword' if keyword.iskeyword(p) else 'an attribute of torch.nn.Module'}); "
-                    "rename the label or block instance"
+                    "rename the label or block instance",
+                    span,
+                    code="E088",
                 )
         for k in range(1, len(parts)):
             prefix = ".".join(parts[:k])
@@ -347,7 +350,7 @@ class Generator:
                 defined[prefix] = "container"
                 init.append(f"self.{prefix} = nn.Module()")
         if path in defined:
-            raise LayerError(f"two modules would be named {path!r}")
+            raise CnnError(f"--format torch: two modules would be named {path!r}", span, code="E088")
         defined[path] = "module"
         init.append(f"self.{path} = {code}")
 

@@ -173,8 +173,13 @@ class Conv(Kind):
             args += ", bias=False"
         if a["table"] is not None:
             cls = t.helper(f"MaskedConv{n}d", MASKED_CONV.format(n=n))
-            rows = [list(r) for r in a["table"].rows]
-            m = t.module(f"{cls}({rows!r}, {args})")
+            table = a["table"]
+            rows = "".join(f"    {list(r)!r},\n" for r in table.rows)
+            name = t.helper(
+                f"TABLE_{table.name.upper()}",
+                f"# table {table.name}: the input maps filter i reads\nTABLE_{table.name.upper()} = [\n{rows}]\n",
+            )
+            m = t.module(f"{cls}({name}, {args})")
         else:
             m = t.module(f"nn.Conv{n}d({args})")
         v = t.x[0]

@@ -49,9 +49,7 @@ submodules. Imports only torch.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+{imports}
 '''
 
 WEIGHTS = '''
@@ -126,7 +124,7 @@ class Emit:
         self.gen.helpers.setdefault("Weights", WEIGHTS)
         args = ", ".join(f"{k}={v}" for k, v in tensors.items())
         if fixed:
-            args += f", fixed={tuple(fixed)!r}"
+            args += ", fixed=(" + "".join(f'"{f}", ' for f in fixed).rstrip() + ")"
         return self.module(f"Weights({args})")
 
     def helper(self, name: str, source: str) -> str:
@@ -196,8 +194,20 @@ class Generator:
         body = self.instance_class(root, self.class_name, doc)
         title = f"PyTorch module of network {g.network} ({self.class_name})."
         nets = f"\n{self.class_name}: {doc[0].lower()}{doc[1:]}\n"
-        text = HEADER.format(title=title, version=__version__, source=g.file or "<text>", networks=nets)
         self.class_texts = [self._block_doc(t) for t in self.class_texts]
+        code = "\n".join([*self.helpers.values(), *self.class_texts, body])
+        imports = [
+            line
+            for line, used in (
+                ("import torch", r"\btorch\."),
+                ("import torch.nn.functional as F", r"\bF\."),
+                ("from torch import nn", r"\bnn\."),
+            )
+            if re.search(used, code)
+        ]
+        text = HEADER.format(
+            title=title, version=__version__, source=g.file or "<text>", networks=nets, imports="\n".join(imports)
+        )
         parts = [text, *self.helpers.values(), *self.class_texts, body]
         return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
 

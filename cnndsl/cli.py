@@ -277,6 +277,8 @@ def cmd_export(args) -> int:
     _print_diagnostics(model.warnings)
     if args.format == "torch":
         return _export_torch(args, model, out)
+    if (args.map or args.map_by != "name") and not args.weights:
+        raise CnnError("--map and --map-by rename the tensors of --weights FILE; give it too", code="E084")
     weights = _matched_weights(args, model) if args.weights else None
     if args.train:
         from cnndsl.train.step import train_model

@@ -273,3 +273,10 @@ def test_safetensors_with_a_map(tmp_path, capsys):
     assert export(tmp_path, "--weights", tmp_path / "w.safetensors", "--map", tmp_path / "map.txt") == 0
     got = exported_weights(tmp_path / "m.onnx")
     np.testing.assert_array_equal(got["c1.bn.running_var"], arrays["features.1.running_var"])
+
+
+def test_map_without_weights_is_refused(tmp_path, capsys):
+    assert export(tmp_path, "--map-by", "order") == 1
+    assert capsys.readouterr().err == (
+        "cnndsl: error: --map and --map-by rename the tensors of --weights FILE; give it too [E084]\n"
+    )

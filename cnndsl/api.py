@@ -70,6 +70,13 @@ class Model(_Model):
         write_model(to_onnx(self, weights=arrays, metadata=metadata, **options), path)
         return path
 
+    def to_torch(self):
+        """The generated PyTorch module (``cnndsl export --format torch``), its weights at their
+        initial values; torch is imported here (cnndsl/lower/pytorch.py)."""
+        from cnndsl.lower.pytorch import to_torch
+
+        return to_torch(self)
+
     def draw(self, path, depth: int | None = None) -> Path:
         """``cnndsl graph``: write the diagram to ``path`` (``.svg``, ``.png`` or ``.dot``, by the
         extension) and return it. ``model.graph(path)`` does the same: ``model.graph`` is the

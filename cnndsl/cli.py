@@ -138,13 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(run=cmd_info)
 
-    export = sub.add_parser("export", help="write an ONNX model (checked, atomic)")
+    export = sub.add_parser("export", help="write an ONNX model (checked, atomic) or a PyTorch module")
     export.add_argument("file", metavar="FILE")
     network_options(export)
     export.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the model")
+    export.add_argument(
+        "--format",
+        choices=("onnx", "torch"),
+        default="onnx",
+        help="onnx (default), or torch: a self-contained PyTorch module (.py) whose state dict has the ONNX names",
+    )
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 17 to 21)")
     export.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
-    export.add_argument("--weights", metavar="FILE.npz", help="trained weights by name (<layer>.weight ...)")
+    export.add_argument(
+        "--weights", metavar="FILE", help="trained weights by name (<layer>.weight ...): .npz, .safetensors, .pt/.pth"
+    )
+    export.add_argument(
+        "--map", metavar="FILE", help="regex renames of the --weights names (PATTERN REPLACEMENT lines)"
+    )
+    export.add_argument(
+        "--map-by",
+        choices=("name", "order"),
+        default="name",
+        help="order: pair the tensors still unmatched with the network's weights in order, by shape",
+    )
     export.add_argument("--batch", type=int, metavar="N", help="a fixed batch size instead of a dynamic N")
     export.add_argument("--fold-bn", action="store_true", help="fold batch norm into the conv/fc before it")
     export.add_argument(
@@ -387,7 +404,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from cnndsl.lower.builder import DEFAULT_OPSET
-    from cnndsl.lower.export import load_checkpoint, to_onnx, write_model
+    from cnndsl.lower.export import to_onnx, write_model
     from cnndsl.train.contract import export_metadata
 
     out = Path(args.output)
@@ -398,7 +415,11 @@ def cmd_export(args) -> int:
         args.file, network=args.network, defines=dict(args.defines), input=args.input, max_layers=args.max_layers
     )
     _print_diagnostics(model.warnings)
-    weights, recorded = load_checkpoint(args.weights) if args.weights else (None, {})
+    if args.format == "torch":
+        return _export_torch(args, model, out)
+    if (args.map or args.map_by != "name") and not args.weights:
+        raise CnnError("--map and --map-by rename the tensors of --weights FILE; give it too", code="E084")
+    weights, recorded = _matched_weights(args, model) if args.weights else (None, {})
     metadata = export_metadata(model, recorded, f"--weights {args.weights}")
     if args.train:
         from cnndsl.train.step import train_model
@@ -447,6 +468,60 @@ def cmd_export(args) -> int:
     print(
         f"wrote {out} ({size:,} bytes): network {model.name}, {len(proto.graph.node)} nodes, "
         f"{model.totals.params:,} parameters, opset {proto.opset_import[0].version}"
+    )
+    return 0
+
+
+def _matched_weights(args, model) -> tuple[dict, dict]:
+    """The --weights arrays under the network's names (--map, --map-by order), each rename printed,
+    and the metadata the checkpoint recorded (empty for a file cnndsl train did not write)."""
+    from cnndsl.lower.export import load_checkpoint, network_weights
+    from cnndsl.lower.weights import match_weights, read_map
+
+    if args.map_by == "order" and args.weights.endswith(".safetensors"):
+        raise CnnError(
+            f"--map-by order: {args.weights} does not keep the order of its tensors (.safetensors sorts them); "
+            "use --map, or a .npz or .pt file",
+            code="E084",
+        )
+    rules = read_map(args.map) if args.map else ()
+    arrays, recorded = load_checkpoint(args.weights)
+    weights, notes = match_weights(arrays, network_weights(model), rules, args.map_by == "order")
+    for line in notes:
+        print(line)
+    return weights, recorded
+
+
+def _export_torch(args, model, out) -> int:
+    """export --format torch: the module's source, written atomically."""
+    from cnndsl.files import write_atomic
+    from cnndsl.lower.pytorch import Generator
+
+    given = [
+        name
+        for name, value, default in (
+            ("--weights", args.weights, None),
+            ("--map", args.map, None),
+            ("--train", args.train, False),
+            ("--fold-bn", args.fold_bn, False),
+            ("--batch", args.batch, None),
+            ("--opset", args.opset, None),
+            ("--dtype", args.dtype, "float32"),
+        )
+        if value != default
+    ]
+    if given:
+        raise CnnError(
+            f"--format torch writes the module's code only; {', '.join(given)} belong to --format onnx "
+            "(load trained weights with model.load_state_dict)",
+            code="E084",
+        )
+    gen = Generator(model.graph)
+    text = gen.source()
+    write_atomic(out, lambda f: f.write(text.encode("utf-8")))
+    print(
+        f"wrote {out} ({len(text.encode('utf-8')):,} bytes): PyTorch module {gen.class_name} of network {model.name}, "
+        f"{len(gen.classes)} block class{'es' if len(gen.classes) != 1 else ''}, {model.totals.params:,} parameters"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Scale: deep nesting and long files compile; info and check stay free of onnx.
+"""Scale: deep nesting and long files compile; info and check stay free of onnx and torch, export of torch.
 
 The timings themselves are in benchmarks/bench_frontend.py; these tests only
 check that nothing breaks (no RecursionError, no limit hit) at the sizes the
@@ -63,7 +63,7 @@ _PROBE = """
 import sys
 from cnndsl.cli import main
 rc = main(sys.argv[1:])
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "torch"))
 print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 sys.exit(rc)
 """
@@ -85,3 +85,10 @@ def test_info_does_not_import_onnx():
 
 def test_check_does_not_import_onnx():
     assert _imports_of("check", NETWORKS / "resnet.net", NETWORKS / "lenet5.net") == []
+
+
+def test_export_never_imports_torch(tmp_path):
+    """ONNX export needs no torch; --format torch writes the module's text without torch or onnx."""
+    onnx_export = _imports_of("export", NETWORKS / "lenet5.net", "-o", tmp_path / "m.onnx")
+    assert onnx_export and not [m for m in onnx_export if m.split(".")[0] == "torch"]
+    assert _imports_of("export", NETWORKS / "lenet5.net", "--format", "torch", "-o", tmp_path / "m.py") == []

@@ -5,7 +5,10 @@ from __future__ import annotations
 from .base import Kind, LayerError, Spec
 
 
-def _simple(kind_name: str, text: str, op: str, he_init: bool = False):
+def _simple(kind_name: str, text: str, op: str, torch_fn: str, he_init: bool = False):
+    def torch(self, t, node):
+        return f"{torch_fn}({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         b.op(op, xs, out=y)
 
@@ -13,14 +16,14 @@ def _simple(kind_name: str, text: str, op: str, he_init: bool = False):
         return ([], {}) if len(group.nodes) == 1 and group.main.op_type == op else None
 
     attrs = {"name": kind_name, "doc": text, "chains": "any", "he_init": he_init}
-    attrs.update(lower=lower, onnx_import=onnx_import)
+    attrs.update(lower=lower, onnx_import=onnx_import, torch=torch)
     return type(kind_name.title().replace("_", ""), (Kind,), attrs)
 
 
-Relu = _simple("relu", "max(0, x)", "Relu", he_init=True)
-Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)", "Sigmoid")
-Tanh = _simple("tanh", "tanh(x)", "Tanh")
-Abs = _simple("abs", "|x|", "Abs")
+Relu = _simple("relu", "max(0, x)", "Relu", "torch.relu", he_init=True)
+Sigmoid = _simple("sigmoid", "1 / (1 + e^−x)", "Sigmoid", "torch.sigmoid")
+Tanh = _simple("tanh", "tanh(x)", "Tanh", "torch.tanh")
+Abs = _simple("abs", "|x|", "Abs", "torch.abs")
 
 
 class Hardswish(Kind):
@@ -29,6 +32,9 @@ class Hardswish(Kind):
     he_init = True
     chains = "any"
     onnx_chains = (("HardSigmoid", "Mul"),)
+
+    def torch(self, t, node):
+        return f"F.hardswish({t.x[0]})"
 
     def lower(self, b, node, xs, y):
         b.op("HardSwish", xs, out=y)
@@ -56,6 +62,9 @@ class Relu6(Kind):
     he_init = True
     chains = "any"
 
+    def torch(self, t, node):
+        return f"F.relu6({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         b.op("Clip", [xs[0], b.scalar(0.0), b.scalar(6.0)], out=y)
 
@@ -75,6 +84,9 @@ class ScaledTanh(Kind):
     doc = "1.7159·tanh(2x/3) (LeCun et al. 1998)"
     chains = "any"
 
+    def torch(self, t, node):
+        return f"torch.tanh({t.x[0]} * (2.0 / 3.0)) * 1.7159"
+
     def lower(self, b, node, xs, y):
         t = b.op("Tanh", [b.op("Mul", [xs[0], b.scalar(2.0 / 3.0)])])
         b.op("Mul", [t, b.scalar(1.7159)], out=y)
@@ -89,6 +101,9 @@ class Gelu(Kind):
     doc = "x·Φ(x) (exact, erf form)"
     he_init = True
     chains = "any"
+
+    def torch(self, t, node):
+        return f"F.gelu({t.x[0]})"
 
     def lower(self, b, node, xs, y):
         # 0.5·x·(1 + erf(x/√2)); the Gelu operator only exists from opset 20
@@ -129,6 +144,9 @@ class Silu(Kind):
     he_init = True
     chains = "any"
 
+    def torch(self, t, node):
+        return f"F.silu({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         b.op("Mul", [xs[0], b.op("Sigmoid", xs)], out=y)
 
@@ -148,6 +166,9 @@ class LeakyRelu(Kind):
     chains = "any"
     positional = (("a", Spec("float", 0.01)),)
 
+    def torch(self, t, node):
+        return f"F.leaky_relu({t.x[0]}, {node.attrs['a']!r})"
+
     def lower(self, b, node, xs, y):
         if b.float64:  # alpha as a float64 constant (LeakyRelu's attribute is float32)
             above = b.op("Greater", [xs[0], b.scalar(0.0)])
@@ -165,6 +186,9 @@ class Elu(Kind):
     he_init = True
     chains = "any"
     keywords = {"alpha": Spec("float", 1.0)}
+
+    def torch(self, t, node):
+        return f"F.elu({t.x[0]}, {node.attrs['alpha']!r})"
 
     def lower(self, b, node, xs, y):
         if b.float64:  # alpha as a float64 constant (Elu's attribute is float32)
@@ -191,6 +215,12 @@ class PRelu(Kind):
     def params(self, a, x, y):
         return x[0], 0
 
+    def torch(self, t, node):
+        """One slope per channel, in the export's shape (C, 1, ...)."""
+        x = t.in_shape
+        w = t.weights(weight=f"torch.full({(x[0],) + (1,) * (len(x) - 1)}, 0.25)")
+        return f"torch.where({t.x[0]} < 0, {t.x[0]} * {w}.weight, {t.x[0]})"
+
     def lower(self, b, node, xs, y):
         x = b.shape(node.inputs[0])
         slope = b.weight("weight", (x[0],) + (1,) * (len(x) - 1), "fill", value=0.25)
@@ -205,6 +235,10 @@ class HardSigmoid(Kind):
     doc = "max(0, min(1, alpha·x + beta)) (PyTorch's relu6(x + 3)/6 with the defaults)"
     chains = "any"
     keywords = {"alpha": Spec("float", 1.0 / 6.0), "beta": Spec("float", 0.5)}
+
+    def torch(self, t, node):
+        a = node.attrs
+        return f"torch.clamp({t.x[0]} * {a['alpha']!r} + {a['beta']!r}, 0.0, 1.0)"
 
     def lower(self, b, node, xs, y):
         a = node.attrs
@@ -237,6 +271,10 @@ class Softplus(Kind):
         if a["beta"] <= 0:
             raise LayerError(f"beta must be positive; received beta={a['beta']}", "beta")
 
+    def torch(self, t, node):
+        beta = node.attrs["beta"]
+        return f"F.softplus({t.x[0]})" if beta == 1.0 else f"F.softplus({t.x[0]}, beta={beta!r})"
+
     def lower(self, b, node, xs, y):
         beta = node.attrs["beta"]
         if beta == 1.0:
@@ -265,6 +303,9 @@ class Mish(Kind):
     chains = "any"
     onnx_chains = (("Softplus", "Tanh", "Mul"),)  # torch's F.mish before opset 18
 
+    def torch(self, t, node):
+        return f"F.mish({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         if b.opset >= 18 and not b.training:
             b.op("Mish", xs, out=y)  # the Mish operator exists from opset 18
@@ -291,6 +332,15 @@ class Power(Kind):
     positional = (("exponent", Spec("float", 1.0)),)
     keywords = {"scale": Spec("float", 1.0), "shift": Spec("float", 0.0)}
     shown_keywords = ("scale", "shift")
+
+    def torch(self, t, node):
+        a = node.attrs
+        v = t.x[0]
+        if a["scale"] != 1.0:
+            v = f"{v} * {a['scale']!r}"
+        if a["shift"] != 0.0:
+            v = f"({v} + {a['shift']!r})"
+        return f"torch.pow({v}, {a['exponent']!r})"
 
     def lower(self, b, node, xs, y):
         a = node.attrs

@@ -291,6 +291,11 @@ class Kind:
         """IR ids of the pooling layers whose argmax indices this layer reads (unpool)."""
         return ()
 
+    def torch(self, t, node) -> str:
+        """The PyTorch expression computing this layer from ``t.x`` (the input variables); the
+        layer's module, weights and helper code go through ``t`` (cnndsl/lower/pytorch.py Emit)."""
+        raise NotImplementedError(f"{self.name} has no PyTorch code")
+
     def lower(self, b, node, xs: list[str], y: str) -> None:
         """Emit ONNX operators computing ``y`` from the input tensors ``xs`` (see onnx_lower.Builder)."""
         raise NotImplementedError(f"{self.name} has no ONNX lowering")
@@ -322,3 +327,20 @@ def full_window(x: tuple):
 def fraction(num: int, den: int):
     f = Fraction(num, den)
     return int(f) if f.denominator == 1 else f
+
+
+# ---- shared by the kinds' ``torch`` rules (the code text of cnndsl export --format torch)
+def torch_tuple(values) -> str:
+    """Per-axis values as PyTorch takes them: one number when every axis has it (``3``), else a tuple."""
+    values = tuple(values)
+    return repr(values[0]) if len(set(values)) == 1 else repr(values)
+
+
+def torch_pads(pads) -> tuple:
+    """Per-axis (begin, end) pairs as F.pad takes them: the last axis first."""
+    return tuple(v for p, q in reversed(pads) for v in (p, q))
+
+
+def torch_axes(rank: int) -> tuple:
+    """The spatial axes of an (N, C, ...) tensor."""
+    return tuple(range(2, 2 + rank))

@@ -46,6 +46,13 @@ class Add(Kind):
     combinator = True
     keywords = {"fit": Spec("enum", "equal", choices=("equal", "first"))}
 
+    def torch(self, t, node):
+        xs = list(t.x)
+        if node.attrs.get("fit") == "first":
+            shapes = [t.shape(i) for i in range(len(xs))]
+            xs = [xs[0]] + [_torch_fit(v, s, shapes[0]) for v, s in zip(xs[1:], shapes[1:])]
+        return " + ".join(xs)
+
     def lower(self, b, node, xs, y):
         if node.attrs.get("fit") == "first":
             shapes = [b.shape(i) for i in node.inputs]
@@ -145,6 +152,9 @@ class Residual(Add):
         conv = ("shortcut", "conv", {"filters": y[0], "size": 1, "stride": stride})
         return (conv, ("shortcut_bn", "bn", {})) if mode == "auto" else (conv,)
 
+    def torch(self, t, node):
+        return f"{t.x[1]} + {t.x[0]}"  # body + shortcut, as ``lower``
+
     def lower(self, b, node, xs, y):
         # Add(body, shortcut), the order frameworks export: onnxruntime then fuses the
         # same conv with the Add + ReLU, and the optimised graph equals torch's.
@@ -185,6 +195,9 @@ class Mul(Kind):
     doc = "element-wise product with broadcasting of size-1 axes (SE gating)"
     combinator = True
 
+    def torch(self, t, node):
+        return " * ".join(t.x)
+
     def lower(self, b, node, xs, y):
         _fold(b, "Mul", xs, y)
 
@@ -208,6 +221,9 @@ class Concat(Kind):
     doc = "channel concatenation; crop=center crops larger branches to the smallest (U-Net)"
     combinator = True
     keywords = {"crop": Spec("enum", "none", choices=("none", "center"))}
+
+    def torch(self, t, node):
+        return t.x[0] if len(t.x) == 1 else f"torch.cat([{', '.join(t.x)}], 1)"
 
     def lower(self, b, node, xs, y):
         if len(xs) == 1:
@@ -245,3 +261,15 @@ def _one(v):
     if isinstance(v, tuple):
         return v[0] if len(set(v)) == 1 else -1
     return v
+
+
+def _torch_fit(x: str, shape: tuple, first: tuple) -> str:
+    """``_fit`` as PyTorch code: ``x`` (of ``shape``) read as Darknet's shortcut reads it for ``first``."""
+    s, n = _stride(shape, first), len(first) - 1
+    keep = min(shape[0], first[0])
+    if s != 1 or keep < shape[0] or any(w * s != v for w, v in zip(first[1:], shape[1:])):
+        cuts = ", ".join(f":{w * s}:{s}" if s != 1 else f":{w * s}" for w in first[1:])
+        x = f"{x}[:, :{keep}, {cuts}]"
+    if keep < first[0]:
+        x = f"F.pad({x}, {(0, 0) * n + (0, first[0] - keep)})"
+    return x

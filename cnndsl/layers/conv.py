@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .arith import dropped_input, effective_kernel, fmt_shape, prod, same_pads, transpose_out, window_out
-from .base import Kind, LayerError, Spec, fraction
+from .base import Kind, LayerError, Spec, fraction, torch_pads, torch_tuple
 
 
 def resolve_pads(pad, size, f_eff, stride):
@@ -153,6 +153,41 @@ class Conv(Kind):
     def warnings(self, a, x, y):
         return stride_warnings(x, extent(a["size"], a["dilation"]), a["stride"], a["pads"])
 
+    def torch(self, t, node):
+        """nn.ConvNd; unequal padding before it as F.pad; a connection table as MaskedConvNd."""
+        a, x, n = node.attrs, t.in_shape, t.rank
+        pads = a["pads"]
+        equal = all(p == q for p, q in pads)
+        mode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}[a["pad_mode"]]
+        args = f"{x[0]}, {a['filters']}, {torch_tuple(a['size'])}"
+        if set(a["stride"]) != {1}:
+            args += f", stride={torch_tuple(a['stride'])}"
+        if equal and any(p for p, _ in pads):
+            args += f", padding={torch_tuple(tuple(p for p, _ in pads))}"
+            if a["pad_mode"] != "zeros" and any(p for p, _ in pads):
+                args += f", padding_mode={a['pad_mode']!r}"
+        if set(a["dilation"]) != {1}:
+            args += f", dilation={torch_tuple(a['dilation'])}"
+        if a["groups"] != 1:
+            args += f", groups={a['groups']}"
+        if not a["bias"]:
+            args += ", bias=False"
+        if a["table"] is not None:
+            cls = t.helper(f"MaskedConv{n}d", MASKED_CONV.format(n=n))
+            table = a["table"]
+            rows = "".join(f"    {list(r)!r},\n" for r in table.rows)
+            name = t.helper(
+                f"TABLE_{table.name.upper()}",
+                f"# table {table.name}: the input maps filter i reads\nTABLE_{table.name.upper()} = [\n{rows}]\n",
+            )
+            m = t.module(f"{cls}({name}, {args})")
+        else:
+            m = t.module(f"nn.Conv{n}d({args})")
+        v = t.x[0]
+        if not equal:
+            v = f"F.pad({v}, {torch_pads(pads)}, mode={mode!r})"
+        return f"{m}({v})"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
@@ -295,6 +330,22 @@ class Deconv(Kind):
         f_eff = extent(a["size"], a["dilation"])
         return tuple(-(-f // s) for f, s in zip(f_eff, a["stride"])), tuple(fraction(1, s) for s in a["stride"])
 
+    def torch(self, t, node):
+        """nn.ConvTransposeNd (weights fixed with trainable=false)."""
+        a, x = node.attrs, t.in_shape
+        args = f"{x[0]}, {a['filters']}, {torch_tuple(a['size'])}, stride={torch_tuple(a['stride'])}"
+        args += f", padding={torch_tuple(a['pad'])}"
+        if set(a["outpad"]) != {0}:
+            args += f", output_padding={torch_tuple(a['outpad'])}"
+        if a["groups"] != 1:
+            args += f", groups={a['groups']}"
+        if not a["bias"]:
+            args += ", bias=False"
+        if set(a["dilation"]) != {1}:
+            args += f", dilation={torch_tuple(a['dilation'])}"
+        fixed = "" if a["trainable"] else ".requires_grad_(False)"
+        return f"{t.module(f'nn.ConvTranspose{t.rank}d({args}){fixed}')}({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         k, c, g, f = a["filters"], x[0], a["groups"], a["size"]
@@ -337,3 +388,22 @@ class Deconv(Kind):
             kw["outpad"] = outpad
         pad = reader.pads(main, a, len(f), group)
         return reader.fields(w.shape[1] * g, f, a.get("strides", [1] * len(f)), pad), kw
+
+
+# A conv whose weight is multiplied by a fixed 0/1 mask (``table=``): filter i reads only the input
+# maps that row i of the table lists, whatever weights are loaded (the mask is not in the state dict).
+MASKED_CONV = """
+
+class MaskedConv{n}d(nn.Conv{n}d):
+    \"\"\"nn.Conv{n}d reading, for filter i, only the input maps listed in rows[i] (a connection table).\"\"\"
+
+    def __init__(self, rows, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        mask = torch.zeros(self.weight.shape[:2] + (1,) * (self.weight.dim() - 2))
+        for i, row in enumerate(rows):
+            mask[i, row] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+"""

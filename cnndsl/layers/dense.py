@@ -30,6 +30,13 @@ class FC(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def torch(self, t, node):
+        a, x = node.attrs, t.in_shape
+        bias = "" if a["bias"] else ", bias=False"
+        v = f"torch.flatten({t.x[0]}, 1)" if len(x) > 1 else t.x[0]
+        linear = f"nn.Linear({prod(x)}, {a['units']}{bias})"
+        return f"{t.module(linear)}({v})"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         flat = b.op("Flatten", xs, axis=1) if len(x) > 1 else xs[0]
@@ -83,6 +90,15 @@ class RBF(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def torch(self, t, node):
+        """Σx² − 2·x·wᵢ + Σwᵢ² (as the ONNX export computes it); fixed ±1 centres are a buffer."""
+        a, x = node.attrs, t.in_shape
+        shape = (a["units"], prod(x))
+        fixed = () if a["trainable"] else ("weight",)
+        w = t.weights(fixed=fixed, weight=f"torch.randint(0, 2, {shape}) * 2.0 - 1.0")
+        v = f"torch.flatten({t.x[0]}, 1)" if len(x) > 1 else t.x[0]
+        return f"{t.helper('rbf', RBF_SOURCE)}({v}, {w}.weight)"
+
     def lower(self, b, node, xs, y):
         # y_i = Σ_j (x_j − w_ij)² = Σx² − 2·x·w_i + Σw_i²
         a, x = node.attrs, b.shape(node.inputs[0])
@@ -111,6 +127,9 @@ class Flatten(Kind):
     def window(self, a, x, y):
         return full_window(x)
 
+    def torch(self, t, node):
+        return f"torch.flatten({t.x[0]}, 1)"
+
     def lower(self, b, node, xs, y):
         b.op("Flatten", xs, out=y, axis=1)
 
@@ -136,6 +155,9 @@ class Softmax(Kind):
     doc = "softmax over the channel axis"
     chains = "layer"
     output = "probabilities"  # a loss takes the scores before the softmax
+
+    def torch(self, t, node):
+        return f"torch.softmax({t.x[0]}, 1)"
 
     def lower(self, b, node, xs, y):
         b.op("Softmax", xs, out=y, axis=1)
@@ -164,6 +186,9 @@ class Dropout(Kind):
     def check(self, a, x):
         if not 0 <= a["p"] < 1:
             raise LayerError(f"p must be in [0, 1); received p={a['p']}", "p")
+
+    def torch(self, t, node):
+        return f"F.dropout({t.x[0]}, {node.attrs['p']!r}, self.training)"
 
     def lower(self, b, node, xs, y):
         if not b.training or node.attrs["p"] == 0:
@@ -203,6 +228,9 @@ class DropPath(Kind):
         if not 0 <= a["p"] < 1:
             raise LayerError(f"p must be in [0, 1); received p={a['p']}", "p")
 
+    def torch(self, t, node):
+        return f"{t.helper('drop_path', DROP_PATH)}({t.x[0]}, {node.attrs['p']!r}, self.training)"
+
     def lower(self, b, node, xs, y):
         np = b.np
         p = node.attrs["p"]
@@ -233,3 +261,21 @@ class DropPath(Kind):
             return None
         ratio = reader.const(main.input[1])
         return ([reader.short(float(ratio))], {}) if ratio is not None else None
+
+
+RBF_SOURCE = """
+
+def rbf(x, w):
+    \"\"\"Euclidean radial basis units y_i = Σ_j (x_j − w_ij)² = Σx² − 2·x·w_i + Σw_i².\"\"\"
+    return (x * x).sum(1, keepdim=True) - (x @ w.T) * 2.0 + (w * w).sum(1)
+"""
+
+DROP_PATH = """
+
+def drop_path(x, p, training):
+    \"\"\"Stochastic depth: in training each sample is zeroed with probability p, the rest scaled by 1/(1 − p).\"\"\"
+    if not training or p == 0:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device) >= p
+    return x * keep.to(x.dtype) / (1.0 - p)
+"""

@@ -21,6 +21,14 @@ class BatchNorm(Kind):
         # γ and β are trained; the running mean and variance are not.
         return 2 * x[0], 2 * x[0]
 
+    def torch(self, t, node):
+        """nn.BatchNormNd without its num_batches_tracked counter (see ``BATCH_NORM``)."""
+        a, x = node.attrs, t.in_shape
+        n = max(1, len(x) - 1)
+        helper = t.helper("batch_norm", BATCH_NORM)
+        bn = f"nn.BatchNorm{n}d({x[0]}, eps={a['eps']!r}, momentum={a['momentum']!r})"
+        return f"{t.module(f'{helper}({bn})')}({t.x[0]})"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         c = x[0]
@@ -104,6 +112,16 @@ class LRN(Kind):
             return None
         return (a["size"],) * (len(x) - 1), (1,) * (len(x) - 1)
 
+    def torch(self, t, node):
+        """F.local_response_norm (odd sizes, spatial inputs: its window is centred as ours); else LRN_ACROSS."""
+        a = node.attrs
+        args = f"{a['size']}, alpha={a['alpha']!r}, beta={a['beta']!r}, k={a['k']!r}"
+        if a["region"] == "within":
+            return f"{t.helper('lrn_within', LRN_WITHIN)}({t.x[0]}, {args})"
+        if a["size"] % 2 and t.rank >= 1:
+            return f"F.local_response_norm({t.x[0]}, {args})"
+        return f"{t.helper('lrn_across', LRN_ACROSS)}({t.x[0]}, {args})"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         if a["region"] == "within":
@@ -180,6 +198,10 @@ class LCN(Kind):
         if a["size"] % 2 == 0:
             raise LayerError(f"lcn size must be odd so that the window is centred; received size={a['size']}", "size")
 
+    def torch(self, t, node):
+        a = node.attrs
+        return f"{t.helper('lcn', LCN_SOURCE)}({t.x[0]}, {a['size']}, {a['sigma']!r})"
+
     def lower(self, b, node, xs, y):
         # Jarrett et al. 2009: v = x − Σ w·x (Gaussian w over the window and all maps, Σw = 1);
         # y = v / max(mean σ, σ) with σ = sqrt(Σ w·v²).
@@ -250,6 +272,15 @@ class _GroupNorm(Kind):
     def params(self, a, x, y):
         return 2 * x[0], 0
 
+    def torch(self, t, node):
+        """F.group_norm, with the weights in the export's shape (C, 1, ...)."""
+        x = t.in_shape
+        bshape = (x[0],) + (1,) * (len(x) - 1)
+        w = t.weights(weight=f"torch.ones({bshape})", bias=f"torch.zeros({bshape})")
+        g = self.groups(node.attrs, x)
+        normed = f"F.group_norm({t.x[0]}, {g}, eps={node.attrs['eps']!r})"
+        return f"{normed} * {w}.weight + {w}.bias"
+
     def lower(self, b, node, xs, y):
         np = b.np
         a, x = node.attrs, b.shape(node.inputs[0])
@@ -282,6 +313,15 @@ class LayerNorm(_GroupNorm):
     doc = "layer normalisation per sample over all of C×spatial (over=all) or per position over C (over=channels)"
     keywords = {**_GroupNorm.keywords, "over": Spec("enum", "all", choices=("all", "channels"))}
     shown_keywords = ("over",)
+
+    def torch(self, t, node):
+        """over=channels: nn.LayerNorm on the channels-last tensor; over=all: a group norm of one group."""
+        if node.attrs["over"] == "all":
+            return super().torch(t, node)
+        m = t.module(f"nn.LayerNorm({t.in_shape[0]}, eps={node.attrs['eps']!r})")
+        if t.rank == 0:
+            return f"{m}({t.x[0]})"
+        return f"{m}({t.x[0]}.movedim(1, -1)).movedim(-1, 1)"
 
     def lower(self, b, node, xs, y):
         if node.attrs["over"] == "all":
@@ -366,6 +406,15 @@ class Scale(Kind):
         # LeNet's count, as for subsample: every output unit has fan-in 1 (its own input), plus the bias
         return prod(y) * (2 if a["bias"] else 1)
 
+    def torch(self, t, node):
+        a, x = node.attrs, t.in_shape
+        bshape = (x[0],) + (1,) * (len(x) - 1)
+        if not a["bias"]:
+            w = t.weights(weight=f"torch.full({bshape}, {a['init']!r})")
+            return f"{t.x[0]} * {w}.weight"
+        w = t.weights(weight=f"torch.full({bshape}, {a['init']!r})", bias=f"torch.zeros({bshape})")
+        return f"{t.x[0]} * {w}.weight + {w}.bias"
+
     def lower(self, b, node, xs, y):
         a, x = node.attrs, b.shape(node.inputs[0])
         bshape = (x[0],) + (1,) * (len(x) - 1)
@@ -396,3 +445,59 @@ class Scale(Kind):
         if (w == w.flat[0]).all() and float(w.flat[0]) != 1.0:
             kw["init"] = reader.short(float(w.flat[0]))
         return [], kw
+
+
+# torch.nn's batch norm keeps a num_batches_tracked counter that is only read when momentum is None;
+# without it the state dict holds exactly the export's four tensors.
+BATCH_NORM = """
+
+def _drop_batch_count(module, state_dict, prefix, *args):
+    state_dict.pop(prefix + "num_batches_tracked", None)
+
+
+def batch_norm(bn):
+    \"\"\"A torch.nn batch norm without its num_batches_tracked counter (unused with a fixed momentum).\"\"\"
+    bn.register_buffer("num_batches_tracked", None)
+    bn.register_load_state_dict_pre_hook(_drop_batch_count)
+    return bn
+"""
+
+# Σ over channels c − ⌊(size−1)/2⌋ … c + ⌈(size−1)/2⌉ of x² (``lower``'s window; F.local_response_norm
+# centres even sizes the other way and needs spatial axes).
+LRN_ACROSS = """
+
+def lrn_across(x, size, alpha, beta, k):
+    \"\"\"x / (k + alpha/size · Σ x² over `size` neighbouring channels)^beta.\"\"\"
+    sq = (x * x).reshape(x.shape[0], 1, x.shape[1], -1)
+    total = F.conv2d(F.pad(sq, (0, 0, (size - 1) // 2, size // 2)), torch.ones(1, 1, size, 1, dtype=x.dtype))
+    return x / (total.reshape(x.shape) * (alpha / size) + k) ** beta
+"""
+
+LRN_WITHIN = """
+
+def lrn_within(x, size, alpha, beta, k):
+    \"\"\"Caffe's WITHIN_CHANNEL: x / (k + alpha · mean of x² over a size^n window)^beta.\"\"\"
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
+    mean = pool(x * x, size, 1, (size - 1) // 2, count_include_pad=True)
+    return x / (mean * alpha + k) ** beta
+"""
+
+LCN_SOURCE = """
+
+def lcn(x, size, sigma):
+    \"\"\"Local contrast normalisation (Jarrett et al. 2009): v = x − Σ w·x over a Gaussian
+    size^n window of all maps (Σw = 1), y = v / max(mean σ, σ, 1e-6) with σ = sqrt(Σ w·v²).\"\"\"
+    n = x.dim() - 2
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g1 = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g1
+    for _ in range(n - 1):
+        g = g.unsqueeze(-1) * g1
+    w = g.expand((1, x.shape[1]) + (size,) * n)
+    w = (w / w.sum()).to(x.dtype)
+    conv = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
+    v = x - conv(x, w, padding=(size - 1) // 2)
+    sigma_map = torch.sqrt(conv(v * v, w, padding=(size - 1) // 2))
+    mean = sigma_map.mean(tuple(range(2, 2 + n)), keepdim=True)
+    return v / torch.clamp(torch.maximum(sigma_map, mean), min=1e-6)
+"""

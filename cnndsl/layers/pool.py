@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .arith import fmt_shape, prod, window_out
-from .base import Kind, LayerError, Spec, fraction, full_window
+from .base import Kind, LayerError, Spec, fraction, full_window, torch_axes, torch_pads, torch_tuple
 from .conv import resolve_pads, sliding_window, stride_warnings
 
 
@@ -38,6 +38,31 @@ class _Pool(Kind):
 
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["stride"], a["pads"], a["ceil"])
+
+    def torch(self, t, node):
+        """F.max_poolNd / F.avg_poolNd (ceil_mode as Caffe's); unequal padding as F.pad before it."""
+        a, n = node.attrs, t.rank
+        pads = a["pads"]
+        v = t.x[0]
+        if all(p == q for p, q in pads):
+            pad = tuple(p for p, _ in pads)
+        elif self.name == "maxpool":
+            v = f"F.pad({v}, {torch_pads(pads)}, value=float('-inf'))"
+            pad = (0,) * n
+        elif not a["ceil"]:
+            fn = t.helper("avg_pool_padded", AVG_POOL_PADDED)
+            args = f"{v}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, {torch_pads(pads)}, {a['count_pad']}"
+            return f"{fn}({args})"
+        else:
+            t.fail("avgpool with ceil and padding unequal before and after has no PyTorch equivalent")
+        args = f"{v}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, {torch_tuple(pad)}"
+        if a["ceil"]:
+            args += ", ceil_mode=True"
+        if self.name == "avgpool":
+            return f"F.avg_pool{n}d({args}, count_include_pad={a['count_pad']})"
+        if t.returns_indices:
+            args += ", return_indices=True"
+        return f"F.max_pool{n}d({args})"
 
     def lower(self, b, node, xs, y):
         a = node.attrs
@@ -140,6 +165,9 @@ class Gap(_Global):
     onnx_op = "GlobalAveragePool"
     onnx_reduce = "ReduceMean"
 
+    def torch(self, t, node):
+        return f"{t.x[0]}.mean({torch_axes(t.rank)}, keepdim=True)"
+
     def lower(self, b, node, xs, y):
         b.op("GlobalAveragePool", xs, out=y)
 
@@ -149,6 +177,9 @@ class Gmp(_Global):
     doc = "global max pooling to Cx1x1"
     onnx_op = "GlobalMaxPool"
     onnx_reduce = "ReduceMax"
+
+    def torch(self, t, node):
+        return f"{t.x[0]}.amax({torch_axes(t.rank)}, keepdim=True)"
 
     def lower(self, b, node, xs, y):
         b.op("GlobalMaxPool", xs, out=y)
@@ -174,6 +205,14 @@ class Subsample(Kind):
 
     def warnings(self, a, x, y):
         return stride_warnings(x, a["size"], a["size"], _unpadded(a))
+
+    def torch(self, t, node):
+        """The window sum (an average times its size) times a coefficient, plus a bias, per map."""
+        a, c = node.attrs, t.in_shape[0]
+        bshape = (c,) + (1,) * t.rank
+        w = t.weights(weight=f"torch.full({bshape}, {1.0 / prod(a['size'])!r})", bias=f"torch.zeros({bshape})")
+        total = f"F.avg_pool{t.rank}d({t.x[0]}, {torch_tuple(a['size'])}) * {float(prod(a['size']))!r}"
+        return f"{total} * {w}.weight + {w}.bias"
 
     def lower(self, b, node, xs, y):
         # window sum (average × F^n) × trainable coefficient + bias, per map
@@ -241,6 +280,18 @@ class Unpool(Kind):
     def index_sources(self, a):
         return (a["of"].node.id,)
 
+    def torch(self, t, node):
+        """F.max_unpoolNd with the indices the maxpool returned."""
+        a = node.attrs
+        pool = a["of"].node
+        size = tuple(a["of"].input_shape[1:])
+        pad = tuple(p for p, _ in pool.attrs["pads"])
+        idx = t.indices(pool.id)
+        return (
+            f"F.max_unpool{t.rank}d({t.x[0]}, {idx}, {torch_tuple(a['size'])}, {torch_tuple(a['stride'])}, "
+            f"{torch_tuple(pad)}, output_size={size})"
+        )
+
     def lower(self, b, node, xs, y):
         # MaxUnpool cannot restore odd or padded sizes exactly; scatter instead. MaxPool's
         # indices index the whole flattened N·C·spatial tensor.
@@ -279,6 +330,13 @@ class Upsample(Kind):
 
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(1, f) for f in a["factor"])
+
+    def torch(self, t, node):
+        a = node.attrs
+        mode = "nearest" if a["mode"] == "nearest" else {1: "linear", 2: "bilinear", 3: "trilinear"}[t.rank]
+        align = "" if mode == "nearest" else ", align_corners=False"
+        factor = torch_tuple(tuple(float(f) for f in a["factor"]))
+        return f"F.interpolate({t.x[0]}, scale_factor={factor}, mode={mode!r}{align})"
 
     def lower(self, b, node, xs, y):
         a = node.attrs
@@ -341,6 +399,10 @@ class _Adaptive(Kind):
         widest = tuple(max(e - s for s, e in axis) for axis in cells)
         return widest, tuple(fraction(w, o) for w, o in zip(x[1:], a["size"]))
 
+    def torch(self, t, node):
+        op = "avg" if self.onnx_reduce == "ReduceMean" else "max"
+        return f"F.adaptive_{op}_pool{t.rank}d({t.x[0]}, {torch_tuple(node.attrs['size'])})"
+
     def lower(self, b, node, xs, y):
         x, out = b.shape(node.inputs[0]), node.attrs["size"]
         if all(w % o == 0 for w, o in zip(x[1:], out)):  # an ordinary pool: window = stride = W/O
@@ -397,3 +459,18 @@ class AdaptiveMaxPool(_Adaptive):
     doc = "adaptive max pooling to the given output size (PyTorch's windows)"
     onnx_pool = "MaxPool"
     onnx_reduce = "ReduceMax"
+
+
+# F.avg_poolNd pads equally on both sides; ``same`` with an even window pads one more at the end.
+AVG_POOL_PADDED = """
+
+def avg_pool_padded(x, size, stride, pads, count_pad):
+    \"\"\"Average pooling after zero padding unequal before and after (F.pad order): the mean over
+    the window's positions inside the input, or with count_pad over the whole window.\"\"\"
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[x.dim() - 3]
+    mean = pool(F.pad(x, pads), size, stride)
+    if count_pad:
+        return mean
+    inside = pool(F.pad(torch.ones_like(x[:1, :1]), pads), size, stride)
+    return mean / inside
+"""

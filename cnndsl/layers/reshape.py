@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .arith import fmt_shape
-from .base import Kind, LayerError, Spec, fraction, full_window
+from .base import Kind, LayerError, Spec, fraction, full_window, torch_pads
 
 
 class Crop(Kind):
@@ -70,6 +70,11 @@ class Crop(Kind):
             return tuple(a["offset"])
         return (0,) * (len(x) - 1)
 
+    def torch(self, t, node):
+        start = self.offsets(node.attrs, t.in_shape)
+        cuts = ", ".join(f"{s}:{s + w}" for s, w in zip(start, node.attrs["size"]))
+        return f"{t.x[0]}[:, :, {cuts}]"
+
     def lower(self, b, node, xs, y):
         np = b.np
         a, x = node.attrs, b.shape(node.inputs[0])
@@ -110,6 +115,11 @@ class Pad(Kind):
 
     def shape(self, a, x):
         return (x[0],) + tuple(w + 2 * p for w, p in zip(x[1:], a["pad"]))
+
+    def torch(self, t, node):
+        p = node.attrs["pad"]
+        mode = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}[node.attrs["mode"]]
+        return f"F.pad({t.x[0]}, {torch_pads(tuple((v, v) for v in p))}, mode={mode!r})"
 
     def lower(self, b, node, xs, y):
         np = b.np
@@ -152,6 +162,10 @@ class Shuffle(Kind):
             raise LayerError(
                 f"groups must divide the channels; received groups={a['groups']}, channels={x[0]}", "groups"
             )
+
+    def torch(self, t, node):
+        g, c = node.attrs["groups"], t.in_shape[0]
+        return f"{t.x[0]}.unflatten(1, ({g}, {c // g})).transpose(1, 2).flatten(1, 2)"
 
     def lower(self, b, node, xs, y):
         np = b.np
@@ -199,6 +213,12 @@ class ShortcutPad(Kind):
     def window(self, a, x, y):
         return (1,) * (len(x) - 1), tuple(fraction(s, 1) for s in a["stride"])
 
+    def torch(self, t, node):
+        a, x = node.attrs, t.in_shape
+        steps = ", ".join(f"::{s}" for s in a["stride"])
+        pads = (0, 0) * (len(x) - 1) + (0, a["channels"] - x[0])
+        return f"F.pad({t.x[0]}[:, :, {steps}], {pads})"
+
     def lower(self, b, node, xs, y):
         np = b.np
         a, x = node.attrs, b.shape(node.inputs[0])
@@ -231,6 +251,9 @@ class ChannelSlice(Kind):
 
     def shape(self, a, x):
         return (a["end"] - a["start"],) + tuple(x[1:])
+
+    def torch(self, t, node):
+        return f"{t.x[0]}[:, {node.attrs['start']}:{node.attrs['end']}]"
 
     def lower(self, b, node, xs, y):
         np = b.np
@@ -293,6 +316,18 @@ class SpaceToDepth(Kind):
             return full_window(x)  # an output position reads rows far apart
         s = (a["block"],) * (len(x) - 1)
         return s, s
+
+    def torch(self, t, node):
+        """The reshapes and transposition of ``lower`` (ONNX's order, or Darknet's)."""
+        s, x = node.attrs["block"], t.in_shape
+        n = len(x) - 1
+        if node.attrs["order"] == "darknet":
+            split = (-1, x[0] // (s * s), x[1], s, x[2], s)
+            perm = (0, 3, 5, 1, 2, 4)
+        else:
+            split = (-1, x[0]) + tuple(v for w in x[1:] for v in (w // s, s))
+            perm = (0, *range(3, 2 + 2 * n, 2), 1, *range(2, 2 + 2 * n, 2))
+        return f"{t.x[0]}.reshape{split}.permute{perm}.reshape(-1, {', '.join(map(str, node.shape))})"
 
     def lower(self, b, node, xs, y):
         np = b.np

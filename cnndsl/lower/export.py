@@ -8,23 +8,23 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from math import prod
 from pathlib import Path
 
 from cnndsl.errors import CnnError
-from cnndsl.files import read_bytes, write_atomic
-from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph
+from cnndsl.files import write_atomic
+from cnndsl.lower.builder import DEFAULT_OPSET, lower_graph, lower_nodes
+from cnndsl.lower.weights import read_weights
 
 TWO_GB = 2**31 - 1
 METADATA_KEY = "cnndsl.metadata"  # a checkpoint's entry with the model's metadata as JSON (cnndsl.train.contract)
 
 
 def load_weights(path) -> dict:
-    """Arrays by name from a .npz (or .safetensors, when the package is installed); a checkpoint's
-    metadata entry is left out (:func:`load_checkpoint` reads it)."""
+    """Arrays by name from a .npz, .safetensors or PyTorch .pt/.pth state dict (cnndsl.lower.weights);
+    a checkpoint's metadata entry is left out (:func:`load_checkpoint` reads it)."""
     return load_checkpoint(path)[0]
 
 
@@ -32,7 +32,7 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     """(weights by name, the metadata ``cnndsl train`` recorded: a dict of strings, empty if none)."""
     import json
 
-    arrays = _read_arrays(path)
+    arrays = read_weights(path)
     if METADATA_KEY not in arrays:
         return arrays, {}
     entry = arrays.pop(METADATA_KEY)
@@ -48,29 +48,11 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     return arrays, meta
 
 
-def _read_arrays(path) -> dict:
-    import numpy as np
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.numpy import load as load_safetensors
-        except ImportError:
-            raise CnnError(
-                "--weights: reading .safetensors needs the safetensors package (pip install safetensors)",
-                code="E082",
-            ) from None
-        raw = read_bytes(path, "E082", f"--weights {path}")
-        try:
-            return dict(load_safetensors(raw))
-        except Exception as err:  # a corrupt or foreign file
-            raise CnnError(f"--weights {path}: cannot read it as .safetensors: {err}", code="E082") from None
-    raw = read_bytes(path, "E082", f"--weights {path}")
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as err:  # a corrupt or foreign file
-        raise CnnError(f"--weights {path}: cannot read it as .npz: {err}", code="E082") from None
+def network_weights(model, opset: int = DEFAULT_OPSET) -> list[tuple[str, tuple]]:
+    """The network's weights and buffers as (name, shape), in execution order: the names a
+    weights file gives (and the generated PyTorch module's state-dict keys)."""
+    b = lower_nodes(model.graph, opset)
+    return [(name, tuple(arr.shape)) for name, arr in b.initializers if name in b.params]
 
 
 def to_onnx(

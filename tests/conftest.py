@@ -28,6 +28,17 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only when ``-m`` names them (``pytest -m slow``); otherwise they
+    are reported as skipped, so the default run stays within minutes on two cores."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
 def pytest_configure(config):
     # before test_fuzz.py is imported, which reads the count
     if config.getoption("--fuzz-long"):

@@ -496,9 +496,7 @@ def signature(model):
 
 
 @pytest.mark.parametrize("file, network", _networks())
-def test_round_trip_through_onnx(tmp_path, request, file, network):
-    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a network over 40M parameters: run with -m slow")
+def test_round_trip_through_onnx(tmp_path, file, network):
     src = ROOT / "networks" / file
     onnx_path = tmp_path / f"{network}.onnx"
     assert main(["export", str(src), "--network", network, "-o", str(onnx_path)]) == 0

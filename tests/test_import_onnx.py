@@ -622,11 +622,9 @@ def _exports():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("name, exporter", list(_exports()))
-def test_torch_exports(tmp_path, request, name, exporter):
+def test_torch_exports(tmp_path, name, exporter):
     """Both torch exporters' files of torchvision-style modules: the layers the modules compute,
     and PyTorch's figures (output shape, MACs of every convolution and linear layer, parameters)."""
-    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a dynamo export of seconds: run with -m slow")
     torch, net, x = _torch_model(name)
     path = tmp_path / f"{name}.onnx"
     if exporter == "dynamo":

@@ -178,13 +178,6 @@ SLOW = ["alexnet.net", "convnext.net", "densenet121.net", "fcn32s.net", "googlen
 SLOW += ["mnasnet.net", "segnet.net", "unet.net", "vgg16.net", "vnet.net"]
 
 
-@pytest.fixture(autouse=True)
-def _slow_only_with_m_slow(request):
-    """As tests/test_import.py: a test marked slow runs only when -m selects slow tests."""
-    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("whole-network comparison at a larger size: run with -m slow")
-
-
 def test_fast_and_slow_cover_every_network_file():
     assert sorted({f for f, _, _ in FAST} | set(SLOW)) == sorted(p.name for p in NETWORKS.glob("*.net"))
 

@@ -160,9 +160,7 @@ def map_weights(torch_tensors, ours):
 @pytest.mark.parametrize(
     "case", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else []) for c in CASES], ids=list(CASES)
 )
-def test_same_outputs_as_torchvision(request, case):
-    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a large network: run with -m slow")
+def test_same_outputs_as_torchvision(case):
     build, (file, network, defines, size) = CASES[case]
     torch.manual_seed(0)
     reference = build().eval()

@@ -315,6 +315,7 @@ def train(
     best=None,
     metadata=None,
     interrupted_out=None,
+    augment=None,
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
@@ -325,7 +326,9 @@ def train(
     called once the session is built (``trainer.tuning`` lists what was initialised and frozen).
     ``out``: the checkpoint of the last epoch; ``best``: the checkpoint of the epoch with the best
     held-out figures (:func:`better`); ``interrupted_out``: where a stop is saved when there is no
-    ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract)."""
+    ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract); ``augment``: a
+    :class:`cnndsl.train.data.Augment` for the training batches (drawn from the shuffling generator
+    after each epoch's permutation, :func:`cnndsl.train.data.augment`)."""
     from cnndsl.lower.builder import training_state as optimizer_state
     from cnndsl.train.optim import learning_rate
 
@@ -362,15 +365,21 @@ def train(
     for epoch in range(first_epoch, epochs + 1):
         start_state = rng.bit_generator.state
         order = rng.permutation(len(x))
+        if augment is not None:  # the epoch's draws, all of them, so that a resumed epoch gets the same
+            from cnndsl.train.data import augment as draw
+
+            transform = draw(augment, len(order), rng)
         start = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
-        steps = [order[i : i + batch] for i in range(0, len(order), batch)]
+        steps = [np.arange(i, min(i + batch, len(order))) for i in range(0, len(order), batch)]
         steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
-        for k, idx in enumerate(steps, 1):
+        for k, at in enumerate(steps, 1):  # at: positions in the epoch's order
             if k <= skip:  # taken before the interruption
                 continue
+            idx = order[at]
             trainer.set_lr(learning_rate(lr, schedule, step_no, total_steps, warm))
-            loss, logits = trainer.step(x[idx], y[idx])
+            xb = x[idx] if augment is None else transform(x[idx], at)
+            loss, logits = trainer.step(xb, y[idx])
             step_no += 1
             if not np.isfinite(loss):
                 raise CnnError(

@@ -202,3 +202,19 @@ def test_cli_resume_with_augmentation_equals_an_uninterrupted_run(netfile, tmp_p
     for name in a:
         if a[name].dtype.kind != "U":
             np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert str(b["train:augment"]) == "flip,crop=2"  # recorded, so that a resume cannot change it
+    plain = [a for a in args if a not in ("--augment", "flip,crop=2")]
+    r = run_cli(*plain, "--epochs", "4", "--resume", tmp_path / "cut.npz", "--out", tmp_path / "cut.npz")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert (
+        "cnndsl: error: --resume: the checkpoint was trained with --augment flip,crop=2; "
+        "resume with the same (given: none) [E084]"
+    ) in r.stderr
+    r = run_cli(
+        *args[:-4], "--augment", "crop", "--epochs", "4", "--resume", tmp_path / "cut.npz", "--out", tmp_path / "x.npz"
+    )
+    assert r.returncode == 1 and "(given: --augment crop=4)" in r.stderr
+    r = run_cli(*plain, "--epochs", "1", "--out", tmp_path / "plain.npz")
+    assert r.returncode == 0 and "train:augment" not in load_weights(tmp_path / "plain.npz")
+    r = run_cli(*args, "--epochs", "2", "--resume", tmp_path / "plain.npz", "--out", tmp_path / "plain.npz")
+    assert r.returncode == 1 and "trained with no --augment; resume with the same" in r.stderr

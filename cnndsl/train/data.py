@@ -500,6 +500,10 @@ class Augment:
     flip: bool = False
     crop: int = 0
 
+    def spec(self) -> str:
+        """As ``--augment`` writes it, in one order: ``flip,crop=4`` (recorded in the checkpoint)."""
+        return ",".join((["flip"] if self.flip else []) + ([f"crop={self.crop}"] if self.crop else []))
+
     def describe(self) -> str:
         """``random crop (zero padding 4), then horizontal flip``: what the epochs' batches get."""
         parts = ([f"random crop (zero padding {self.crop})"] if self.crop else []) + (

@@ -581,7 +581,7 @@ def cmd_train(args) -> int:
         )
     from cnndsl.train.data import parse_augment
 
-    augment = parse_augment(args.augment, model.graph.input_shape) if args.augment else None
+    augment = parse_augment(args.augment, model.graph.input_shape) if args.augment is not None else None
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)

@@ -77,6 +77,7 @@ def test_parse(text, want):
     [
         ("flop", (1, 8, 8), "--augment: unknown augmentation 'flop'; did you mean 'flip'?"),
         ("rotate", (1, 8, 8), "--augment: unknown augmentation 'rotate'; expected flip or crop"),
+        ("", (1, 8, 8), "--augment: unknown augmentation ''; expected flip or crop"),
         ("crop=0", (1, 8, 8), "--augment crop=0: crop=P takes a padding of at least 1 pixel"),
         ("crop=x", (1, 8, 8), "--augment crop=x: crop=P takes a padding of at least 1 pixel"),
         ("flip=1", (1, 8, 8), "--augment flip=1: flip takes no value"),
@@ -96,6 +97,8 @@ def test_unknown_augmentation_through_the_cli(netfile, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "cnndsl: error: --augment: unknown augmentation 'crp'; did you mean 'crop'? [E084]" in r.stderr
     assert not (tmp_path / "w.npz").exists()
+    r = run_cli("train", net, "--data", "digits", "--augment", "", "--out", tmp_path / "w.npz")
+    assert r.returncode == 1 and "--augment: unknown augmentation ''; expected flip or crop [E084]" in r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="fraction kept for evaluation, stratified (default 0.2)",
     )
+    trainp.add_argument(
+        "--augment",
+        metavar="flip,crop[=P]",
+        help="training batches only, seeded: random horizontal flip (p 1/2), random crop after zero padding "
+        "P pixels (default 4)",
+    )
     trainp.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto")
     trainp.add_argument("--out", metavar="WEIGHTS.npz", help="checkpoint written each epoch (default NETWORK.npz)")
     trainp.add_argument(
@@ -573,6 +579,9 @@ def cmd_train(args) -> int:
             f"leaves nothing to do (pass --epochs {state.epochs_done + 1} or more)",
             code="E084",
         )
+    from cnndsl.train.data import parse_augment
+
+    augment = parse_augment(args.augment, model.graph.input_shape) if args.augment is not None else None
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
     data = load_data(args.data, model.graph.input_shape, out_shape[0])
     train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)
@@ -589,6 +598,8 @@ def cmd_train(args) -> int:
     schedule = args.schedule + (f" after {args.warmup:g} warm-up epochs" if args.warmup else "")
     default = " (the default)" if args.lr is None else ""
     print(f"optimizer {optimizer.describe()}, lr {lr:g}{default}, schedule {schedule}")
+    if augment is not None:
+        print(f"augment training batches: {augment.describe()}")
     if args.resume:
         if state is None:
             print(
@@ -652,6 +663,7 @@ def cmd_train(args) -> int:
             freeze=args.freeze,
             reset=args.reset,
             ready=ready,
+            augment=augment,
         )
     finally:
         stop_bar()

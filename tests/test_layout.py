@@ -200,6 +200,7 @@ LOOKALIKES = {
     ("cnndsl.ir.arguments", "pad"),  # the argument type of Spec("pad"), not the pad layer
     ("cnndsl.train.adjoints", "add"),  # ScatterElements(reduction="add"), an ONNX attribute
     ("cnndsl.lang.values", "abs"),  # the built-in function abs(x) of expressions
+    ("cnndsl.train.data", "crop"),  # train --augment crop (random crops of training images), not the crop layer
 }
 
 

@@ -484,3 +484,88 @@ def _resize(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
             weights = linear_weights(n_in, n_out).astype(np.float32)  # PyTorch's bilinear, per axis
             x = np.moveaxis(np.tensordot(x, weights, axes=([axis], [1])), -1, axis)
     return x.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation of training batches (``cnndsl train --augment flip,crop``)
+
+AUGMENTATIONS = ("flip", "crop")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """What ``--augment`` asked for: ``flip`` (random horizontal flip) and ``crop`` (the padding P of
+    a random crop; 0: none)."""
+
+    flip: bool = False
+    crop: int = 0
+
+    def spec(self) -> str:
+        """As ``--augment`` writes it, in one order: ``flip,crop=4`` (recorded in the checkpoint)."""
+        return ",".join((["flip"] if self.flip else []) + ([f"crop={self.crop}"] if self.crop else []))
+
+    def describe(self) -> str:
+        """``random crop (zero padding 4), then horizontal flip``: what the epochs' batches get."""
+        parts = ([f"random crop (zero padding {self.crop})"] if self.crop else []) + (
+            ["horizontal flip (p = 1/2)"] if self.flip else []
+        )
+        return ", then ".join(parts)
+
+
+def parse_augment(text: str, shape) -> Augment:
+    """``--augment flip,crop`` (or ``crop=P``, default P = 4) for a network with input ``shape``;
+    anything else is a :class:`CnnError` E084 (with a did-you-mean hint)."""
+    from cnndsl.errors import did_you_mean
+
+    flip, crop = False, 0
+    for word in [w.strip() for w in text.split(",")]:
+        name, _, value = word.partition("=")
+        if name not in AUGMENTATIONS:
+            hint = did_you_mean(name, AUGMENTATIONS) or f"; expected {' or '.join(AUGMENTATIONS)}"
+            raise CnnError(f"--augment: unknown augmentation '{word}'{hint}", code="E084")
+        if (name == "flip" and (flip or value)) or (name == "crop" and crop):
+            why = "flip takes no value" if value and name == "flip" else f"{name} is given twice"
+            raise CnnError(f"--augment {text}: {why}", code="E084")
+        if name == "crop":
+            if value and not (value.isdigit() and int(value) >= 1):
+                raise CnnError(f"--augment {text}: crop=P takes a padding of at least 1 pixel", code="E084")
+            crop = int(value) if value else 4
+        flip = flip or name == "flip"
+    if len(shape) != 3:
+        raise CnnError(f"--augment flips and crops images; the network's input is {_dims(shape)}", code="E084")
+    return Augment(flip, crop)
+
+
+def augment(aug: Augment, n: int, rng: np.random.Generator):
+    """The random draws of one epoch of ``n`` samples and the function applying them to a batch.
+
+    Drawn from ``rng`` (``train``'s shuffling generator, after the epoch's permutation, so that
+    ``--seed`` reproduces a run and ``--resume`` continues it), for the j-th sample of the epoch::
+
+        top, left = rng.integers(0, 2 * P + 1, size=(n, 2)).T    # crop (torchvision's RandomCrop(size, padding=P))
+        flipped = rng.random(n) < 0.5                            # flip (RandomHorizontalFlip(p=0.5))
+
+    and applied to a batch ``x`` (B, C, H, W) of the samples ``j``::
+
+        padded = np.pad(x, ((0, 0), (0, 0), (P, P), (P, P)))     # zeros
+        out[b] = padded[b, :, top[j]:top[j] + H, left[j]:left[j] + W]
+        out[b] = out[b, :, :, ::-1]  where flipped[j]
+
+    the crop first, then the flip (the CIFAR recipe's order). Returns ``apply(x, j)``.
+    ``x`` itself is never changed (nor the held-out data, which never comes here).
+    """
+    p = aug.crop
+    offsets = rng.integers(0, 2 * p + 1, size=(n, 2)) if p else None
+    flipped = rng.random(n) < 0.5 if aug.flip else None
+
+    def apply(batch: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = batch
+        if offsets is not None:
+            h, w = batch.shape[2:]
+            padded = np.pad(batch, ((0, 0), (0, 0), (p, p), (p, p)))
+            out = np.stack([padded[b, :, t : t + h, s : s + w] for b, (t, s) in enumerate(offsets[j])])
+        if flipped is not None:
+            out = np.where(flipped[j][:, None, None, None], out[..., ::-1], out)
+        return np.ascontiguousarray(out, batch.dtype)
+
+    return apply

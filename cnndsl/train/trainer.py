@@ -254,6 +254,7 @@ class Resumed:
     steps_done: int  # steps in all: the schedule's position
     rng: dict  # the shuffling generator's state at the start of the next epoch
     seed: int
+    augment: str = ""  # the run's --augment (Augment.spec()), "" without
 
 
 def training_state(checkpoint: dict | None) -> Resumed | None:
@@ -270,15 +271,16 @@ def training_state(checkpoint: dict | None) -> Resumed | None:
             int(checkpoint["train:steps_done"]),
             json.loads(str(checkpoint["train:rng"])),
             int(checkpoint["train:seed"]),
+            str(checkpoint["train:augment"]) if "train:augment" in checkpoint else "",
         )
     except (KeyError, ValueError, TypeError) as err:
         raise CnnError(f"--resume: the checkpoint's training state is damaged ({err})", code="E082") from None
 
 
-def _state_arrays(epochs_done, batches_done, steps_done, rng_state, seed) -> dict:
+def _state_arrays(epochs_done, batches_done, steps_done, rng_state, seed, augment=None) -> dict:
     import json
 
-    return {
+    return ({"train:augment": np.array(augment.spec())} if augment is not None else {}) | {
         "train:epochs_done": np.array(epochs_done, np.int64),
         "train:batches_done": np.array(batches_done, np.int64),
         "train:steps_done": np.array(steps_done, np.int64),
@@ -315,6 +317,7 @@ def train(
     best=None,
     metadata=None,
     interrupted_out=None,
+    augment=None,
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
@@ -325,10 +328,20 @@ def train(
     called once the session is built (``trainer.tuning`` lists what was initialised and frozen).
     ``out``: the checkpoint of the last epoch; ``best``: the checkpoint of the epoch with the best
     held-out figures (:func:`better`); ``interrupted_out``: where a stop is saved when there is no
-    ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract)."""
+    ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract); ``augment``: a
+    :class:`cnndsl.train.data.Augment` for the training batches (drawn from the shuffling generator
+    after each epoch's permutation, :func:`cnndsl.train.data.augment`)."""
     from cnndsl.lower.builder import training_state as optimizer_state
     from cnndsl.train.optim import learning_rate
 
+    state = training_state(resume)
+    given = augment.spec() if augment is not None else ""
+    if state is not None and state.augment != given:
+        was = f"--augment {state.augment}" if state.augment else "no --augment"
+        now = f"--augment {given}" if given else "none"
+        raise CnnError(
+            f"--resume: the checkpoint was trained with {was}; resume with the same (given: {now})", code="E084"
+        )
     trainer = Trainer(
         model,
         loss=loss,
@@ -354,7 +367,6 @@ def train(
     per_epoch = len([i for i in range(0, len(x), batch) if len(x) - i > 1])  # a batch of one is skipped
     total_steps, warm = per_epoch * epochs, round(warmup * per_epoch)
     first_epoch, skip, step_no = 1, 0, 0
-    state = training_state(resume)
     if state is not None:
         rng.bit_generator.state = state.rng
         first_epoch, skip, step_no = state.epochs_done + 1, state.batches_done, state.steps_done
@@ -362,15 +374,21 @@ def train(
     for epoch in range(first_epoch, epochs + 1):
         start_state = rng.bit_generator.state
         order = rng.permutation(len(x))
+        if augment is not None:  # the epoch's draws, all of them, so that a resumed epoch gets the same
+            from cnndsl.train.data import augment as draw
+
+            transform = draw(augment, len(order), rng)
         start = time.perf_counter()
         total, correct, seen = 0.0, 0, 0
-        steps = [order[i : i + batch] for i in range(0, len(order), batch)]
+        steps = [np.arange(i, min(i + batch, len(order))) for i in range(0, len(order), batch)]
         steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
-        for k, idx in enumerate(steps, 1):
+        for k, at in enumerate(steps, 1):  # at: positions in the epoch's order
             if k <= skip:  # taken before the interruption
                 continue
+            idx = order[at]
             trainer.set_lr(learning_rate(lr, schedule, step_no, total_steps, warm))
-            loss, logits = trainer.step(x[idx], y[idx])
+            xb = x[idx] if augment is None else transform(x[idx], at)
+            loss, logits = trainer.step(xb, y[idx])
             step_no += 1
             if not np.isfinite(loss):
                 raise CnnError(
@@ -387,7 +405,7 @@ def train(
                 result.interrupted = (epoch, k, len(steps))
                 target = out if out is not None else interrupted_out
                 if target is not None:
-                    state = _state_arrays(epoch - 1, k, step_no, start_state, seed)
+                    state = _state_arrays(epoch - 1, k, step_no, start_state, seed, augment)
                     save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, target)
                 return result
         skip = 0
@@ -403,18 +421,18 @@ def train(
         result.predictions = pred
         result.weights = trainer.weights()
         if out is not None:
-            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed, augment)
             save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, out)
         if best is not None and held_out is not None and better(record, result.best):
             result.best = record
-            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+            state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed, augment)
             save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, best)
         if report:
             report(record)
         if should_stop is not None and should_stop() and epoch < epochs:
             result.interrupted = (epoch + 1, 0, per_epoch)
             if out is None and interrupted_out is not None:
-                state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed)
+                state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed, augment)
                 save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, interrupted_out)
             return result
     return result

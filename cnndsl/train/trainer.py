@@ -361,8 +361,8 @@ def _loop(
 
     writes = getattr(trainer, "writes", True)  # rank 0 of a data-parallel run, or the only process
     agree = getattr(trainer, "agree", bool)
-    if not writes:  # held-out evaluation and checkpoints are rank 0's
-        held_out, out, best, interrupted_out = None, None, None, None
+    if not writes:  # checkpoints are rank 0's (every rank evaluates: the same weights, the same figures)
+        out, best, interrupted_out = None, None, None
     stop = (lambda: agree(should_stop())) if should_stop is not None else None
     if ready:
         ready(trainer)

@@ -21,8 +21,9 @@ samples ``batch[rank::world]`` of each global batch; the loss of each rank is sc
 whole batch's mean loss even when the batch does not divide evenly. The reported loss and
 logits are gathered from every rank. Checkpoints are written by rank 0 only; every rank
 evaluates the held-out split (the weights are the same on all of them; a run that evaluated
-on rank 0 alone hung in gloo between epochs, so the ranks stay symmetric). Batch norm normalises with each rank's own batch statistics (no SyncBatchNorm),
-and its running statistics follow rank 0's (DDP broadcasts buffers).
+on rank 0 alone hung in gloo between epochs, so the ranks stay symmetric). Batch norm
+normalises with each rank's own batch statistics (no SyncBatchNorm), and its
+running statistics follow rank 0's (DDP broadcasts buffers).
 """
 
 from __future__ import annotations

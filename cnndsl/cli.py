@@ -299,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="initial weights, shuffling, split, dropout (default 0; a resumed run keeps its checkpoint's)",
     )
+    engine = trainp.add_argument_group("engine (docs/distributed.md)")
+    engine.add_argument(
+        "--engine",
+        choices=("onnxruntime", "torch"),
+        default="onnxruntime",
+        help="onnxruntime (the train-step graph; default) or torch (the generated module, DDP)",
+    )
+    engine.add_argument(
+        "--nproc", type=int, default=1, help="--engine torch: processes on this machine (torch.distributed.run)"
+    )
+    engine.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="--engine torch: cpu (gloo) or cuda (NCCL)"
+    )
     trainp.set_defaults(run=cmd_train)
 
     runp = sub.add_parser("run", help="run a model on onnxruntime: latency, throughput, outputs")
@@ -542,6 +555,15 @@ def cmd_train(args) -> int:
     from cnndsl.train.step import batch_normalised, default_loss, output_meaning
     from cnndsl.train.trainer import EpochTable, progress_bar, train, training_state
 
+    if args.engine != "torch" and (args.nproc != 1 or args.device != "cpu"):
+        raise CnnError("--nproc and --device are the torch engine's (add --engine torch)", code="E084")
+    if args.nproc < 1 or args.batch < 2 * args.nproc:
+        raise CnnError("--nproc must be at least 1 and --batch at least 2 per process", code="E084")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args.nproc)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:  # the other ranks of a data-parallel run train silently
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     if args.epochs < 1 or args.batch < 2:
         raise CnnError("--epochs must be at least 1 and --batch at least 2", code="E084")
     if not 0 <= args.held_out < 1:
@@ -664,6 +686,8 @@ def cmd_train(args) -> int:
             reset=args.reset,
             ready=ready,
             augment=augment,
+            engine=args.engine,
+            device=args.device,
         )
     finally:
         stop_bar()
@@ -686,6 +710,43 @@ def cmd_train(args) -> int:
         saved.append(f"{best_out} (best held-out {figure}, epoch {b.number})")
     print(f"trained on {result.provider} in {total:.1f} s; weights in {' and '.join(saved)} (cnndsl export --weights)")
     return 0
+
+
+def _launch(nproc: int) -> int:
+    """This command again under ``torch.distributed.run``: ``nproc`` ranks on this machine
+    (a rendezvous on localhost), each running ``cnndsl train`` without ``--nproc``."""
+    import subprocess
+
+    try:
+        import torch.distributed.run  # noqa: F401
+    except ImportError:
+        raise CnnError("--engine torch needs PyTorch (pip install 'cnndsl[torch]')", code="E088") from None
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous (static, on this machine only)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--node-rank=0",
+        f"--nproc-per-node={nproc}",
+    ]
+    command += ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if sys.platform.startswith("linux"):  # gloo's connections on the loopback device, not the hostname's
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return subprocess.run([*command, "-m", "cnndsl", *argv], env=env).returncode
 
 
 def _names(names) -> str:

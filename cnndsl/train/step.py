@@ -345,3 +345,21 @@ def _static_shapes(b, graph) -> dict[str, tuple]:
 def step_names(proto) -> dict[str, str]:
     """Which output feeds which input at the next step: ``{"conv_1.weight.new": "conv_1.weight", ...}``."""
     return {o.name: o.name[: -len(".new")] for o in proto.graph.output if o.name.endswith(".new")}
+
+
+def held_out_figures(loss: str, output: str, outs: np.ndarray, y: np.ndarray):
+    """(loss, accuracy, predictions) of the inference outputs ``outs`` on labels ``y``, as each
+    engine reports them (``output``: :func:`cnndsl.train.step.output_meaning`)."""
+    if loss == "mse":
+        return float(((outs - y) ** 2).mean()), None, outs
+    pred = outs.argmin(1) if output == "distances" else outs.argmax(1)  # trainer.predicted_classes
+    scores = -outs if output == "distances" else outs
+    if loss == "map":  # the criterion's constant score −j (cnndsl.train.MAP_J)
+        scores = np.concatenate([scores, np.full((len(scores), 1), -MAP_J, scores.dtype)], axis=1)
+    if output == "probabilities":
+        logp = np.log(np.clip(outs, 1e-30, None))
+    else:
+        z = scores - scores.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    loss = float(-np.take_along_axis(logp, y[:, None], 1).mean())
+    return loss, float((pred == y).mean()), pred

@@ -171,7 +171,6 @@ class Trainer:
         """Held-out (loss, accuracy, predictions) through the inference export."""
         from cnndsl.lower.export import to_onnx
         from cnndsl.lower.session import make_session
-        from cnndsl.train.step import MAP_J
 
         sess, _ = make_session(
             to_onnx(self.model, weights=self.weights()).SerializeToString(), "cuda" if self.device == "cuda" else "cpu"
@@ -180,19 +179,9 @@ class Trainer:
         outs = np.concatenate(
             [sess.run(None, {name: x[i : i + batch].astype(self.dtype)})[0] for i in range(0, len(x), batch)]
         )
-        if self.loss == "mse":
-            return float(((outs - y) ** 2).mean()), None, outs
-        pred = predicted_classes(self.output, outs)
-        scores = -outs if self.output == "distances" else outs
-        if self.loss == "map":  # the criterion's constant score −j (cnndsl.train.MAP_J)
-            scores = np.concatenate([scores, np.full((len(scores), 1), -MAP_J, scores.dtype)], axis=1)
-        if self.output == "probabilities":
-            logp = np.log(np.clip(outs, 1e-30, None))
-        else:
-            z = scores - scores.max(1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        loss = float(-np.take_along_axis(logp, y[:, None], 1).mean())
-        return loss, float((pred == y).mean()), pred
+        from cnndsl.train.step import held_out_figures
+
+        return held_out_figures(self.loss, self.output, outs, y)
 
 
 class EpochTable:
@@ -318,6 +307,8 @@ def train(
     metadata=None,
     interrupted_out=None,
     augment=None,
+    engine="onnxruntime",
+    device="cpu",
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
@@ -330,9 +321,10 @@ def train(
     held-out figures (:func:`better`); ``interrupted_out``: where a stop is saved when there is no
     ``out`` (``--keep best``); ``metadata``: more entries for every checkpoint (cnndsl.train.contract); ``augment``: a
     :class:`cnndsl.train.data.Augment` for the training batches (drawn from the shuffling generator
-    after each epoch's permutation, :func:`cnndsl.train.data.augment`)."""
+    after each epoch's permutation, :func:`cnndsl.train.data.augment`). ``engine``:
+    ``onnxruntime`` (``provider``) or ``torch`` (:mod:`cnndsl.train.torch_engine`, on
+    ``device``; data-parallel under ``torch.distributed.run``)."""
     from cnndsl.lower.builder import training_state as optimizer_state
-    from cnndsl.train.optim import learning_rate
 
     state = training_state(resume)
     given = augment.spec() if augment is not None else ""
@@ -342,8 +334,7 @@ def train(
         raise CnnError(
             f"--resume: the checkpoint was trained with {was}; resume with the same (given: {now})", code="E084"
         )
-    trainer = Trainer(
-        model,
+    options = dict(
         loss=loss,
         lr=lr,
         momentum=momentum,
@@ -352,13 +343,40 @@ def train(
         weights=resume
         if weights is None
         else {k: v for k, v in weights.items() if not optimizer_state(k, weights)},  # a fresh optimizer
-        provider=provider,
         optimizer=optimizer,
         label_smoothing=label_smoothing,
         freeze=freeze,
         reset=reset,
         partial=weights is not None,
     )
+    if engine == "torch":
+        from cnndsl.train.torch_engine import TorchTrainer
+
+        trainer = TorchTrainer(model, device=device, **options)
+    else:
+        trainer = Trainer(model, provider=provider, **options)
+    try:
+        return _loop(
+            trainer, model, train_data, held_out, epochs, batch, lr, seed, out, state, report, progress, schedule,
+            warmup, should_stop, ready, best, metadata, interrupted_out, augment,
+        )  # fmt: skip
+    finally:
+        if hasattr(trainer, "close"):
+            trainer.close()
+
+
+def _loop(
+    trainer, model, train_data, held_out, epochs, batch, lr, seed, out, state, report, progress, schedule, warmup,
+    should_stop, ready, best, metadata, interrupted_out, augment,
+) -> Result:  # fmt: skip
+    """The epochs of :func:`train` on one engine's ``trainer``."""
+    from cnndsl.train.optim import learning_rate
+
+    writes = getattr(trainer, "writes", True)  # rank 0 of a data-parallel run, or the only process
+    agree = getattr(trainer, "agree", bool)
+    if not writes:  # checkpoints are rank 0's (every rank evaluates: the same weights, the same figures)
+        out, best, interrupted_out = None, None, None
+    stop = (lambda: agree(should_stop())) if should_stop is not None else None
     if ready:
         ready(trainer)
     result = Result(provider=trainer.provider)
@@ -400,7 +418,7 @@ def train(
             seen += len(idx)
             if progress:
                 progress(k, len(steps), total / seen, epoch)
-            if should_stop is not None and should_stop() and k < len(steps):
+            if stop is not None and stop() and k < len(steps):
                 result.weights = trainer.weights()
                 result.interrupted = (epoch, k, len(steps))
                 target = out if out is not None else interrupted_out
@@ -429,7 +447,7 @@ def train(
             save_weights({**trainer.checkpoint(), **state, **(metadata or {})}, best)
         if report:
             report(record)
-        if should_stop is not None and should_stop() and epoch < epochs:
+        if stop is not None and stop() and epoch < epochs:
             result.interrupted = (epoch + 1, 0, per_epoch)
             if out is None and interrupted_out is not None:
                 state = _state_arrays(epoch, 0, step_no, rng.bit_generator.state, seed, augment)

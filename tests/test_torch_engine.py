@@ -1,0 +1,107 @@
+"""``cnndsl train --engine torch``: the loop of the onnxruntime engine on the generated module,
+data-parallel with DDP (docs/distributed.md). The reference for each torch step is the
+onnxruntime engine's step on the same weights and batch (an independent implementation: the
+ONNX train-step graph with its hand-written adjoints), and for the 2-process run the one
+process on the whole batch."""
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+torch = pytest.importorskip("torch")
+
+from cnndsl import load  # noqa: E402
+from cnndsl.train.data import Data  # noqa: E402
+from cnndsl.train.optim import Optimizer  # noqa: E402
+from cnndsl.train.trainer import train  # noqa: E402
+
+NET = "network tiny { input 1x8x8\n conv 3/3 -> relu -> maxpool 2 -> fc 4 }"
+CASES = [
+    ("sgd momentum, weight decay", Optimizer("sgd", momentum=0.9, weight_decay=0.01), "constant"),
+    ("sgd nesterov", Optimizer("sgd", momentum=0.9, nesterov=True), "cosine"),
+    ("adam", Optimizer("adam", weight_decay=0.01), "constant"),
+    ("adamw", Optimizer("adamw", weight_decay=0.01), "step"),
+]
+
+
+def batch(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((n, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, n)
+    return Data(x, y, 4, ("0", "1", "2", "3"), "random")
+
+
+@pytest.mark.parametrize("case,opt,schedule", CASES, ids=[c[0] for c in CASES])
+def test_a_torch_step_equals_an_onnxruntime_step(case, opt, schedule):
+    model = load(NET)
+    data = batch()
+    # two epochs of two steps: the buffers of the first steps feed the later ones
+    runs = {
+        engine: train(model, data, None, epochs=2, batch=8, lr=0.05, optimizer=opt, schedule=schedule, engine=engine)
+        for engine in ("onnxruntime", "torch")
+    }
+    a, b = runs["onnxruntime"], runs["torch"]
+    assert a.weights.keys() >= {"conv.weight", "fc.bias"}
+    for name in ("conv.weight", "conv.bias", "fc.weight", "fc.bias"):
+        np.testing.assert_allclose(b.weights[name], a.weights[name], atol=2e-5, err_msg=name)
+    for ea, eb in zip(a.epochs, b.epochs):
+        assert eb.loss == pytest.approx(ea.loss, abs=1e-5)
+        assert eb.train_accuracy == ea.train_accuracy
+
+
+def test_a_checkpoint_resumes_across_engines(tmp_path):
+    """Weights and optimizer buffers carry over: 1 epoch on onnxruntime then 1 on torch equals
+    2 on onnxruntime (and the torch checkpoint holds the same arrays)."""
+    model = load(NET)
+    data, opt = batch(), Optimizer("adam")
+    both = train(model, data, None, epochs=2, batch=8, lr=0.01, optimizer=opt, out=tmp_path / "a.npz")
+    train(model, data, None, epochs=1, batch=8, lr=0.01, optimizer=opt, out=tmp_path / "b.npz")
+    resume = dict(np.load(tmp_path / "b.npz"))
+    train(
+        model,
+        data,
+        None,
+        epochs=2,
+        batch=8,
+        lr=0.01,
+        optimizer=opt,
+        resume=resume,
+        out=tmp_path / "c.npz",
+        engine="torch",
+    )
+    a, c = np.load(tmp_path / "a.npz"), np.load(tmp_path / "c.npz")
+    assert sorted(a.files) == sorted(c.files)
+    for name in a.files:
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(c[name], a[name], atol=2e-5, err_msg=name)
+        else:
+            assert a[name] == c[name], name
+    assert both.weights.keys() <= set(c.files)
+
+
+def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
+    """--nproc 2 (each rank half of each batch of 8, DDP averaging) equals one process."""
+    net = tmp_path / "tiny.net"
+    net.write_text(NET + "\n")
+    data = batch(16, 1)
+    np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
+    common = ["train", net, "--data", tmp_path / "d.npz", "--epochs", "1", "--batch", "8", "--held-out", "0"]
+    common += ["--engine", "torch", "--lr", "0.05"]
+    one = run_cli(*common, "--out", tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr
+    two = run_cli(*common, "--nproc", "2", "--out", tmp_path / "two.npz")
+    assert two.returncode == 0, two.stderr
+    assert "trained on torch cpu, 2 processes" in two.stdout
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(b[name], a[name], atol=2e-6, err_msg=name)
+
+
+def test_engine_options_are_checked(tmp_path):
+    r = run_cli("train", "networks/lenet5.net", "--data", "digits", "--nproc", "2")
+    assert r.returncode == 1
+    assert "error: --nproc and --device are the torch engine's (add --engine torch)" in r.stderr
+    r = run_cli("train", "networks/lenet5.net", "--data", "digits", "--engine", "torch", "--nproc", "2", "--batch", "3")
+    assert r.returncode == 1
+    assert "error: --nproc must be at least 1 and --batch at least 2 per process" in r.stderr

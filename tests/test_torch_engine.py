@@ -105,3 +105,58 @@ def test_engine_options_are_checked(tmp_path):
     r = run_cli("train", "networks/lenet5.net", "--data", "digits", "--engine", "torch", "--nproc", "2", "--batch", "3")
     assert r.returncode == 1
     assert "error: --nproc must be at least 1 and --batch at least 2 per process" in r.stderr
+
+
+BN_NET = "network tinybn { input 1x8x8\n conv 3/3 -> bn -> relu -> gap -> fc 4 }"
+
+
+def test_two_gloo_processes_each_train_on_their_own_half(tmp_path):
+    """With batch norm the sharding shows: each rank normalises with its own half's statistics
+    (docs/distributed.md), so the 2-process step is the average of the gradients of the two
+    halves, ``batch[0::2]`` and ``batch[1::2]``, and not the whole batch's gradient. The reference
+    is computed here with plain torch autograd on the generated module, one SGD step by hand; the
+    shuffled order is the trainer's documented one (numpy's default_rng(seed).permutation)."""
+    net = tmp_path / "tinybn.net"
+    net.write_text(BN_NET + "\n")
+    data = batch(8, 2)
+    np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
+    model = load(BN_NET)
+    module = model.to_torch()
+    start = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    start["conv.bias"] = np.full_like(start["conv.bias"], 0.3)  # a bias that matters through bn's statistics
+    np.savez(tmp_path / "w.npz", **start)
+    lr = 0.5
+    common = ["train", net, "--data", tmp_path / "d.npz", "--epochs", "1", "--batch", "8", "--held-out", "0"]
+    common += ["--engine", "torch", "--lr", lr, "--momentum", "0", "--weights", tmp_path / "w.npz"]
+    two = run_cli(*common, "--nproc", "2", "--out", tmp_path / "two.npz")
+    assert two.returncode == 0, two.stderr
+    one = run_cli(*common, "--out", tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr
+
+    order = np.random.default_rng(0).permutation(8)
+    x, y = torch.from_numpy(data.x[order]), torch.from_numpy(data.y[order].astype(np.int64))
+
+    def step(halves):
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in start.items()})
+        module.train()
+        module.zero_grad()
+        loss = sum(torch.nn.functional.cross_entropy(module(x[h]), y[h]) for h in halves) / len(halves)
+        loss.backward()
+        with torch.no_grad():
+            for p in module.parameters():
+                p -= lr * p.grad
+        return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+    sharded, whole = step([slice(0, None, 2), slice(1, None, 2)]), step([slice(None)])
+    # running statistics: rank 0's half, broadcast by DDP; the weights: the averaged gradient
+    sharded_stats = step([slice(0, None, 2)])
+    a, b = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+    for name in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "fc.weight", "fc.bias"):
+        np.testing.assert_allclose(a[name], sharded[name], atol=2e-6, err_msg=name)
+        np.testing.assert_allclose(b[name], whole[name], atol=2e-6, err_msg=name)
+    for name in ("bn.running_mean", "bn.running_var"):
+        np.testing.assert_allclose(a[name], sharded_stats[name], atol=2e-6, err_msg=name)
+        np.testing.assert_allclose(b[name], whole[name], atol=2e-6, err_msg=name)
+    # the test is sharp: the halves' step is measurably not the whole batch's
+    assert np.abs(sharded["conv.weight"] - whole["conv.weight"]).max() > 1e-3
+    assert np.abs(sharded["bn.running_mean"] - whole["bn.running_mean"]).max() > 1e-3

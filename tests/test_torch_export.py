@@ -64,14 +64,22 @@ def test_export_format_torch_writes_the_module(tmp_path, capsys):
     text = out.read_text()
     assert capsys.readouterr().out == (
         f"wrote {out} ({len(text.encode()):,} bytes): PyTorch module Resnet18 of network resnet18, "
-        "8 block classes, 11,699,112 parameters\n"
+        "3 block classes, 11,699,112 parameters\n"
     )
-    # one class per block instance structure, the network's last; blocks as submodules at their names
+    # one class per block and structure, the network's last; instances that differ only in the
+    # integers of their constructors share a class that takes them (ResNet-18, He et al. 2016
+    # table 1: basic blocks of 64, 128, 256, 512 channels; the first of each later stage halves
+    # the size with a projection shortcut)
     classes = [n.name for n in ast.parse(text).body if isinstance(n, ast.ClassDef)]
-    assert classes == ["Stem", "Basic", "Basic2", "Basic3", "Basic4", "Basic5", "Basic6", "Basic7", "Resnet18"]
-    assert '    """Block basic: `basic(64)` at resnet.net:35; instances layer1, layer1_1."""' in text
-    assert "        self.layer2 = Basic2()\n        self.layer2.basic = Basic3()\n" in text
-    assert "        self.shortcut = nn.Conv2d(64, 128, 1, stride=2, bias=False)\n" in text
+    assert classes == ["Stem", "Basic", "Basic2", "Resnet18"]
+    assert (
+        '    """Block basic: `basic(64)` at resnet.net:35; instances layer1, layer1_1, layer2.basic, layer3.basic, '
+        'layer4.basic."""\n\n    def __init__(self, channels):\n        super().__init__()\n'
+        "        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)\n"
+    ) in text
+    assert "        self.layer2 = Basic2(64, 128)\n        self.layer2.basic = Basic(128)\n" in text
+    assert "    def __init__(self, in_channels, channels):\n" in text
+    assert "        self.shortcut = nn.Conv2d(in_channels, channels, 1, stride=2, bias=False)\n" in text
 
 
 @pytest.mark.parametrize(
@@ -280,3 +288,26 @@ def test_map_without_weights_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "cnndsl: error: --map and --map-by rename the tensors of --weights FILE; give it too [E084]\n"
     )
+
+
+def test_block_classes_take_the_numbers_their_instances_differ_in(tmp_path):
+    """Hand-written expectation: three calls of one block with two kernel sizes and two widths
+    give one class whose arguments are the numbers that differ (equal columns one argument), the
+    numbers all instances share written in; a block whose forward differs in a number (the
+    drop rate) keeps a class per rate."""
+    text = torch_source(
+        cnndsl.load(
+            "block b(c, k) { conv c/k/1/(k // 2) -> relu }\n"
+            "block d(p) { residual { conv 4/3/1/1 -> drop_path p } }\n"
+            "network n { input 3x16x16\n b(8, 3) -> b(16, 5) -> b(16, 3)\n conv 4/1 -> d(0.1) -> d(0.2) }"
+        )
+    )
+    classes = {n.name: n for n in ast.parse(text).body if isinstance(n, ast.ClassDef)}
+    assert list(classes) == ["B", "D", "D2", "N"]
+    assert "    def __init__(self, in_channels, out_channels, kernel_size, padding):\n" in text
+    assert "        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)\n" in text
+    assert (
+        "        self.b = B(3, 8, 3, 1)\n        self.b_1 = B(8, 16, 5, 2)\n        self.b_2 = B(16, 16, 3, 1)\n"
+        in text
+    )
+    assert "        self.conv = nn.Conv2d(4, 4, 3, padding=1)\n" in text  # D's: the same in every instance

@@ -3,7 +3,9 @@
 The pass walks the IR as the ONNX lowering does and asks each layer kind for its
 PyTorch code (``Kind.torch``, next to ``Kind.lower``); this module owns the
 rest: the block instances as submodules, one class per network and per block
-(instances whose code is the same share a class), the names, and the file.
+(instances whose code is the same share a class; instances that differ only in the
+integers of their layers' constructors, as ``basic(64)`` and ``basic(128)``, share
+one class that takes those integers as arguments), the names, and the file.
 
 Names: a layer's module sits at its hierarchical name (``layer2.basic.conv``), so
 ``state_dict()`` keys are the ONNX export's weight names and a trained state dict
@@ -17,6 +19,7 @@ goes back through ``cnndsl export --weights``. Generating the text needs no torc
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 from pathlib import Path
@@ -192,6 +195,7 @@ class Generator:
             f"returns {'a tuple ' if len(g.outputs) > 1 else ''}({outputs})."
         )
         body = self.instance_class(root, self.class_name, doc)
+        body = self._parameterise(body)
         title = f"PyTorch module of network {g.network} ({self.class_name})."
         nets = f"\n{self.class_name}: {doc[0].lower()}{doc[1:]}\n"
         self.class_texts = [self._block_doc(t) for t in self.class_texts]
@@ -298,6 +302,64 @@ class Generator:
         self.class_texts.append(text.replace("{name}", cname, 1))
         return ""
 
+    def _parameterise(self, body: str) -> str:
+        """Merge the classes of one block that differ only in the integers of their ``__init__``
+        constructors (``nn.Conv2d(64, 64, 3)`` and ``nn.Conv2d(128, 128, 3)``): the integers that
+        differ become the class's arguments (one per distinct column of values, named after the
+        first constructor argument it fills: ``in_channels``, ``stride``, …) and each instance's
+        parent passes its values. Classes are taken level by level (a class after the classes it
+        builds), so that parents whose children merged can merge in turn. Returns the network's
+        class text with its children's calls rewritten."""
+        exact = [(t.split("(", 1)[0][len("class ") :], t) for t in self.class_texts]
+        insts = {name: found for name, found in self.classes.values()}
+        calls = {name: set(re.findall(r"= (\w+)\(\)", text)) & insts.keys() for name, text in exact}
+        level: dict[str, int] = {}
+        while len(level) < len(exact):
+            for name, _ in exact:
+                if name not in level and calls[name] <= level.keys():
+                    level[name] = 1 + max((level[c] for c in calls[name]), default=0)
+        final: dict[str, tuple[str, tuple]] = {}  # exact class -> (template class, its arguments)
+        signatures: dict[str, list[str]] = {}  # template class -> its arguments' names
+        taken = {"Weights", "F", "nn", "torch", self.class_name, *self.helpers}
+        templates: list[tuple[int, str, str, list]] = []  # (first position, name, text, instances)
+        for depth in sorted(set(level.values())):
+            groups: dict[tuple, list] = {}
+            for k, (name, text) in enumerate(exact):
+                if level[name] == depth:
+                    skeleton, values, names = _split_literals(text, final, signatures)
+                    key = (insts[name][0].block, skeleton)
+                    groups.setdefault(key, []).append((k, name, values, names))
+            for (block, skeleton), members in groups.items():
+                columns = list(zip(*(m[2] for m in members)))
+                params: dict[tuple, str] = {}
+                for column, (base, attr) in zip(columns, members[0][3]):
+                    if len(set(column)) > 1 and column not in params:
+                        fills = {n for c, (n, _) in zip(columns, members[0][3]) if c == column}
+                        for what in ("channels", "features"):  # the in and out of one width
+                            if {f"in_{what}", f"out_{what}"} <= fills:
+                                base = what
+                        params[column] = _param_name(base, attr, set(params.values()))
+                filled = [params.get(c, str(c[0])) for c in columns]
+                tname = _unique(_camel(block), taken)
+                text = skeleton.replace("\x00NAME\x00", tname, 1)
+                pieces = text.split("\x00")
+                text = pieces[0] + "".join(f + p for f, p in zip(filled, pieces[1:], strict=True))
+                if params:
+                    text = text.replace("def __init__(self):", f"def __init__(self, {', '.join(params.values())}):", 1)
+                signatures[tname] = list(params.values())
+                for _, name, values, _ in members:
+                    args = tuple(values[columns.index(c)] for c in params)
+                    final[name] = (tname, args)
+                found = [i for m in members for i in insts[m[1]]]
+                templates.append((members[0][0], tname, text, found))
+        templates = [(k, name, _wrap_init(text), found) for k, name, text, found in sorted(templates)]
+        self.class_texts = [t[2] for t in templates]
+        self.classes = {t[2]: (t[1], t[3]) for t in templates}
+        body = re.sub(
+            r"= (\w+)\(\)", lambda m: "= " + _call(*final[m.group(1)]) if m.group(1) in final else m.group(0), body
+        )
+        return _wrap_init(body)
+
     def _block_doc(self, text: str) -> str:
         """A block class's docstring (known once every instance is): the call, where, which instances."""
         cname = text.split("(", 1)[0][len("class ") :]
@@ -393,6 +455,128 @@ class Generator:
 
     def variable_of(self, v) -> str:
         return self._vars[v]
+
+
+# the names of torch.nn constructors' leading positional arguments (a block class's arguments are
+# named after the first one each fills; a torch.nn name without its 1d/2d/3d)
+CONSTRUCTOR_ARGS = {
+    "Conv": ("in_channels", "out_channels", "kernel_size"),
+    "ConvTranspose": ("in_channels", "out_channels", "kernel_size"),
+    "Linear": ("in_features", "out_features"),
+    "BatchNorm": ("num_features",),
+    "InstanceNorm": ("num_features",),
+    "LayerNorm": ("normalized_shape",),
+    "GroupNorm": ("num_groups", "num_channels"),
+    "MaxPool": ("kernel_size",),
+    "AvgPool": ("kernel_size",),
+    "LocalResponseNorm": ("size",),
+}
+
+
+def _split_literals(text: str, final: dict, signatures: dict) -> tuple[str, list, list]:
+    """A class text as (skeleton, numbers, names): the numbers (int or float) of its ``self.X = call(...)``
+    lines in ``__init__`` (direct arguments or in a flat tuple) are cut out as ``\x00``, with the
+    argument name each fills and the attribute it builds; the class name becomes ``\x00NAME\x00``;
+    calls of merged child classes carry their arguments (``final``; their names: ``signatures``)."""
+    rest = text.split("(", 1)[1]
+    lines = ("class \x00NAME\x00(" + rest).split("\n")
+    values, names, out = [], [], []
+    init = False
+    for line in lines:
+        if line.startswith("    def "):
+            init = line.startswith("    def __init__")
+        m = re.match(r"(        self\.([\w.]+) = )(.*)$", line) if init else None
+        if m is None:
+            out.append(line)
+            continue
+        prefix, path, rhs = m.groups()
+        call = re.fullmatch(r"(\w+)\(\)", rhs)
+        if call and call.group(1) in final:
+            rhs = _call(*final[call.group(1)])
+        found = []
+        tree = ast.parse(rhs, mode="eval")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = ast.unparse(node.func).rsplit(".", 1)[-1]
+            parts = [(a, _positional(callee, k, signatures)) for k, a in enumerate(node.args)]
+            parts += [(kw.value, kw.arg) for kw in node.keywords]
+            for arg, name in parts:
+                for item in arg.elts if isinstance(arg, ast.Tuple) else [arg]:
+                    if isinstance(item, ast.Constant) and type(item.value) in (int, float):
+                        found.append((item.col_offset, item.end_col_offset, item.value, name))
+        for start, end, _, _ in sorted(found, reverse=True):
+            rhs = rhs[:start] + "\x00" + rhs[end:]
+        for _, _, value, name in sorted(found):
+            values.append(value)
+            names.append((name, path.rsplit(".", 1)[-1]))
+        out.append(prefix + rhs)
+    return "\n".join(out), values, names
+
+
+def _positional(callee: str, k: int, signatures: dict) -> str:
+    known = signatures.get(callee) or CONSTRUCTOR_ARGS.get(re.sub(r"[123]d$", "", callee), ())
+    return known[k] if k < len(known) else f"{callee.lower()}_{k}"
+
+
+def _param_name(base: str, attr: str, taken: set) -> str:
+    name = base if base not in taken else f"{attr}_{base}"
+    name = re.sub(r"\W", "_", name)
+    if keyword.iskeyword(name) or name in ("self", "torch", "nn", "F"):
+        name += "_"
+    k, unique = 1, name
+    while unique in taken:
+        k += 1
+        unique = f"{name}_{k}"
+    return unique
+
+
+def _unique(base: str, taken: set) -> str:
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    taken.add(name)
+    return name
+
+
+def _wrap_init(text: str, width: int = 120) -> str:
+    """The ``__init__`` lines of a class text longer than ``width`` (the ``def`` and the calls)
+    split as ruff format splits them: the arguments on a line of their own, or one per line with
+    a trailing comma."""
+    out, init = [], False
+    for line in text.split("\n"):
+        if line.startswith("    def "):
+            init = line.startswith("    def __init__")
+        tail = ")" if line.endswith(")") else "):" if line.endswith("):") else ""
+        if not init or len(line) <= width or not tail:
+            out.append(line)
+            continue
+        end = len(line) - len(tail)
+        depth, start = 0, 0
+        for k in range(end, -1, -1):
+            depth += {")": 1, "(": -1}.get(line[k], 0)
+            if depth == 0:
+                start = k
+                break
+        pad = " " * (len(line) - len(line.lstrip()))
+        body = line[start + 1 : end]
+        if len(pad) + 4 + len(body) <= width:
+            out += [line[: start + 1], f"{pad}    {body}", pad + tail]
+            continue
+        args, depth, last = [], 0, 0
+        for k, ch in enumerate(body):
+            depth += {"(": 1, ")": -1, "[": 1, "]": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                args.append(body[last:k].strip())
+                last = k + 1
+        args.append(body[last:].strip())
+        out += [line[: start + 1], *(f"{pad}    {a}," for a in args), pad + tail]
+    return "\n".join(out)
+
+
+def _call(name: str, args: tuple) -> str:
+    return f"{name}({', '.join(map(str, args))})"
 
 
 def _order(v) -> float:

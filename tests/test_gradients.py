@@ -248,6 +248,7 @@ def test_network_gradients_match_finite_differences(key):
     assert not bad, f"relative errors above {TOLERANCE}: {bad}"
 
 
+@pytest.mark.slow  # the MAP criterion's gradient is checked on a small rbf network above (fast)
 def test_lenet5_map_criterion_gradients():
     errors = Check(_network("lenet5"), loss="map").errors(samples=4)
     bad = {k: v for k, v in errors.items() if v > TOLERANCE}

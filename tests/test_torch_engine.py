@@ -78,6 +78,7 @@ def test_a_checkpoint_resumes_across_engines(tmp_path):
     assert both.weights.keys() <= set(c.files)
 
 
+@pytest.mark.slow  # the batch-norm case below checks the same averaging, and the sharding, in the fast suite
 def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
     """--nproc 2 (each rank half of each batch of 8, DDP averaging) equals one process."""
     net = tmp_path / "tiny.net"

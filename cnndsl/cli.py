@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_opts.add_argument(
         "--label-smoothing", type=float, default=0.0, metavar="EPS", help="cross_entropy label smoothing (default 0)"
     )
+    train_opts.add_argument(
+        "--ignore-index", type=int, metavar="K", help="labels equal to K add nothing to the loss (as PyTorch's)"
+    )
     export.set_defaults(run=cmd_export)
 
     trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
@@ -468,6 +471,7 @@ def cmd_export(args) -> int:
                 opset=args.opset or DEFAULT_OPSET,
                 optimizer=optimizer,
                 label_smoothing=args.label_smoothing,
+                ignore_index=args.ignore_index,
             ),
             model,
         )

@@ -489,3 +489,14 @@ def test_mask_folder_errors(tmp_path):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "masks" / "s2.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "img" / "s2.jpg")
     assert mask_error(tmp_path) == ("E116", "--data img: two files named s2: s2.jpg and s2.png; expected one per name")
+
+
+def test_augment_is_refused_with_per_pixel_labels():
+    """A flipped or cropped image with its labels left as they were would train on wrong pixels."""
+    with pytest.raises(CnnError) as err:
+        from cnndsl.train.data import Augment
+
+        train(load(NET8), dense_data(), None, epochs=1, batch=8, augment=Augment(flip=True))
+    assert err.value.diagnostic.message == (
+        "--augment flips and crops the images but not yet their per-pixel labels; train without it"
+    )

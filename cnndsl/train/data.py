@@ -7,10 +7,12 @@ A source is one of::
     train-images-idx3-ubyte.gz       MNIST's IDX format; the labels file is found by its name,
     IMAGES,LABELS                    or named after a comma
     pets/                            a folder of class folders of images (pets/cat/1.png ...)
+    images/ with masks/              images and mask images of the same names: a class per pixel
 
 For ``network lenet5 { input 1x32x32 ... }``, MNIST's 28x28 images are padded to 32x32,
 RGB becomes luminance, larger images are scaled down to fit. Every problem with the data is
-a :class:`CnnError` with a code E100-E115 (docs/data.md) and a message starting ``--data SOURCE:``.
+a :class:`CnnError` with a code E100-E116 (docs/data.md) and a message starting ``--data SOURCE:``
+(or ``--masks FOLDER:``).
 """
 
 from __future__ import annotations

@@ -426,6 +426,10 @@ def _loop(
     x, y = train_data.x, labels_for(model, train_data.y)
     dense = train_data.y.ndim > 1 and trainer.loss != "mse"  # a class per position: pixel accuracy, mean IoU
     ignore = getattr(trainer, "ignore_index", None)
+    if dense and augment is not None:
+        raise CnnError(
+            "--augment flips and crops the images but not yet their per-pixel labels; train without it", code="E084"
+        )
     classes = model.graph.nodes[model.graph.outputs[0][1]].shape[0]
     rng = np.random.default_rng(seed)
     per_epoch = len([i for i in range(0, len(x), batch) if len(x) - i > 1])  # a batch of one is skipped

@@ -500,3 +500,14 @@ def test_augment_is_refused_with_per_pixel_labels():
     assert err.value.diagnostic.message == (
         "--augment flips and crops the images but not yet their per-pixel labels; train without it"
     )
+
+
+def test_the_trainer_checks_the_labels_shape_given_through_the_api():
+    data = dense_data()
+    wrong = Data(data.x, data.y[:, :7], 3, data.names, "random")
+    with pytest.raises(CnnError) as err:
+        train(load(NET8), wrong, None, epochs=1, batch=8)
+    assert (err.value.diagnostic.code, err.value.diagnostic.message) == (
+        "E105",
+        "the labels have shape (16, 7, 8); per-position labels for the network's output 3x8x8 must be (N, 8, 8)",
+    )

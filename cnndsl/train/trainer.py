@@ -260,6 +260,12 @@ def labels_for(model, y: np.ndarray) -> np.ndarray:
     out = model.graph.nodes[model.graph.outputs[0][1]].shape
     if y.ndim > 1 and len(out) > 1 and tuple(y.shape[1:]) == tuple(out[1:]):
         return y.astype(np.int64)
+    if y.ndim > 1:
+        raise CnnError(
+            f"the labels have shape {y.shape}; per-position labels for the network's output "
+            f"{'x'.join(map(str, out))} must be (N, {', '.join(map(str, out[1:]))})",
+            code="E105",
+        )
     if len(out) > 1:
         if any(d != 1 for d in out[1:]):
             size = ", ".join(map(str, out[1:]))

@@ -136,6 +136,16 @@ def test_a_small_unet_trains_from_the_cli_on_generated_shapes(tmp_path):
     assert fresh > 0.7
 
 
+def test_predict_writes_a_dense_output_of_a_labelled_npz_and_says_its_labels_are_not_used(tmp_path):
+    (tmp_path / "t.net").write_text("network t { input 1x8x8\n conv 3/3/1/1 }")
+    np.savez(tmp_path / "w.npz", **{"conv.weight": np.zeros((3, 1, 3, 3), np.float32)}, **{"conv.bias": np.zeros(3)})
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros((2, 8, 8), np.int64))
+    r = run_cli("predict", "t.net", "d.npz", "--weights", "w.npz", "--output", "out.npy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "data d.npz: 2 samples 1x8x8 float32, per-pixel labels y 8x8 not used" in r.stdout
+    assert np.load(tmp_path / "out.npy").shape == (2, 3, 8, 8)
+
+
 def test_predict_without_output_refuses_a_dense_output(tmp_path):
     (tmp_path / "t.net").write_text("network t { input 1x8x8\n conv 3/3/1/1 }")
     np.savez(tmp_path / "w.npz", **{"conv.weight": np.zeros((3, 1, 3, 3), np.float32)}, **{"conv.bias": np.zeros(3)})

@@ -181,10 +181,14 @@ def train(
     resume=None,
     seed=0,
     report=None,
+    masks=None,
+    ignore_index=None,
 ) -> Trained:
     """``cnndsl train``: ``model`` a :class:`Model` or a ``.net`` path, ``data`` a source as ``--data``
     takes it; ``out`` (default ``NETWORK.npz``) and ``keep`` (``best``, ``last``, ``both``: the last in
-    ``out`` and the best in ``OUT.best.npz``) as on the command line; ``report(epoch)`` after each epoch."""
+    ``out`` and the best in ``OUT.best.npz``) as on the command line; ``report(epoch)`` after each epoch.
+    Per-pixel labels (a network whose output is ``KxHxW``): ``masks`` and ``ignore_index`` as
+    ``--masks`` and ``--ignore-index``."""
     from cnndsl.errors import CnnError
     from cnndsl.lower.export import load_weights
     from cnndsl.train.contract import Contract, checkpoint_metadata
@@ -202,7 +206,10 @@ def train(
     last = None if keep == "best" else out
     best = (out if keep == "best" else out.with_name(out.stem + ".best.npz")) if keep != "last" and held_out else None
     shape = model.graph.nodes[model.graph.outputs[0][1]].shape
-    loaded = load_data(data, model.graph.input_shape, shape[0])
+    loaded = load_data(
+        data, model.graph.input_shape, shape[0], label_shape=tuple(shape[1:]) or None, masks=masks,
+        ignore_index=ignore_index,
+    )  # fmt: skip
     part, held = split(loaded, held_out, seed) if held_out else (loaded, None)
     contract = Contract(tuple(model.graph.input_shape), loaded.preprocessing, loaded.names, output_meaning(model))
     result = run_training(
@@ -223,6 +230,7 @@ def train(
         report=report,
         loss=loss or default_loss(model),
         schedule=schedule,
+        ignore_index=ignore_index,
     )
     return Trained(result, last, best if result.best is not None else None, loaded.description)
 

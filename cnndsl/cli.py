@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_opts.add_argument(
         "--label-smoothing", type=float, default=0.0, metavar="EPS", help="cross_entropy label smoothing (default 0)"
     )
+    train_opts.add_argument(
+        "--ignore-index", type=int, metavar="K", help="labels equal to K add nothing to the loss (as PyTorch's)"
+    )
     export.set_defaults(run=cmd_export)
 
     trainp = sub.add_parser("train", help="train a network with onnxruntime (SGD, held-out evaluation, checkpoints)")
@@ -199,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="SOURCE",
         help="digits (built in), DATA.npz (x, y), IMAGES.idx[,LABELS.idx] or a folder of class folders",
+    )
+    trainp.add_argument(
+        "--masks",
+        metavar="FOLDER",
+        help="per-pixel labels: mask images (class index per pixel) named as the images of the folder --data",
+    )
+    trainp.add_argument(
+        "--ignore-index",
+        type=int,
+        metavar="K",
+        help="per-pixel labels equal to K count in neither loss nor metrics (as PyTorch's; VOC masks: 255)",
     )
     trainp.add_argument("--epochs", type=int, default=10, help="passes over the training split (default 10)")
     trainp.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
@@ -457,6 +471,7 @@ def cmd_export(args) -> int:
                 opset=args.opset or DEFAULT_OPSET,
                 optimizer=optimizer,
                 label_smoothing=args.label_smoothing,
+                ignore_index=args.ignore_index,
             ),
             model,
         )
@@ -605,7 +620,13 @@ def cmd_train(args) -> int:
 
     augment = parse_augment(args.augment, model.graph.input_shape) if args.augment is not None else None
     out_shape = model.graph.nodes[model.graph.outputs[0][1]].shape
-    data = load_data(args.data, model.graph.input_shape, out_shape[0])
+    data = load_data(
+        args.data, model.graph.input_shape, out_shape[0], label_shape=tuple(out_shape[1:]) or None,
+        masks=args.masks, ignore_index=args.ignore_index,
+    )  # fmt: skip
+    dense = data.y.ndim > 1  # a class per pixel: pixel accuracy and mean IoU
+    if args.ignore_index is not None and not dense:
+        raise CnnError("--ignore-index is for per-pixel labels (a network whose output is KxHxW)", code="E084")
     train_part, held = split(data, args.held_out, seed) if args.held_out > 0 else (data, None)
     from cnndsl.train.contract import Contract, checkpoint_metadata
 
@@ -634,7 +655,7 @@ def cmd_train(args) -> int:
                 f"resume {args.resume}: from {where}epoch {state.epochs_done + 1} of {args.epochs}, step "
                 f"{state.steps_done:,}; the schedule and the shuffling go on (seed {state.seed})"
             )
-    table = EpochTable(args.epochs, loss != "mse", held is not None)
+    table = EpochTable(args.epochs, loss != "mse", held is not None, miou=dense)
 
     def ready(trainer):  # what fine-tuning initialised and froze, then the table's header
         initialised, frozen = trainer.tuning.get("initialised", []), trainer.tuning.get("frozen", [])
@@ -688,6 +709,7 @@ def cmd_train(args) -> int:
             augment=augment,
             engine=args.engine,
             device=args.device,
+            ignore_index=args.ignore_index,
         )
     finally:
         stop_bar()
@@ -705,7 +727,11 @@ def cmd_train(args) -> int:
     if best_out is not None and result.best is not None:
         b = result.best
         figure = (
-            f"accuracy {b.held_out_accuracy:.2%}" if b.held_out_accuracy is not None else f"loss {b.held_out_loss:.4f}"
+            f"mIoU {b.held_out_miou:.2%}"
+            if b.held_out_miou is not None
+            else f"accuracy {b.held_out_accuracy:.2%}"
+            if b.held_out_accuracy is not None
+            else f"loss {b.held_out_loss:.4f}"
         )
         saved.append(f"{best_out} (best held-out {figure}, epoch {b.number})")
     print(f"trained on {result.provider} in {total:.1f} s; weights in {' and '.join(saved)} (cnndsl export --weights)")

@@ -7,10 +7,12 @@ A source is one of::
     train-images-idx3-ubyte.gz       MNIST's IDX format; the labels file is found by its name,
     IMAGES,LABELS                    or named after a comma
     pets/                            a folder of class folders of images (pets/cat/1.png ...)
+    images/ with masks/              images and mask images of the same names: a class per pixel
 
 For ``network lenet5 { input 1x32x32 ... }``, MNIST's 28x28 images are padded to 32x32,
 RGB becomes luminance, larger images are scaled down to fit. Every problem with the data is
-a :class:`CnnError` with a code E100-E115 (docs/data.md) and a message starting ``--data SOURCE:``.
+a :class:`CnnError` with a code E100-E116 (docs/data.md) and a message starting ``--data SOURCE:``
+(or ``--masks FOLDER:``).
 """
 
 from __future__ import annotations
@@ -66,18 +68,39 @@ class Data:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)  # what was done to the raw samples
 
 
-def load_data(source: str, input_shape: tuple[int, ...], classes: int | None = None) -> Data:
+def load_data(
+    source: str,
+    input_shape: tuple[int, ...],
+    classes: int | None = None,
+    *,
+    label_shape: tuple[int, ...] | None = None,
+    masks: str | None = None,
+    ignore_index: int | None = None,
+) -> Data:
     """Load ``source`` and fit it to ``input_shape`` (the network's input without the batch).
 
     ``classes`` is the network's number of outputs: labels must then be below it.
     For ``network lenet5(classes = 10) { input 1x32x32 ... }``::
 
         load_data("digits", (1, 32, 32), 10).x.shape == (1797, 1, 32, 32)
+
+    Per-position labels (segmentation): ``label_shape`` is the spatial size of the network's
+    output (``(32, 32)`` for an output ``3x32x32``); an ``.npz`` whose ``y`` is (N, *label_shape)
+    then gives a class per position, and ``masks`` names a folder of mask images matching the
+    images of the folder ``source`` by name. ``ignore_index``: a label value that marks
+    unlabelled positions (VOC's 255), allowed beside the classes.
     """
     shape = tuple(int(d) for d in input_shape)
     fail = _failer(source)
     if not shape or min(shape) < 1:
         raise fail("E115", f"the network's input {_dims(shape)} is not a shape data can be fitted to")
+    dense = DenseLabels(tuple(label_shape), ignore_index) if label_shape is not None else None
+    if masks is not None:
+        if dense is None or prod(dense.shape) == 1:
+            raise CnnError(
+                "--masks gives a class per pixel; the network's output has no spatial positions", code="E116"
+            )
+        return _mask_folder(source, masks, shape, classes, dense, fail)
     if source == "digits":
         return _digits(shape, classes, fail)
     if not source.strip():
@@ -85,7 +108,7 @@ def load_data(source: str, input_shape: tuple[int, ...], classes: int | None = N
     if os.path.isdir(source):
         return _folder(source, shape, classes, fail)
     if source.lower().endswith(".npz"):
-        return _npz(source, shape, classes, fail)
+        return _npz(source, shape, classes, fail, dense)
     if "," in source and not os.path.exists(source):
         parts = [p.strip() for p in source.split(",")]
         if len(parts) != 2 or not all(parts):
@@ -110,6 +133,11 @@ def split(data: Data, held_out: float = 0.2, seed: int = 0) -> tuple[Data, Data]
     if len(data.y) < 2:
         raise fail("E114", f"splitting off held-out data needs at least 2 samples; the data has {len(data.y)}")
     rng = np.random.default_rng(seed)
+    if data.y.ndim > 1:  # per-pixel labels: whole images, chosen at random (a class is not a sample's)
+        count = min(max(int(np.floor(held_out * len(data.y) + 0.5)), 1), len(data.y) - 1)
+        order = rng.permutation(len(data.y))
+        train_idx, held_idx = np.sort(order[count:]), np.sort(order[:count])
+        return _part(data, train_idx, "for training"), _part(data, held_idx, "held out")
     by_class = np.argsort(data.y, kind="stable")
     members = np.split(by_class, np.cumsum(np.bincount(data.y, minlength=data.classes))[:-1])
     counts = [min(int(np.floor(held_out * len(m) + 0.5)), len(m) - 1) if len(m) else 0 for m in members]
@@ -122,12 +150,25 @@ def split(data: Data, held_out: float = 0.2, seed: int = 0) -> tuple[Data, Data]
         held.append(order[:count])
         train.append(order[count:])
     train_idx, held_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+    return _part(data, train_idx, "for training"), _part(data, held_idx, "held out")
 
-    def part(idx, what):
-        desc = f"{data.description}; {len(idx):,} {what}"
-        return Data(data.x[idx], data.y[idx], data.classes, data.names, desc, data.preprocessing)
 
-    return part(train_idx, "for training"), part(held_idx, "held out")
+def _part(data: Data, idx: np.ndarray, what: str) -> Data:
+    desc = f"{data.description}; {len(idx):,} {what}"
+    return Data(data.x[idx], data.y[idx], data.classes, data.names, desc, data.preprocessing)
+
+
+@dataclass(frozen=True)
+class DenseLabels:
+    """What per-position labels must be: ``shape`` the spatial size of the network's output
+    (``(32, 32)`` for ``3x32x32``), ``ignore`` the value marking unlabelled positions (or None)."""
+
+    shape: tuple[int, ...]
+    ignore: int | None = None
+
+    def applies(self, y: np.ndarray) -> bool:
+        """Whether ``y`` is meant as a class per position: (N, H, W ...) rather than (N,), (N, 1) or one-hot (N, K)."""
+        return prod(self.shape) > 1 and y.ndim >= 2 and (y.ndim > 2 or len(self.shape) == 1)
 
 
 _EXPECTED = "expected 'digits', FILE.npz, an MNIST IDX images file (or IMAGES,LABELS), or a folder of class folders"
@@ -169,7 +210,7 @@ def _digits(shape, classes, fail) -> Data:
     return Data(x, y, k, names, f"digits: {len(y):,} images 8x8 (UCI), {what}", prep)
 
 
-def _npz(source, shape, classes, fail) -> Data:
+def _npz(source, shape, classes, fail, dense=None) -> Data:
     raw = read_bytes(source, "E101", f"--data {source}", missing="E100")
     try:
         f = np.load(io.BytesIO(raw), allow_pickle=False)
@@ -187,7 +228,7 @@ def _npz(source, shape, classes, fail) -> Data:
         raise
     except Exception as err:  # noqa: BLE001 - zip, zlib, .npy header, pickle errors: a damaged file
         raise fail("E101", f"cannot read it as .npz ({type(err).__name__}: {err})") from None
-    return _arrays(source, x, y, shape, classes, fail, xkey, ykey)
+    return _arrays(source, x, y, shape, classes, fail, xkey, ykey, dense=dense)
 
 
 def _idx(source, images, labels, shape, classes, fail) -> Data:
@@ -292,7 +333,7 @@ def _read_idx(source: str, path: str, fail) -> np.ndarray:
 # Arrays: checks, labels, and fitting to the network's input
 
 
-def _arrays(source, x, y, shape, classes, fail, xname="x", yname="y", where="") -> Data:
+def _arrays(source, x, y, shape, classes, fail, xname="x", yname="y", where="", dense=None) -> Data:
     if x.ndim == 0 or (x.size == 0 and len(x) > 0):
         raise fail("E103", f"{xname} has shape {x.shape}; expected one sample per row, (N, ...)")
     if y.ndim == 0 or len(x) != len(y):
@@ -301,10 +342,16 @@ def _arrays(source, x, y, shape, classes, fail, xname="x", yname="y", where="") 
     if len(x) == 0:
         raise fail("E107", f"{xname} and {yname} hold no samples")
     sample, dtype = _dims(x.shape[1:]), x.dtype
-    labels, k = _labels(y, classes, fail, yname)
+    if dense is not None and dense.applies(y):
+        labels, k = _pixel_labels(y, classes, dense, fail, yname)
+        per = f"per pixel {_dims(dense.shape)}"
+    else:
+        labels, k = _labels(y, classes, fail, yname)
+        per = ""
     x, notes = prepare(x, shape, Preprocessing(), fail, xname)
     what = ", ".join(notes) or "used as is"
-    desc = f"{source}: {len(x):,} samples {sample} {dtype}{where}, {k} classes, {what}"
+    classes_text = f"{k} classes {per}".strip()
+    desc = f"{source}: {len(x):,} samples {sample} {dtype}{where}, {classes_text}, {what}"
     return Data(x, labels, k, tuple(str(i) for i in range(k)), desc)
 
 
@@ -397,6 +444,130 @@ def _labels(y: np.ndarray, classes: int | None, fail, yname: str = "y") -> tuple
     if top >= MAX_CLASSES:
         raise fail("E105", f"labels go up to {top:,}; expected at most {MAX_CLASSES:,} classes")
     return y.astype(np.int64), top + 1
+
+
+def _pixel_labels(y: np.ndarray, classes: int | None, dense: DenseLabels, fail, yname: str = "y"):
+    """Per-position class indices (N, *dense.shape) int64 and the number of classes (the network's
+    outputs, else the largest label + 1); ``dense.ignore`` may appear beside them."""
+    if tuple(y.shape[1:]) != dense.shape:
+        out = _dims(((classes,) if classes else ()) + dense.shape)
+        want = ", ".join(map(str, (len(y), *dense.shape)))
+        raise fail(
+            "E105",
+            f"{yname} has shape {y.shape}; per-pixel labels for the network's output {out} must be ({want})",
+        )
+    if y.dtype.kind not in "biuf":
+        raise fail("E105", f"{yname} has dtype {y.dtype}; expected integer class labels per pixel")
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            where = tuple(int(i) for i in np.argwhere(~whole)[0])
+            raise fail("E105", f"{yname}{list(where)} is {y[where]}; expected whole-number class labels")
+    labels = y.astype(np.int64)
+    keep = labels != dense.ignore if dense.ignore is not None else np.ones(labels.shape, bool)
+    if not keep.any():
+        raise fail("E105", f"every pixel of {yname} is --ignore-index {dense.ignore}; nothing is labelled")
+    lo, hi = int(labels[keep].min()), int(labels[keep].max())
+    if lo < 0:
+        raise fail("E105", f"{yname} has the label {lo}; expected labels 0, 1, 2 ... (or --ignore-index)")
+    if classes is not None and hi >= classes:
+        hint = " (unlabelled pixels marked 255, as in VOC masks: give --ignore-index 255)" if hi == 255 else ""
+        raise fail(
+            "E108",
+            f"{yname} has the label {hi} but the network has {classes} outputs{hint}; give -D classes={hi + 1} "
+            f"(if the network has that parameter) or make its last layer {hi + 1} wide",
+        )
+    if hi >= MAX_CLASSES:
+        raise fail("E105", f"labels go up to {hi:,}; expected at most {MAX_CLASSES:,} classes")
+    return labels, classes if classes is not None else hi + 1
+
+
+def _mask_folder(source, masks, shape, classes, dense: DenseLabels, fail) -> Data:
+    """``--data images/ --masks masks/``: images and mask images of the same names (any image
+    suffix); a mask's pixel values are class indices (a palette or greyscale image)."""
+
+    def mfail(code: str, message: str) -> CnnError:
+        return CnnError(f"--masks {masks}: {message}", code=code)
+
+    if len(shape) != 3 or len(dense.shape) != 2:
+        out = _dims(((classes,) if classes else ()) + dense.shape)
+        raise fail("E115", f"images and masks need a network CxHxW to KxHxW; it is {_dims(shape)} to {out}")
+    if not os.path.isdir(source):
+        raise fail("E100", "with --masks, expected a folder of images (the masks' names match theirs)")
+    if not os.path.isdir(masks):
+        raise mfail("E116", "no such folder; expected a folder of mask images named as the images of --data")
+    images, found = _by_stem(source, fail), _by_stem(masks, mfail)
+    if not images:
+        raise fail("E112", f"expected images ({', '.join(IMAGE_SUFFIXES)} files) beside --masks; found none")
+    missing = [images[k] for k in images if k not in found]
+    extra = [found[k] for k in found if k not in images]
+    for files, what in ((missing, f"no mask (same name in {masks}) for"), (extra, f"no image in {source} for")):
+        if files:
+            names = ", ".join(os.path.basename(f) for f in files[:5]) + (" ..." if len(files) > 5 else "")
+            raise mfail("E116", f"{what} {len(files)} file{'s' if len(files) != 1 else ''}: {names}")
+    try:
+        from PIL import Image
+    except ImportError:
+        raise fail("E113", "reading images needs Pillow (pip install pillow)") from None
+    prep = Preprocessing(255, "stretch")
+    stems = sorted(images)
+    x = np.empty((len(stems), *shape), np.float32)
+    y = np.empty((len(stems), *dense.shape), np.int64)
+    oh, ow = dense.shape
+    for i, stem in enumerate(stems):
+        x[i] = read_image(images[stem], shape, prep, fail)[0][0]
+        path = found[stem]
+        try:
+            with Image.open(images[stem]) as im:
+                size = im.size
+            with Image.open(path) as m:
+                mode = m.mode
+                if mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+                    raise mfail(
+                        "E116",
+                        f"{os.path.basename(path)} is a {mode} image; expected class indices per pixel "
+                        "(a palette (P) or greyscale (L) PNG)",
+                    )
+                if m.size != size:
+                    raise mfail(
+                        "E116",
+                        f"{os.path.basename(path)} is {m.size[0]}x{m.size[1]} (width x height) but its image "
+                        f"{os.path.basename(images[stem])} is {size[0]}x{size[1]}",
+                    )
+                if m.size != (ow, oh):
+                    m = m.resize((ow, oh), Image.Resampling.NEAREST)
+                pixels = np.asarray(m)
+        except CnnError:
+            raise
+        except Exception as err:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError ...
+            raise mfail("E113", f"cannot read image {path} ({type(err).__name__}: {err})") from None
+        y[i] = _pixel_labels(pixels[None], classes, dense, mfail, os.path.basename(path))[0][0]
+    k = classes if classes is not None else int(y[y != dense.ignore].max()) + 1
+    desc = (
+        f"{source}: {len(stems):,} images with masks {masks}, resized to {_dims(shape)}, "
+        f"masks to {_dims(dense.shape)} (nearest), {k} classes per pixel"
+    )
+    return Data(x, y, k, tuple(str(i) for i in range(k)), desc, prep)
+
+
+def _by_stem(folder: str, fail) -> dict[str, str]:
+    """The image files of a folder by name without the suffix; two files of one name are an error."""
+    try:
+        files = sorted(
+            e.path
+            for e in os.scandir(folder)
+            if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES)
+        )
+    except OSError as err:
+        raise fail("E101", f"cannot list the folder ({err})") from None
+    out: dict[str, str] = {}
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in out:
+            names = f"{os.path.basename(out[stem])} and {os.path.basename(path)}"
+            raise fail("E116", f"two files named {stem}: {names}; expected one per name")
+        out[stem] = path
+    return out
 
 
 def _check_classes(k: int, classes: int | None, what: str, fail) -> None:

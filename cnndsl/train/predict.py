@@ -122,6 +122,9 @@ def _file(path, contract, fail, option):
         raise fail("E103", f"{xkey} has shape {x.shape}; expected one sample per row, (N, ...)")
     sample, dtype = "x".join(map(str, x.shape[1:])), x.dtype
     labels = np.full(len(x), -1)
+    skipped = None
+    if y is not None and y.ndim >= 3:  # a class per pixel (cnndsl train's segmentation labels): not scored here
+        skipped, y = f"per-pixel labels {ykey} {'x'.join(map(str, y.shape[1:]))} not used", None
     if y is not None:
         if y.ndim == 0 or len(y) != len(x):
             raise fail("E106", f"{xkey} has {len(x):,} samples but {ykey} has {y.size:,} labels")
@@ -130,6 +133,8 @@ def _file(path, contract, fail, option):
         x, notes = prepare(x, x.shape[1:], contract.preprocessing, fail, xkey)
     else:
         x, notes = prepare(x, contract.shape, contract.preprocessing, fail, xkey)
+    if skipped:
+        notes.append(skipped)
     if dtype.kind in "iu":
         notes.insert(0, f"divided by {contract.preprocessing.scale}")
     what = ", ".join(notes) or "used as is"

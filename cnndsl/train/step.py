@@ -102,6 +102,7 @@ def train_graph(
     reset=(),
     partial: bool = False,
     tuning: dict | None = None,
+    ignore_index: int | None = None,
 ):
     """(ModelProto, {weight name: trainable}) — the names are those of the inference model.
 
@@ -111,7 +112,10 @@ def train_graph(
     trainable parameters that get no gradient and no update (they stay initializers, like
     fixed tensors); ``reset`` (prefixes) parameters and buffers initialised from the seed
     whatever ``weights`` holds; with ``partial``, ``weights`` may hold a subset (the rest from
-    the seed). ``tuning``, a dict, receives ``initialised`` and ``frozen`` (the names)."""
+    the seed). ``tuning``, a dict, receives ``initialised`` and ``frozen`` (the names).
+    ``ignore_index`` K (cross_entropy, map): labels equal to K add nothing to the loss or the
+    gradient, and the loss is the mean over the other labels (PyTorch's ``ignore_index`` with
+    ``reduction="mean"``; a batch without one is a loss of 0 and no gradient)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -128,6 +132,8 @@ def train_graph(
         raise CnnError(f"--label-smoothing must be in [0, 1); received {label_smoothing}", code="E084")
     if label_smoothing and loss != "cross_entropy":
         raise CnnError(f"--label-smoothing is for the cross_entropy loss, not {loss}", code="E085")
+    if ignore_index is not None and loss == "mse":
+        raise CnnError("--ignore-index is for class labels (cross_entropy, map), not mse", code="E085")
     graph = model.graph
     if reset and weights is not None:
         weights = {k: v for k, v in weights.items() if not k.startswith(tuple(reset))}
@@ -187,18 +193,29 @@ def train_graph(
         logp = b.op("LogSoftmax", [scores], axis=1)
         # the target distribution: one-hot, or (1 − ε)·onehot + ε/K with label smoothing
         off = label_smoothing / classes
+        target = "y"
+        if ignore_index is not None:  # the labelled positions only: a mask (N, 1, ...) on target and residual
+            keep = b.op("Not", [b.op("Equal", ["y", b.const(np.array(ignore_index, np.int64))])])
+            target = b.op("Where", [keep, "y", b.const(np.array(0, np.int64))])  # any class: masked below
         onehot = b.op(
             "OneHot",
             [
-                "y",
+                target,
                 b.const(np.array(classes + (loss == "map"), np.int64)),
                 b.const(np.array([off, 1.0 - label_smoothing + off])),
             ],
             axis=1,
         )
-        count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
+        probs = b.op("Exp", [logp])
+        if ignore_index is None:
+            count = b.op("Cast", [b.op("Size", ["y"])], to=elem)
+        else:
+            mask = b.op("Unsqueeze", [b.op("Cast", [keep], to=elem), b.const(np.array([1], np.int64))])
+            onehot = b.op("Mul", [onehot, mask])
+            probs = b.op("Mul", [probs, mask])
+            count = b.op("Max", [b.op("ReduceSum", [mask], keepdims=0), b.scalar(1.0)])
         b.op("Div", [b.op("Neg", [b.op("ReduceSum", [b.op("Mul", [logp, onehot])], keepdims=0)]), count], out="loss")
-        residual = b.op("Sub", [b.op("Exp", [logp]), onehot])
+        residual = b.op("Sub", [probs, onehot])
         if loss == "map":
             residual = b.op("Slice", [residual] + [b.const(np.array([v], np.int64)) for v in (0, classes, 1)])
         seed_grad = b.op("Div", [residual, count])
@@ -275,6 +292,8 @@ def train_graph(
         "cnndsl.weight_decay": repr(optimizer.weight_decay),
         "cnndsl.label_smoothing": repr(label_smoothing),
     }
+    if ignore_index is not None:
+        meta["cnndsl.ignore_index"] = str(ignore_index)
     if optimizer.counts_steps:
         meta["cnndsl.betas"] = f"{optimizer.betas[0]!r}, {optimizer.betas[1]!r}"
         meta["cnndsl.eps"] = repr(optimizer.eps)
@@ -347,9 +366,11 @@ def step_names(proto) -> dict[str, str]:
     return {o.name: o.name[: -len(".new")] for o in proto.graph.output if o.name.endswith(".new")}
 
 
-def held_out_figures(loss: str, output: str, outs: np.ndarray, y: np.ndarray):
+def held_out_figures(loss: str, output: str, outs: np.ndarray, y: np.ndarray, ignore_index: int | None = None):
     """(loss, accuracy, predictions) of the inference outputs ``outs`` on labels ``y``, as each
-    engine reports them (``output``: :func:`cnndsl.train.step.output_meaning`)."""
+    engine reports them (``output``: :func:`cnndsl.train.step.output_meaning`). Per-position
+    labels (N, H, W) give the mean loss and the accuracy over the positions whose label is not
+    ``ignore_index``, and predictions (N, H, W)."""
     if loss == "mse":
         return float(((outs - y) ** 2).mean()), None, outs
     pred = outs.argmin(1) if output == "distances" else outs.argmax(1)  # trainer.predicted_classes
@@ -361,5 +382,8 @@ def held_out_figures(loss: str, output: str, outs: np.ndarray, y: np.ndarray):
     else:
         z = scores - scores.max(1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    loss = float(-np.take_along_axis(logp, y[:, None], 1).mean())
-    return loss, float((pred == y).mean()), pred
+    keep = np.ones(y.shape, bool) if ignore_index is None else y != ignore_index
+    labelled = int(keep.sum())
+    nll = -np.take_along_axis(logp, np.where(keep, y, 0)[:, None], 1)[:, 0]
+    loss = float(nll[keep].sum() / max(labelled, 1))
+    return loss, float((pred == y)[keep].sum() / max(labelled, 1)), pred

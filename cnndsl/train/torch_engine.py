@@ -59,6 +59,7 @@ class TorchTrainer:
         reset=(),
         partial=False,
         device="cpu",
+        ignore_index=None,
     ):
         from onnx import numpy_helper
 
@@ -74,6 +75,7 @@ class TorchTrainer:
         self.loss = default_loss(model) if loss is None else loss
         self.output = output_meaning(model)
         self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
         self.opt = optimizer or Optimizer("sgd", momentum=momentum, weight_decay=weight_decay)
         self.tuning = {}
         # the onnxruntime engine's starting state: the same graph's initializers
@@ -89,6 +91,7 @@ class TorchTrainer:
             reset=reset,
             partial=partial,
             tuning=self.tuning,
+            ignore_index=ignore_index,
         )
         inputs = {i.name for i in proto.graph.input}
         init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
@@ -177,7 +180,8 @@ class TorchTrainer:
 
             column = self.torch.full((scores.shape[0], 1, *scores.shape[2:]), -MAP_J, dtype=scores.dtype)
             scores = self.torch.cat([scores, column.to(scores.device)], 1)
-        loss = F.cross_entropy(scores, y, reduction="sum", label_smoothing=self.label_smoothing)
+        ignore = -100 if self.ignore_index is None else self.ignore_index  # -100: PyTorch's default, no label
+        loss = F.cross_entropy(scores, y, reduction="sum", label_smoothing=self.label_smoothing, ignore_index=ignore)
         return loss, logits
 
     def step(self, x: np.ndarray, y: np.ndarray):
@@ -191,9 +195,14 @@ class TorchTrainer:
         self.net.train()
         out = (self.ddp or self.net)(xt)
         total, logits = self._loss(out, yt)
-        per_sample = out[0].numel() if self.loss == "mse" else max(int(np.prod(ys.shape[1:])), 1)
+        if self.loss == "mse":
+            count = n * out[0].numel()
+        elif self.ignore_index is not None:  # the whole batch's labelled positions (PyTorch's mean)
+            count = max(int((y != self.ignore_index).sum()), 1)
+        else:
+            count = n * max(int(np.prod(ys.shape[1:])), 1)
         # the mean over the whole batch; DDP averages over ranks, hence ·world
-        loss = total * (self.world / (n * per_sample))
+        loss = total * (self.world / count)
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         self.optim.step()
@@ -210,7 +219,7 @@ class TorchTrainer:
             for r, part in enumerate(parts):
                 whole[r :: self.world] = part[: len(range(r, n, self.world))].cpu()
             logits = whole
-        return float(local_sum.item()) / (n * per_sample), logits.cpu().numpy()
+        return float(local_sum.item()) / count, logits.cpu().numpy()
 
     def weights(self) -> dict:
         from cnndsl.lower.builder import OPTIMIZER_BUFFERS
@@ -257,7 +266,7 @@ class TorchTrainer:
                     for i in range(0, len(x), batch)
                 ]
             )
-        return held_out_figures(self.loss, self.output, outs, y)
+        return held_out_figures(self.loss, self.output, outs, y, self.ignore_index)
 
     def close(self) -> None:
         if self.world > 1 and self.dist.is_initialized():

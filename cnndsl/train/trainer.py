@@ -30,6 +30,7 @@ class Epoch:
     held_out_loss: float | None
     samples_per_second: float
     seconds: float
+    held_out_miou: float | None = None  # per-pixel labels: the held-out mean IoU (:func:`mean_iou`)
 
 
 @dataclass
@@ -50,15 +51,40 @@ def predicted_classes(meaning: str, outputs: np.ndarray) -> np.ndarray:
 
 
 def better(epoch: Epoch, best: Epoch | None) -> bool:
-    """Whether ``epoch`` beats ``best``: a higher held-out accuracy, or (without one: mse) a lower
-    held-out loss; a tie keeps the earlier epoch."""
+    """Whether ``epoch`` beats ``best``: a higher held-out mean IoU (per-pixel labels), else a
+    higher held-out accuracy, or (without one: mse) a lower held-out loss; a tie keeps the
+    earlier epoch."""
     if best is None:
         return True
+    if epoch.held_out_miou is not None and best.held_out_miou is not None:
+        return epoch.held_out_miou > best.held_out_miou
     if epoch.held_out_accuracy is not None and best.held_out_accuracy is not None:
         return epoch.held_out_accuracy > best.held_out_accuracy
     return (
         epoch.held_out_loss is not None and best.held_out_loss is not None and epoch.held_out_loss < best.held_out_loss
     )
+
+
+def confusion(pred: np.ndarray, y: np.ndarray, classes: int, ignore_index: int | None = None) -> np.ndarray:
+    """The confusion matrix (classes, classes) int64 of a split: ``[label, predicted]`` counts over
+    every position whose label is not ``ignore_index``."""
+    keep = (y != ignore_index) if ignore_index is not None else np.ones(y.shape, bool)
+    pairs = y[keep].astype(np.int64) * classes + pred[keep].astype(np.int64)
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
+
+def mean_iou(matrix: np.ndarray) -> tuple[float, float]:
+    """(pixel accuracy, mean IoU) of a confusion matrix ``[label, predicted]`` (Long et al. 2015,
+    "Fully convolutional networks for semantic segmentation", section 5: pixel accuracy
+    Σ n_ii / Σ t_i, mean IU (1/n_cl) Σ n_ii / (t_i + Σ_j n_ji − n_ii)), the mean over the classes
+    that occur in the labels or the predictions (a class in neither has no IoU: mmsegmentation's
+    and torchmetrics' convention, the NaN left out)."""
+    tp = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - tp
+    present = union > 0
+    total = matrix.sum()
+    accuracy = float(tp.sum() / total) if total else 0.0
+    return accuracy, float((tp[present] / union[present]).mean()) if present.any() else 0.0
 
 
 def save_weights(weights: dict, path: Path) -> None:
@@ -84,6 +110,7 @@ class Trainer:
         freeze=(),
         reset=(),
         partial=False,
+        ignore_index=None,
     ):
         from onnx import numpy_helper
 
@@ -94,6 +121,7 @@ class Trainer:
         self.loss = default_loss(model) if loss is None else loss
         self.lr = lr
         self.output = output_meaning(model)  # scores, distances or probabilities
+        self.ignore_index = ignore_index
         self.tuning = {}  # the names initialised from the seed and the frozen ones (fine-tuning)
         proto, params = train_graph(
             model,
@@ -109,6 +137,7 @@ class Trainer:
             reset=reset,
             partial=partial,
             tuning=self.tuning,
+            ignore_index=ignore_index,
         )
         self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
@@ -181,7 +210,7 @@ class Trainer:
         )
         from cnndsl.train.step import held_out_figures
 
-        return held_out_figures(self.loss, self.output, outs, y)
+        return held_out_figures(self.loss, self.output, outs, y, self.ignore_index)
 
 
 class EpochTable:
@@ -193,9 +222,10 @@ class EpochTable:
      3/15   0.4123  87.49%          0.3512  90.00%      12,346     1.2s
     """
 
-    def __init__(self, epochs: int, accuracy: bool, held_out: bool):
+    def __init__(self, epochs: int, accuracy: bool, held_out: bool, miou: bool = False):
         self.width = max(5, 2 * len(str(epochs)) + 1)
         self.epochs, self.accuracy, self.held_out = epochs, accuracy, held_out
+        self.miou = miou and held_out  # per-pixel labels: the held-out mean IoU after its pixel accuracy
 
     def header(self) -> str:
         cols = [f"{'epoch':<{self.width}}", f"{'loss':>8}"]
@@ -205,6 +235,8 @@ class EpochTable:
             cols.append(f"{'held-out loss':>15}")
             if self.accuracy:
                 cols.append(f"{'acc':>7}")
+            if self.miou:
+                cols.append(f"{'mIoU':>7}")
         cols += [f"{'samples/s':>11}", f"{'time':>8}"]
         return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
 
@@ -216,18 +248,30 @@ class EpochTable:
             cols.append(f"{e.held_out_loss:>15.4f}")
             if self.accuracy:
                 cols.append(f"{e.held_out_accuracy:>7.2%}")
+            if self.miou:
+                cols.append(f"{e.held_out_miou:>7.2%}")
         cols += [f"{e.samples_per_second:>11,.0f}", f"{e.seconds:>7.1f}s"]
         return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
 
 
 def labels_for(model, y: np.ndarray) -> np.ndarray:
-    """Per-sample class labels shaped like the network's output (N, 1, 1 for a 1x1 map)."""
+    """Class labels shaped like the network's output without its class axis: per sample (N, 1, 1
+    for a 1x1 map), or per position (N, H, W) as they are."""
     out = model.graph.nodes[model.graph.outputs[0][1]].shape
+    if y.ndim > 1 and len(out) > 1 and tuple(y.shape[1:]) == tuple(out[1:]):
+        return y.astype(np.int64)
+    if y.ndim > 1:
+        raise CnnError(
+            f"the labels have shape {y.shape}; per-position labels for the network's output "
+            f"{'x'.join(map(str, out))} must be (N, {', '.join(map(str, out[1:]))})",
+            code="E105",
+        )
     if len(out) > 1:
         if any(d != 1 for d in out[1:]):
+            size = ", ".join(map(str, out[1:]))
             raise CnnError(
                 f"the network's output is {'x'.join(map(str, out))}: a class per position, but --data gives "
-                "one label per sample (per-position labels are not supported by the data sources)",
+                f"one label per sample; give labels per pixel: y (N, {size}) in a .npz, or --masks (docs/data.md)",
                 code="E086",
             )
         y = y.reshape(len(y), *[1] * (len(out) - 1))
@@ -309,6 +353,7 @@ def train(
     augment=None,
     engine="onnxruntime",
     device="cpu",
+    ignore_index=None,
 ) -> Result:
     """Train up to epoch ``epochs``; ``report(epoch)`` after each, ``progress(done, total, loss,
     epoch)`` per step. ``resume`` (a checkpoint) goes on where it stopped: its epoch, batch,
@@ -323,7 +368,10 @@ def train(
     :class:`cnndsl.train.data.Augment` for the training batches (drawn from the shuffling generator
     after each epoch's permutation, :func:`cnndsl.train.data.augment`). ``engine``:
     ``onnxruntime`` (``provider``) or ``torch`` (:mod:`cnndsl.train.torch_engine`, on
-    ``device``; data-parallel under ``torch.distributed.run``)."""
+    ``device``; data-parallel under ``torch.distributed.run``). ``ignore_index``: the label of
+    unlabelled positions (:func:`cnndsl.train.step.train_graph`); with per-pixel labels (N, H, W)
+    the epochs report pixel accuracy and the held-out mean IoU (:func:`mean_iou`), which picks
+    the best epoch."""
     from cnndsl.lower.builder import training_state as optimizer_state
 
     state = training_state(resume)
@@ -348,6 +396,7 @@ def train(
         freeze=freeze,
         reset=reset,
         partial=weights is not None,
+        ignore_index=ignore_index,
     )
     if engine == "torch":
         from cnndsl.train.torch_engine import TorchTrainer
@@ -381,6 +430,13 @@ def _loop(
         ready(trainer)
     result = Result(provider=trainer.provider)
     x, y = train_data.x, labels_for(model, train_data.y)
+    dense = train_data.y.ndim > 1 and trainer.loss != "mse"  # a class per position: pixel accuracy, mean IoU
+    ignore = getattr(trainer, "ignore_index", None)
+    if dense and augment is not None:
+        raise CnnError(
+            "--augment flips and crops the images but not yet their per-pixel labels; train without it", code="E084"
+        )
+    classes = model.graph.nodes[model.graph.outputs[0][1]].shape[0]
     rng = np.random.default_rng(seed)
     per_epoch = len([i for i in range(0, len(x), batch) if len(x) - i > 1])  # a batch of one is skipped
     total_steps, warm = per_epoch * epochs, round(warmup * per_epoch)
@@ -397,7 +453,7 @@ def _loop(
 
             transform = draw(augment, len(order), rng)
         start = time.perf_counter()
-        total, correct, seen = 0.0, 0, 0
+        total, correct, seen, labelled = 0.0, 0, 0, 0  # labelled: the labels the loss averages over
         steps = [np.arange(i, min(i + batch, len(order))) for i in range(0, len(order), batch)]
         steps = [s for s in steps if len(s) > 1]  # a batch of one has no batch statistics
         for k, at in enumerate(steps, 1):  # at: positions in the epoch's order
@@ -406,18 +462,23 @@ def _loop(
             idx = order[at]
             trainer.set_lr(learning_rate(lr, schedule, step_no, total_steps, warm))
             xb = x[idx] if augment is None else transform(x[idx], at)
-            loss, logits = trainer.step(xb, y[idx])
+            yb = y[idx]
+            loss, logits = trainer.step(xb, yb)
             step_no += 1
             if not np.isfinite(loss):
                 raise CnnError(
                     f"epoch {epoch}: the loss became {loss}; try a smaller --lr (now {trainer.lr:.3g})", code="E087"
                 )
-            total += loss * len(idx)
+            keep = (yb != ignore) if ignore is not None and trainer.loss != "mse" else None
+            count = len(idx) if trainer.loss == "mse" else (int(keep.sum()) if keep is not None else yb.size)
+            total += loss * count  # the batch's loss is the mean over its labels (pixels)
             if trainer.loss != "mse":  # the logits' largest score (rbf: −distance)
-                correct += int((logits.argmax(1) == y[idx]).sum())
+                hits = logits.argmax(1) == yb
+                correct += int(hits[keep].sum() if keep is not None else hits.sum())
             seen += len(idx)
+            labelled += count
             if progress:
-                progress(k, len(steps), total / seen, epoch)
+                progress(k, len(steps), total / max(labelled, 1), epoch)
             if stop is not None and stop() and k < len(steps):
                 result.weights = trainer.weights()
                 result.interrupted = (epoch, k, len(steps))
@@ -428,13 +489,13 @@ def _loop(
                 return result
         skip = 0
         seconds = time.perf_counter() - start
-        h_loss, h_acc, pred = (
-            trainer.evaluate(held_out.x, labels_for(model, held_out.y), batch)
-            if held_out is not None and len(held_out.x)
-            else (None, None, None)
+        h_y = labels_for(model, held_out.y) if held_out is not None and len(held_out.x) else None
+        h_loss, h_acc, pred = trainer.evaluate(held_out.x, h_y, batch) if h_y is not None else (None, None, None)
+        h_miou = mean_iou(confusion(pred, h_y, classes, ignore))[1] if dense and h_y is not None else None
+        accuracy = correct / max(labelled, 1) if trainer.loss != "mse" else None
+        record = Epoch(
+            epoch, total / max(labelled, 1), accuracy, h_acc, h_loss, seen / max(seconds, 1e-9), seconds, h_miou
         )
-        accuracy = correct / max(seen, 1) if trainer.loss != "mse" else None
-        record = Epoch(epoch, total / max(seen, 1), accuracy, h_acc, h_loss, seen / max(seconds, 1e-9), seconds)
         result.epochs.append(record)
         result.predictions = pred
         result.weights = trainer.weights()

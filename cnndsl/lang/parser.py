@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
+from cnndsl.lang.lexing import ContextualLexer
 from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
@@ -114,7 +115,7 @@ def parser():
     milliseconds and reads no file (no cache, nothing unpickled)."""
     global _PARSER
     if _PARSER is None:
-        _PARSER = Lark_StandAlone(postlex=_Newlines())
+        _PARSER = Lark_StandAlone(postlex=_Newlines(), _plugins={"ContextualLexer": ContextualLexer})
     return _PARSER
 
 

@@ -161,6 +161,27 @@ def test_the_grammar_is_still_strict():
     assert "Lark_StandAlone" in generate_parser.generate()
 
 
+def _subcommands(p):
+    (action,) = [a for a in p._actions if a.dest == "command"]
+    return action.choices
+
+
+def test_the_command_line_built_for_one_command_is_the_whole_ones_for_it():
+    from cnndsl import cli
+
+    whole = cli.build_parser()
+    assert tuple(_subcommands(whole)) == cli.COMMANDS
+    for command in cli.COMMANDS:
+        one = cli.build_parser(command)
+        assert one.format_help() == whole.format_help()
+        assert _subcommands(one)[command].format_help() == _subcommands(whole)[command].format_help()
+        assert len(_subcommands(one)[command]._actions) > 1
+        others = [c for c in cli.COMMANDS if c != command]
+        assert all(len(_subcommands(one)[c]._actions) == 1 for c in others)  # -h only
+    args = ["info", "n.net", "-n", "x", "-D", "a=1", "--depth", "2", "--columns", "kind,macs"]
+    assert vars(cli.build_parser("info").parse_args(args)) == vars(whole.parse_args(args))
+
+
 # What `cnndsl info` and `cnndsl check` must not import: the back end, Lark (the parser is
 # generated), and standard modules only some commands need.
 NOT_AT_START = (

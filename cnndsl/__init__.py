@@ -8,10 +8,20 @@
 
 from __future__ import annotations
 
-from cnndsl.api import Model, Table, load, predict
-from cnndsl.errors import CnnError, Diagnostic
-from cnndsl.ir.compile import compile_network, load_module, run_deep
-from cnndsl.version import __version__
+import gc
+
+# Importing the package makes some 100,000 objects and no garbage: the garbage collector's
+# passes meanwhile (a tenth of `cnndsl info`'s start-up) would find nothing to free.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    from cnndsl.api import Model, Table, load, predict
+    from cnndsl.errors import CnnError, Diagnostic
+    from cnndsl.ir.compile import compile_network, load_module, run_deep
+    from cnndsl.version import __version__
+finally:
+    if _collecting:
+        gc.enable()
 
 # cnndsl.train, the training stage's package, is callable: cnndsl.train(model, data, ...) is cnndsl.api.train
 

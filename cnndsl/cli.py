@@ -8,6 +8,8 @@ The ``info`` and ``check`` commands never import onnx or onnxruntime.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import os
 import sys
 
@@ -1076,6 +1078,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    if args.run in (cmd_info, cmd_check):
+        # these print and end: the collection at the interpreter's exit would walk every object
+        # (the model, the parse tables) to free nothing that the exit does not free anyway;
+        # frozen, it does not (8 ms of `cnndsl info` on ResNet-152). They write no file.
+        atexit.register(gc.freeze)
     try:
         return args.run(args)
     except CnnError as err:

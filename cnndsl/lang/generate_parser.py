@@ -36,6 +36,7 @@ HEADER = (
     "# cnndsl: generated from grammars/net.lark by `python -m cnndsl.lang.generate_parser`; do not edit.\n"
     "# grammar sha256: {digest}\n"
     "# ruff: noqa\n"
+    "from __future__ import annotations  # cnndsl: annotations are not evaluated at import (start-up)\n"
 )
 
 

@@ -137,12 +137,16 @@ def test_the_one_regex_lexer_tokenises_as_lark_does(monkeypatch):
 def test_keywords_leave_the_one_regex_only_through_name():
     """The lexer's premise: in every parser state, Lark's lexer for that state drops exactly the
     keywords (string terminals) that NAME matches and the state accepts, and NAME retypes them."""
-    from cnndsl.lang import standalone
+    from cnndsl.lang import lexing, standalone
 
     generated = parser.parser()
     lexer = generated.parser.lexer.lexer  # PostLexConnector -> cnndsl.lang.lexing.ContextualLexer
     conf = generated.lexer_conf
     everything = set(lexer._keywords["NAME"].values())
+    terminals = sorted(conf.terminals, key=lexing._order)
+    kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
+    assert [t.name for t in kept] == [t.name for t in lexing._without_keywords(terminals, 0, conf.re_module)[0]]
+    assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == lexer._keywords["NAME"]
     assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(lexer._keywords) == {"NAME"}
     for names in set(lexer._accepts.values()):
         terminals = [t for t in conf.terminals if t.name in names]

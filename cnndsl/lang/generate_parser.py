@@ -111,6 +111,26 @@ _PATCHES = (
         "logger = _Silent()\n",
     ),
     ("logger.setLevel(logging.CRITICAL)\n", ""),
+    # deserialising the tables at every start (a third of the parser's loading): a reference to an
+    # object already made ({'@': n}) is looked up before anything else, and a class's namespace
+    # of classes is made once, not at every object
+    (
+        "        namespace = getattr(cls, '__serialize_namespace__', [])\n"
+        "        namespace = {c.__name__:c for c in namespace}\n"
+        "\n"
+        "        fields = getattr(cls, '__serialize_fields__')\n"
+        "\n"
+        "        if '@' in data:\n"
+        "            return memo[data['@']]\n",
+        "        if '@' in data:\n"
+        "            return memo[data['@']]\n"
+        "        namespace = cls.__dict__.get('_cnndsl_namespace')  # cnndsl: made once per class\n"
+        "        if namespace is None:\n"
+        "            namespace = {c.__name__:c for c in getattr(cls, '__serialize_namespace__', [])}\n"
+        "            cls._cnndsl_namespace = namespace\n"
+        "\n"
+        "        fields = getattr(cls, '__serialize_fields__')\n",
+    ),
     # dataclasses (and the inspect module it imports): one frozen class, TextSlice
     ("from dataclasses import dataclass\n", "from cnndsl.records import record as dataclass\n"),
     # inspect: used only when a Transformer class is decorated with v_args, which cnndsl does not do

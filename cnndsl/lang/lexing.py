@@ -62,8 +62,13 @@ class ContextualLexer(lark.ContextualLexer):
         self._built = False  # Lark's per-state lexers: built at the first token they must decide
         extra = frozenset(conf.ignore) | frozenset(always_accept)
         by_set: dict = {}
-        # the names a state's lexer has (rule names in a state's keys match no terminal)
-        self._accepts = {state: by_set.setdefault(frozenset(a), frozenset(a) | extra) for state, a in states.items()}
+        self._accepts = {}  # the names a state's lexer has (rule names in a state's keys match no terminal)
+        for state, accepts in states.items():
+            key = frozenset(accepts)
+            names = by_set.get(key)
+            if names is None:
+                names = by_set[key] = key | extra
+            self._accepts[state] = names
         self._ignore = frozenset(conf.ignore)
         self._fast = not conf.callbacks and not conf.use_bytes and all(not t.pattern.flags for t in conf.terminals)
         if not self._fast:  # pragma: no cover - net.lark has no terminal flags and cnndsl no lexer callbacks

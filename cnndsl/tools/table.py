@@ -237,7 +237,11 @@ def _grid(f: Fit, cells: list[dict[str, str]]) -> list[Line]:
         [(line([_header(k) for k in f.keys]), "head")],
         [(line(["-" * w for w in f.widths]), "")],
     ]
+    wrapped = "inputs" in f.keys  # the one column whose cells may take several lines
     for c in cells:
+        if not wrapped:  # one line a layer
+            lines.append([(line([_shorten(c[k], w) if k == "layer" else c[k] for k, w in zip(f.keys, f.widths)]), "")])
+            continue
         stacks = []
         for k, w in zip(f.keys, f.widths):
             if k == "inputs":

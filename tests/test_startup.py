@@ -204,6 +204,7 @@ NOT_AT_START = (
     "difflib",
     "pickle",
     "json",
+    "typing",
 )
 _PROBE = """
 import sys

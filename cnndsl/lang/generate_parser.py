@@ -101,6 +101,12 @@ _PATCHES = (
         "try:\n    import regex\n    _has_regex = True\nexcept ImportError:\n    _has_regex = False\n",
         "_has_regex = False  # cnndsl: net.lark needs no Unicode categories\n",
     ),
+    # typing (5 ms): the annotations are postponed (HEADER) and the names used at run time have
+    # stand-ins in cnndsl/lang/hints.py
+    ("from typing import (\n", "from cnndsl.lang.hints import (  # cnndsl: typing's names, without typing\n"),
+    ("from typing import Generic, AnyStr\n", "from cnndsl.lang.hints import Generic, AnyStr\n"),
+    # UnexpectedEOF imports Token from Lark's package (`.lexer`), which the generated module is not
+    ("        from .lexer import Token\n", ""),
     # the logging module (a logger set to CRITICAL, which prints nothing we use)
     ("import logging\n", ""),
     (

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 
-# Importing the package makes some 100,000 objects and no garbage: the garbage collector's
-# passes meanwhile (a tenth of `cnndsl info`'s start-up) would find nothing to free.
+# Importing the package makes tens of thousands of objects (modules, classes, functions, the
+# parse tables) and no garbage: the garbage collector's passes meanwhile would find nothing to
+# free (a tenth of `cnndsl info`'s start-up). After it, freeze + unfreeze puts every object in
+# the oldest generation, as if it had survived the passes, so the young generation's first pass
+# does not walk them all either; nothing stays frozen.
 _collecting = gc.isenabled()
 gc.disable()
 try:
@@ -20,6 +23,8 @@ try:
     from cnndsl.ir.compile import compile_network, load_module, run_deep
     from cnndsl.version import __version__
 finally:
+    gc.freeze()
+    gc.unfreeze()
     if _collecting:
         gc.enable()
 

@@ -14,8 +14,10 @@ import gc
 # parse tables) and no garbage: the garbage collector's passes meanwhile would find nothing to
 # free (a tenth of `cnndsl info`'s start-up). After it, freeze + unfreeze puts every object in
 # the oldest generation, as if it had survived the passes, so the young generation's first pass
-# does not walk them all either; nothing stays frozen.
+# does not walk them all either; nothing stays frozen (and a process that froze objects of its
+# own before importing cnndsl keeps them frozen: then this step is left out).
 _collecting = gc.isenabled()
+_frozen = gc.get_freeze_count()
 gc.disable()
 try:
     from cnndsl.api import Model, Table, load, predict
@@ -23,8 +25,9 @@ try:
     from cnndsl.ir.compile import compile_network, load_module, run_deep
     from cnndsl.version import __version__
 finally:
-    gc.freeze()
-    gc.unfreeze()
+    if not _frozen:
+        gc.freeze()
+        gc.unfreeze()
     if _collecting:
         gc.enable()
 

@@ -112,7 +112,8 @@ def parser():
 
     Its tables are generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode:
     no conflict, no terminal collision), into cnndsl/lang/standalone.py; loading them takes
-    milliseconds and reads no file (no cache, nothing unpickled)."""
+    milliseconds and reads no file (no cache, nothing unpickled). Its contextual lexer is
+    :class:`cnndsl.lang.lexing.ContextualLexer`: Lark's tokens with one regex, compiled once."""
     global _PARSER
     if _PARSER is None:
         _PARSER = Lark_StandAlone(postlex=_Newlines(), _plugins={"ContextualLexer": ContextualLexer})

@@ -1,9 +1,9 @@
 """Lark's contextual lexer with one regular expression instead of one per parser state.
 
-Lark's :class:`~cnndsl.lang.standalone.ContextualLexer` builds a lexer for each parser
-state (82 for net.lark) and compiles, at its first use in a process, one alternation of
-the terminals that state accepts: about 30 compilations for a file like ResNet-152, a
-tenth of ``cnndsl info``'s start-up. This lexer gives the same tokens with a single
+Lark's :class:`~cnndsl.lang.standalone.ContextualLexer` builds a lexer for each set of
+terminals a parser state accepts (81 sets over net.lark's 299 states) and compiles, at its
+first use in a process, one alternation of those terminals: about 30 compilations for a
+file like ResNet-152, a tenth of ``cnndsl info``'s start-up. This lexer gives the same tokens with a single
 alternation of all the terminals, compiled once:
 
 - every state's alternation is the global one restricted to the terminals the state

@@ -5,7 +5,6 @@ exports, draws (``model.graph(path)``), and — with :func:`train` and :func:`pr
 
 from __future__ import annotations
 
-import html
 import types
 from pathlib import Path
 
@@ -113,6 +112,8 @@ class Table:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
+        import html  # notebooks only
+
         from cnndsl.tools.table import COLUMNS, DEFAULT_COLUMNS, header_lines, totals_lines
 
         esc = html.escape

@@ -55,9 +55,17 @@ def _shape(t):
 def _outcome(p, text):
     try:
         return ("tree", _shape(p.parse(text)))
-    except Exception as err:  # a syntax error: compared by kind, place and what was expected
+    except Exception as err:  # a syntax error: compared by kind, place, the token met and what was expected
         expected = getattr(err, "accepts", None) or getattr(err, "expected", None) or getattr(err, "allowed", None)
-        return (type(err).__name__, getattr(err, "line", None), getattr(err, "column", None), sorted(expected or ()))
+        token = getattr(err, "token", None)
+        met = None if token is None else (token.type, str(token), token.start_pos, token.end_pos)
+        return (
+            type(err).__name__,
+            getattr(err, "line", None),
+            getattr(err, "column", None),
+            met,
+            sorted(expected or ()),
+        )
 
 
 def _texts():
@@ -76,10 +84,106 @@ def test_the_generated_parser_parses_as_one_built_from_the_grammar():
         assert _outcome(generated, text) == _outcome(fresh, text), text[:200]
 
 
+# Edits that take the lexer where a file's own text does not: terminals a state does not
+# accept ('//' where only '/' fits, dimensions where an integer goes, a keyword as a name),
+# characters no terminal matches, newlines before '->' and 'else', comments, strings.
+EDITS = (
+    "",
+    "/",
+    "//",
+    "x3",
+    "3x",
+    ".5",
+    "1e3",
+    "-",
+    "->",
+    "\n->",
+    "\n else",
+    "in",
+    "_",
+    "#",
+    '"s"',
+    "$",
+    "{",
+    "}",
+    "(",
+)
+
+
+def _edited(text: str, count: int):
+    """``count`` edits of ``text``, each at its own place: one of EDITS replacing one character."""
+    for i in range(count):
+        at = (i * 7919) % max(1, len(text))
+        yield text[:at] + EDITS[i % len(EDITS)] + text[at + 1 :]
+
+
+def test_the_one_regex_lexer_tokenises_as_lark_does(monkeypatch):
+    """cnndsl/lang/lexing.py against Lark's own contextual lexer, also on broken text (the first
+    1,000 characters of each file, edited in 16 places one at a time)."""
+    fresh = _fresh_lark()
+    generated = parser.parser()
+    lexer = generated.parser.lexer.lexer
+    handed = []  # tokens the one regex left to Lark's per-state lexers
+    lark_token = lexer._lark_token
+    monkeypatch.setattr(lexer, "_lark_token", lambda *a: handed.append(1) or lark_token(*a))
+    texts = [p.read_text(encoding="utf-8")[:1000] for p in _texts()]
+    edited = [e for t in texts for e in _edited(t, 16)]
+    assert len(edited) > 400
+    differ = [e for e in edited if _outcome(generated, e) != _outcome(fresh, e)]
+    assert not differ, differ[0][:300]
+    assert len(handed) > 100  # the edits do reach what the one regex does not decide
+
+
+def test_keywords_leave_the_one_regex_only_through_name():
+    """The lexer's premise: in every parser state, Lark's lexer for that state drops exactly the
+    keywords (string terminals) that NAME matches and the state accepts, and NAME retypes them."""
+    from cnndsl.lang import lexing, standalone
+
+    generated = parser.parser()
+    lexer = generated.parser.lexer.lexer  # PostLexConnector -> cnndsl.lang.lexing.ContextualLexer
+    conf = generated.lexer_conf
+    everything = set(lexer._keywords["NAME"].values())
+    terminals = sorted(conf.terminals, key=lexing._order)
+    kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
+    assert [t.name for t in kept] == [t.name for t in lexing._without_keywords(terminals, 0, conf.re_module)[0]]
+    assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == lexer._keywords["NAME"]
+    assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(lexer._keywords) == {"NAME"}
+    for names in set(lexer._accepts.values()):
+        terminals = [t for t in conf.terminals if t.name in names]
+        kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
+        assert {t.name for t in terminals} - {t.name for t in kept} == everything & names
+        if everything & names:
+            assert set(unless) == {"NAME"}
+            assert {t.name for t in unless["NAME"].scanner.terminals} == everything & names
+        else:
+            assert unless == {}
+
+
 def test_the_grammar_is_still_strict():
     # the generator builds with strict=True: a shift/reduce conflict or a terminal collision raises
     pytest.importorskip("lark")
     assert "Lark_StandAlone" in generate_parser.generate()
+
+
+def _subcommands(p):
+    (action,) = [a for a in p._actions if a.dest == "command"]
+    return action.choices
+
+
+def test_the_command_line_built_for_one_command_is_the_whole_ones_for_it():
+    from cnndsl import cli
+
+    whole = cli.build_parser()
+    assert tuple(_subcommands(whole)) == cli.COMMANDS
+    for command in cli.COMMANDS:
+        one = cli.build_parser(command)
+        assert one.format_help() == whole.format_help()
+        assert _subcommands(one)[command].format_help() == _subcommands(whole)[command].format_help()
+        assert len(_subcommands(one)[command]._actions) > 1
+        others = [c for c in cli.COMMANDS if c != command]
+        assert all(len(_subcommands(one)[c]._actions) == 1 for c in others)  # -h only
+    args = ["info", "n.net", "-n", "x", "-D", "a=1", "--depth", "2", "--columns", "kind,macs"]
+    assert vars(cli.build_parser("info").parse_args(args)) == vars(whole.parse_args(args))
 
 
 # What `cnndsl info` and `cnndsl check` must not import: the back end, Lark (the parser is
@@ -100,6 +204,7 @@ NOT_AT_START = (
     "difflib",
     "pickle",
     "json",
+    "typing",
 )
 _PROBE = """
 import sys

@@ -40,6 +40,10 @@ class Elaborator:
         self.warnings: list[Diagnostic] = []
         self.labels = Labels()
         self.params_total = 0
+        # (kind, arguments, input shape) -> what the kind's rules give: a layer repeated with the
+        # same arguments on the same input (ResNet-152's 50 bottlenecks: 514 layers, 50 distinct)
+        # is worked out once; the rules are functions of the arguments and the input shape
+        self._figures: dict = {}
 
     # ------------------------------------------------------------------ network
     def network(self, d: Definition, defines: dict, input_shape: tuple | None) -> Graph:
@@ -281,16 +285,22 @@ class Elaborator:
     def layer(self, kind, a: dict, inputs: tuple, span: Span, env: Env, base: str, spans=None) -> int:
         x = self.nodes[inputs[0]].shape
         try:
-            a = MappingProxyType(kind.canonical(a, x))
-            kind.check(a, x)
-            y = kind.shape(a, x)
-            trainable, fixed = kind.params(a, x, y)
-            macs = kind.macs(a, x, y)
-            conns = kind.connections(a, x, y)
-            window = kind.window(a, x, y)
-            warns = kind.warnings(a, x, y)
-        except LayerError as err:
-            raise self._layer_error(err, span, spans or {}, env) from None
+            key = (kind, tuple((k, _typed(v)) for k, v in a.items()), x)
+            figures = self._figures.get(key)
+        except TypeError:  # an argument that cannot be a key (none of the kinds' canonical forms)
+            key = figures = None
+        if figures is None:
+            try:
+                a = MappingProxyType(kind.canonical(a, x))
+                kind.check(a, x)
+                y = kind.shape(a, x)
+                figures = (a, y, kind.params(a, x, y), kind.macs(a, x, y), kind.connections(a, x, y))
+                figures += (kind.window(a, x, y), tuple(kind.warnings(a, x, y)))
+            except LayerError as err:
+                raise self._layer_error(err, span, spans or {}, env) from None
+            if key is not None:
+                self._figures[key] = figures
+        a, y, (trainable, fixed), macs, conns, window, warns = figures
         self._check_size(y, span, env)
         self._check_params(trainable + fixed, span, env)
         for message, arg in warns:
@@ -514,6 +524,13 @@ class Elaborator:
             )
         self.nodes.append(node)
         return node.id
+
+
+def _typed(value):
+    """An argument as a key that tells 1, 1.0 and True apart (they are equal as Python values)."""
+    if type(value) is tuple:
+        return (tuple, tuple(_typed(v) for v in value))
+    return (type(value), value)
 
 
 class _Texts:

@@ -26,7 +26,7 @@ Counting conventions (printed in the report header):
 
 from __future__ import annotations
 
-from fractions import Fraction
+import sys
 
 from cnndsl.errors import Diagnostic
 from cnndsl.ir.graph import Graph
@@ -121,7 +121,10 @@ class Totals:
 
 
 def _num(v):
-    if type(v) is Fraction:  # not isinstance: Fraction's ABC check is slow, and this runs per layer and axis
+    if type(v) is int:
+        return v
+    fractions = sys.modules.get("fractions")  # a Fraction is made only after importing it (layers.base.fraction)
+    if fractions is not None and type(v) is fractions.Fraction:  # not isinstance: the ABC check is slow
         return int(v) if v.denominator == 1 else float(v)
     return v
 

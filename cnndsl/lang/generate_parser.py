@@ -36,6 +36,7 @@ HEADER = (
     "# cnndsl: generated from grammars/net.lark by `python -m cnndsl.lang.generate_parser`; do not edit.\n"
     "# grammar sha256: {digest}\n"
     "# ruff: noqa\n"
+    "from __future__ import annotations  # cnndsl: annotations are not evaluated at import (start-up)\n"
 )
 
 
@@ -100,6 +101,12 @@ _PATCHES = (
         "try:\n    import regex\n    _has_regex = True\nexcept ImportError:\n    _has_regex = False\n",
         "_has_regex = False  # cnndsl: net.lark needs no Unicode categories\n",
     ),
+    # typing (5 ms): the annotations are postponed (HEADER) and the names used at run time have
+    # stand-ins in cnndsl/lang/hints.py
+    ("from typing import (\n", "from cnndsl.lang.hints import (  # cnndsl: typing's names, without typing\n"),
+    ("from typing import Generic, AnyStr\n", "from cnndsl.lang.hints import Generic, AnyStr\n"),
+    # UnexpectedEOF imports Token from Lark's package (`.lexer`), which the generated module is not
+    ("        from .lexer import Token\n", ""),
     # the logging module (a logger set to CRITICAL, which prints nothing we use)
     ("import logging\n", ""),
     (
@@ -110,6 +117,26 @@ _PATCHES = (
         "logger = _Silent()\n",
     ),
     ("logger.setLevel(logging.CRITICAL)\n", ""),
+    # deserialising the tables at every start (a third of the parser's loading): a reference to an
+    # object already made ({'@': n}) is looked up before anything else, and a class's namespace
+    # of classes is made once, not at every object
+    (
+        "        namespace = getattr(cls, '__serialize_namespace__', [])\n"
+        "        namespace = {c.__name__:c for c in namespace}\n"
+        "\n"
+        "        fields = getattr(cls, '__serialize_fields__')\n"
+        "\n"
+        "        if '@' in data:\n"
+        "            return memo[data['@']]\n",
+        "        if '@' in data:\n"
+        "            return memo[data['@']]\n"
+        "        namespace = cls.__dict__.get('_cnndsl_namespace')  # cnndsl: made once per class\n"
+        "        if namespace is None:\n"
+        "            namespace = {c.__name__:c for c in getattr(cls, '__serialize_namespace__', [])}\n"
+        "            cls._cnndsl_namespace = namespace\n"
+        "\n"
+        "        fields = getattr(cls, '__serialize_fields__')\n",
+    ),
     # dataclasses (and the inspect module it imports): one frozen class, TextSlice
     ("from dataclasses import dataclass\n", "from cnndsl.records import record as dataclass\n"),
     # inspect: used only when a Transformer class is decorated with v_args, which cnndsl does not do

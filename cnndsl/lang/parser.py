@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
+from cnndsl.lang.lexing import ContextualLexer
 from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
@@ -111,10 +112,11 @@ def parser():
 
     Its tables are generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode:
     no conflict, no terminal collision), into cnndsl/lang/standalone.py; loading them takes
-    milliseconds and reads no file (no cache, nothing unpickled)."""
+    milliseconds and reads no file (no cache, nothing unpickled). Its contextual lexer is
+    :class:`cnndsl.lang.lexing.ContextualLexer`: Lark's tokens with one regex, compiled once."""
     global _PARSER
     if _PARSER is None:
-        _PARSER = Lark_StandAlone(postlex=_Newlines())
+        _PARSER = Lark_StandAlone(postlex=_Newlines(), _plugins={"ContextualLexer": ContextualLexer})
     return _PARSER
 
 

@@ -16,7 +16,6 @@ message is replaced by the source text of the call (``conv 256/5``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fractions import Fraction
 from types import MappingProxyType
 
 from cnndsl.records import record
@@ -325,6 +324,10 @@ def full_window(x: tuple):
 
 
 def fraction(num: int, den: int):
+    if type(num) is int and type(den) is int and num % den == 0:
+        return num // den  # what int(Fraction(num, den)) is, without importing fractions (start-up)
+    from fractions import Fraction
+
     f = Fraction(num, den)
     return int(f) if f.denominator == 1 else f
 

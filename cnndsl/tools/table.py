@@ -15,12 +15,20 @@ One line under the header says which was done. Lines are ASCII (piped output).
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 
 from cnndsl.ir.model import DEPTH_CONVENTION, MEMORY_CONVENTION, LayerInfo, Model, convention
 from cnndsl.layers.arith import fmt_shape
 from cnndsl.records import record
+
+
+def _wrap(text: str, width: int, **options) -> list[str]:
+    if len(text) <= width and text.isprintable() and text == text.strip():
+        return [text] if text else []  # what textwrap.wrap gives for a line that fits
+    import textwrap  # only for what does not fit on its line (start-up)
+
+    return textwrap.wrap(text, width, **options)
+
 
 MIN_WIDTH = {"layer": 16, "inputs": 12}  # the narrowest a shortened name (or wrapped inputs) gets
 GAP = 2  # spaces between columns
@@ -143,7 +151,7 @@ Line = list[Segment]
 
 
 def _wrapped(text: str, width: int, style: str) -> list[Line]:
-    return [[(ln, style)] for ln in textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)]
+    return [[(ln, style)] for ln in _wrap(text, width, break_long_words=False, break_on_hyphens=False)]
 
 
 def header_lines(model: Model, width: int = 80, depth: int | None = None, batch: int | None = None) -> list[Line]:
@@ -187,7 +195,7 @@ def totals_lines(model: Model, width: int = 80, batch: int | None = None) -> lis
             indent = max(2, min(kw + 2, width - len(note) - 2))  # under the value, or as far right as fits
             lines.append([(" " * indent + f"({note})", "dim")])
     pad = " " * (kw + 2)
-    wrapped = textwrap.wrap(outs, max(width - kw - 2, 20), break_long_words=False, break_on_hyphens=False) or [""]
+    wrapped = _wrap(outs, max(width - kw - 2, 20), break_long_words=False, break_on_hyphens=False) or [""]
     lines.append([("outputs".ljust(kw), "key"), ("  " + wrapped[0], "")])
     lines += [[(pad + ln, "")] for ln in wrapped[1:]]
     return lines
@@ -229,7 +237,11 @@ def _grid(f: Fit, cells: list[dict[str, str]]) -> list[Line]:
         [(line([_header(k) for k in f.keys]), "head")],
         [(line(["-" * w for w in f.widths]), "")],
     ]
+    wrapped = "inputs" in f.keys  # the one column whose cells may take several lines
     for c in cells:
+        if not wrapped:  # one line a layer
+            lines.append([(line([_shorten(c[k], w) if k == "layer" else c[k] for k, w in zip(f.keys, f.widths)]), "")])
+            continue
         stacks = []
         for k, w in zip(f.keys, f.widths):
             if k == "inputs":
@@ -251,7 +263,7 @@ def _paragraphs(keys: tuple[str, ...], cells: list[dict[str, str]], width: int) 
         lines.append([(c["layer"], "key")])
         pairs = [f"{COLUMNS[k].header}{glue}{c[k] if k == 'inputs' else c[k].replace(' ', glue)}" for k in keys]
         text = "  ".join(pairs)
-        for ln in textwrap.wrap(
+        for ln in _wrap(
             text, width, initial_indent="  ", subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
         ):
             lines.append([(ln.replace(glue, " "), "")])

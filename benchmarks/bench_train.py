@@ -300,6 +300,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="few steps: a smoke run")
     p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--networks", default="lenet5,resnet20", help="comma-separated: " + ",".join(NETWORKS))
+    p.add_argument("--blocks", type=int, help="blocks of steps per side (default 20; 2 with --quick)")
     p.add_argument(
         "--profile", action="store_true", help="also profile our step (onnxruntime's profiler): top operators by time"
     )
@@ -338,6 +339,7 @@ def main(argv=None) -> int:
     for name in names:
         path, defines, shape, batch, full, quick = NETWORKS[name]
         blocks, per_block = quick if args.quick else full
+        blocks = args.blocks or blocks
         model = load(str(ROOT / path), defines=defines)
         before = thread_count()
         t0 = time.perf_counter()

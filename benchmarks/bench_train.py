@@ -26,6 +26,7 @@ Both sides: SGD lr 0.01, momentum 0.9, weight decay 5e-4, cross-entropy.
     python benchmarks/bench_train.py                  # both networks, ~2 min on 2 cores
     python benchmarks/bench_train.py --quick          # smoke run
     python benchmarks/bench_train.py --provider cuda --networks resnet20
+    python benchmarks/bench_train.py --networks resnet20 --profile   # + onnxruntime's per-operator times
 
 Needs torch (``pip install -e '.[bench]'``).
 """
@@ -193,6 +194,52 @@ def op_counts(model) -> str:
     return f"{sum(ops.values())} nodes: " + ", ".join(f"{k} {v}" for k, v in ops.most_common())
 
 
+def profile(model, batches, steps: int = 5, top: int = 15) -> list[str]:
+    """onnxruntime's profiler (SessionOptions.enable_profiling) over ``steps`` steps of a second
+    Trainer's graph, after one warm-up step: time per step by operator type (onnxruntime's
+    fused forms, e.g. FusedMatMul, under their own names) and the slowest nodes."""
+    import json
+
+    import onnxruntime as ort
+
+    from cnndsl.train.step import train_graph
+
+    proto, _ = train_graph(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path(os.environ.get("TMPDIR", "/tmp")) / "bench_train_profile")
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x, y = batches[0]
+    wanted = [o.name for o in proto.graph.output]
+    for _ in range(steps + 1):
+        sess.run(wanted, {"x": x, "y": y})
+    path = Path(sess.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink()
+    runs = [e for e in events if e.get("name") == "model_run"][1:]  # the first is the warm-up
+    start = runs[0]["ts"] if runs else 0
+    by_op, by_node = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start:
+            by_op[e["args"].get("op_name", "?")] += e["dur"]
+            by_node[e["name"][: -len("_kernel_time")]] += e["dur"]
+    n = max(1, len(runs))
+    total = sum(by_op.values()) / n / 1e3
+    wall = sum(r["dur"] for r in runs) / n / 1e3
+    lines = [
+        f"   profile ({n} steps, onnxruntime's profiler): {wall:,.1f} ms a step, "
+        f"{total:,.1f} ms in kernels; by operator:"
+    ]
+    lines += [
+        f"     {op:<22} {v / n / 1e3:8.1f} ms  {100 * v / n / 1e3 / total:4.1f}%" for op, v in by_op.most_common(top)
+    ]
+    lines.append("   slowest nodes:")
+    lines += [f"     {name[:60]:<60} {v / n / 1e3:8.1f} ms" for name, v in by_node.most_common(8)]
+    return lines
+
+
 def machine(ort_threads: int, torch_threads: int, provider: str) -> list[str]:
     import onnxruntime as ort
     import torch
@@ -253,6 +300,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="few steps: a smoke run")
     p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--networks", default="lenet5,resnet20", help="comma-separated: " + ",".join(NETWORKS))
+    p.add_argument("--blocks", type=int, help="blocks of steps per side (default 20; 2 with --quick)")
+    p.add_argument(
+        "--profile", action="store_true", help="also profile our step (onnxruntime's profiler): top operators by time"
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.networks.split(",") if n.strip()]
     if unknown := [n for n in names if n not in NETWORKS]:
@@ -288,6 +339,7 @@ def main(argv=None) -> int:
     for name in names:
         path, defines, shape, batch, full, quick = NETWORKS[name]
         blocks, per_block = quick if args.quick else full
+        blocks = args.blocks or blocks
         model = load(str(ROOT / path), defines=defines)
         before = thread_count()
         t0 = time.perf_counter()
@@ -369,6 +421,9 @@ def main(argv=None) -> int:
             f"   ours/torch per block pair: median {statistics.median(pairs):.2f}, range {pairs[0]:.2f}-{pairs[-1]:.2f}"
         )
         print(f"   {others(cpu_start)}")
+        if args.profile and args.provider == "cpu":
+            for line in profile(model, batches):
+                print(line)
         rows.append((name, batch, rate["ours"], rate["torch"], rate["ours"] / rate["torch"]))
 
     print()

@@ -25,13 +25,15 @@ from cnndsl.train.step import train_model
 
 
 def _float32_parts(proto) -> list[str]:
-    """Float attributes and float32 initializers, except Resize's scales (float32 by the standard)."""
+    """Float attributes and float32 initializers, except Resize's scales (float32 by the standard)
+    and attributes of exactly 0 (the training BatchNormalization's epsilon: 0.0 loses nothing;
+    bn adds its epsilon to the variance as a float64 tensor)."""
     scales = {n.input[2] for n in proto.graph.node if n.op_type == "Resize" and len(n.input) > 2}
     found = [
         f"{n.op_type}.{a.name}"
         for n in proto.graph.node
         for a in n.attribute
-        if a.type in (AttributeProto.FLOAT, AttributeProto.FLOATS)
+        if a.type in (AttributeProto.FLOAT, AttributeProto.FLOATS) and (a.f != 0.0 or list(a.floats))
     ]
     found += [t.name for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT and t.name not in scales]
     return found

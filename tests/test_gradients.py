@@ -108,6 +108,7 @@ KINDS = [
     ("pad-replicate", "input 2x4x4\n pad 2 mode=replicate"),
     ("shuffle", "input 4x3x3\n shuffle 2"),
     ("shortcut_pad", "input 2x6x6\n residual(shortcut=pad) { conv 4/3/2/1 }"),
+    ("shortcut_pad-odd", "input 2x7x7\n residual(shortcut=pad) { conv 4/3/2/1 }"),
     ("residual", "input 2x6x6\n residual { conv 2/3/1/1 -> bn -> relu }"),
     ("residual-conv", "input 2x6x6\n residual(shortcut=conv) { conv 4/3/2/1 }"),
     ("add", "input 2x4x4\n add { conv 2/1 ; conv 2/3/1/1 }"),

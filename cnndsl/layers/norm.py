@@ -33,36 +33,35 @@ class BatchNorm(Kind):
         a, x = node.attrs, b.shape(node.inputs[0])
         c = x[0]
         gamma, beta = b.weight("weight", (c,), "fill", value=1.0), b.weight("bias", (c,), "fill")
-        mean = b.weight("running_mean", (c,), "fill", trainable=False)
+        mean_buf = b.weight("running_mean", (c,), "fill", trainable=False)
         var = b.weight("running_var", (c,), "fill", value=1.0, trainable=False)
         if not b.training:
             b.op(
                 "BatchNormalization",
-                [xs[0], gamma, beta, mean, var],
+                [xs[0], gamma, beta, mean_buf, var],
                 out=y,
                 epsilon=a["eps"],
                 momentum=1.0 - a["momentum"],
             )
             return
         # Training: normalise with the batch's statistics (biased variance) and update the
-        # running ones with the unbiased variance, as PyTorch does. Written as elementary
-        # operators so that the gradient comes from their adjoints.
+        # running ones with the unbiased variance, as PyTorch does. The statistics are
+        # elementary operators; the normalisation is one BatchNormalization fed with them
+        # (epsilon 0, added to the variance in the graph's dtype), whose adjoint rule
+        # (cnndsl/train/adjoints.py) is the closed form through the statistics too.
         np = b.np
         axes = [0, *range(2, len(x) + 1)]
-        per_channel = b.const(np.array([c] + [1] * (len(x) - 1), np.int64))
         flat = b.const(np.array([c], np.int64))
         mu = b.reduce("ReduceMean", xs[0], axes)
         xc = b.op("Sub", [xs[0], mu])
-        biased = b.reduce("ReduceMean", b.op("Mul", [xc, xc]), axes)
-        rstd = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [biased, b.scalar(a["eps"])])])])
-        scaled = b.op("Mul", [b.op("Mul", [xc, rstd]), b.op("Reshape", [gamma, per_channel])])
-        b.op("Add", [scaled, b.op("Reshape", [beta, per_channel])], out=y)
-        m = a["momentum"]
         count = b.op("Div", [b.op("Cast", [b.op("Size", xs)], to=b.elem), b.scalar(float(c))])
-        unbiased = b.op(
-            "Div", [b.op("Mul", [b.op("Reshape", [biased, flat]), count]), b.op("Sub", [count, b.scalar(1.0)])]
-        )
-        for buf, batch in ((mean, b.op("Reshape", [mu, flat])), (var, unbiased)):
+        biased = b.op("Reshape", [b.op("Div", [b.reduce("ReduceSumSquare", xc, axes), count]), flat])
+        mean = b.op("Reshape", [mu, flat])
+        shifted = b.op("Add", [biased, b.scalar(a["eps"])])
+        b.op("BatchNormalization", [xs[0], gamma, beta, mean, shifted], out=y, epsilon=0.0)
+        m = a["momentum"]
+        unbiased = b.op("Div", [b.op("Mul", [biased, count]), b.op("Sub", [count, b.scalar(1.0)])])
+        for buf, batch in ((mean_buf, mean), (var, unbiased)):
             keep = b.op("Mul", [buf, b.scalar(1.0 - m)])
             b.update(buf, b.op("Add", [keep, b.op("Mul", [batch, b.scalar(m)])]))
 

@@ -57,6 +57,7 @@ class Tape:
         self.b = b
         self.shapes = shapes
         self.consts = {name: arr for name, arr in b.initializers if name not in b.params}
+        self.producers: dict[str, object] = {}  # forward tensor -> the node computing it
 
     # ---- what rules read
     def shape(self, name: str) -> tuple:
@@ -67,6 +68,17 @@ class Tape:
 
     def const(self, name: str) -> np.ndarray:
         return self.consts[name]
+
+    def producer(self, name: str):
+        """The forward node computing ``name`` (None for graph inputs and initializers)."""
+        return self.producers.get(name)
+
+    def reuse(self, op_type: str, inputs) -> str:
+        """The output of a forward node ``op_type(inputs)`` without attributes, or a new one."""
+        for node in self.forward_nodes:
+            if node.op_type == op_type and list(node.input) == list(inputs) and not node.attribute:
+                return node.output[0]
+        return self.op(op_type, list(inputs))
 
     @staticmethod
     def attrs(node) -> dict:
@@ -135,6 +147,8 @@ def differentiate(b, shapes: dict, seeds: dict[str, str], wrt: list[str], forwar
     Walks the forward nodes backwards, summing the contributions of a tensor's
     consumers; a wrt tensor the seeds do not reach gets zeros."""
     tape = Tape(b, shapes)
+    tape.forward_nodes = forward
+    tape.producers = {o: node for node in forward for o in node.output}
     live = set(wrt)
     active = []
     for node in forward:
@@ -257,7 +271,9 @@ def _reciprocal(t, n, dy):
 
 
 def _relu(t, n, dy):
-    return [t.where(t.op("Greater", [n.output[0], t.zero()]), dy, t.zero())]
+    # dy·[y > 0] as a product with the cast mask: onnxruntime's Where with a scalar runs slower
+    mask = t.op("Cast", [t.op("Greater", [n.output[0], t.zero()])], to=t.b.elem)
+    return [t.op("Mul", [dy, mask])]
 
 
 def _sigmoid(t, n, dy):
@@ -385,6 +401,19 @@ def _slice(t, n, dy):
     axes = t.const(n.input[3]).tolist() if len(n.input) > 3 and n.input[3] else list(range(len(starts)))
     steps = t.const(n.input[4]).tolist() if len(n.input) > 4 and n.input[4] else [1] * len(starts)
     g, cur = dy, list(sy)
+    spaced = {}  # axes whose values are already back at every step-th position
+    plane = {a % rank: (st, sp) for st, a, sp in zip(starts, axes, steps) if a % rank >= 2}
+    if rank == 4 and set(plane) == {2, 3} and len({sp for _, sp in plane.values()}) == 1:
+        step = plane[2][1]
+        if step > 1 and all(st == 0 for st, _ in plane.values()):
+            # both spatial axes at once: dy as channel block (0, 0) of DepthToSpace's
+            # (step·step·C) channels, the other blocks zeros — two operators instead of a
+            # Pad of an inner axis of size 1 per axis, which onnxruntime runs slowly
+            pads = [0, 0, 0, 0, 0, (step * step - 1) * sy[1], 0, 0]
+            g = t.op("Pad", [g, t.ints(pads)], mode="constant")
+            g = t.op("DepthToSpace", [g], blocksize=step, mode="DCR")
+            spaced = {2: sy[2] * step, 3: sy[3] * step}
+            cur[2:] = [spaced[2], spaced[3]]
     for start, axis, step in zip(starts, axes, steps):
         axis %= rank
         if axis == 0 or step < 1:  # pragma: no cover - no lowering slices the batch or backwards
@@ -392,7 +421,9 @@ def _slice(t, n, dy):
         size, count = sx[axis], sy[axis]
         first = min(max(start + size if start < 0 else start, 0), size)
         span = count
-        if step > 1:  # put the values back at every step-th position: (…, o) -> (…, o, step) -> (…, o·step)
+        if axis in spaced:
+            span = spaced[axis]
+        elif step > 1:  # put the values back at every step-th position: (…, o) -> (…, o, step) -> (…, o·step)
             g = t.op("Unsqueeze", [g, t.ints([axis + 1])])
             pads = [0] * (2 * (rank + 1))
             pads[rank + 1 + axis + 1] = step - 1
@@ -405,7 +436,7 @@ def _slice(t, n, dy):
         pads[axis] = first
         if size - first - span >= 0:
             pads[rank + axis] = size - first - span
-            g = t.op("Pad", [g, t.ints(pads)], mode="constant")
+            g = t.op("Pad", [g, t.ints(pads)], mode="constant") if any(pads) else g
         else:  # the last stride step ran past the end
             g = t.op("Pad", [g, t.ints(pads)], mode="constant") if first else g
             g = t.op("Slice", [g, t.ints([0]), t.ints([size]), t.ints([axis])])
@@ -592,6 +623,51 @@ def _layer_norm(t, n, dy):
     return out
 
 
+def _batch_norm(t, n, dy):
+    # y = (x − mean)·γ/√(var + ε) + β. In the training graph (bn's training lowering) mean is
+    # x's batch mean (Reshape of a ReduceMean with keepdims) and var its biased batch variance:
+    # the gradient through them is the closed form, with x̂ = (x − mean)·r, r = 1/√(var + ε), M
+    # the count per channel: dx = γr·(dy − mean(dy) − x̂·mean(dy·x̂)), written as
+    # a·dy + b·(x − mean) + c with per-channel a, b, c; mean and var then get no gradient.
+    # Constant statistics (frozen, inference form) give dx = γr·dy.
+    x, scale, _, mean, var = n.input[:5]
+    sx = t.shape(x)
+    rank, c = len(sx), sx[1]
+    axes = [0, *range(2, rank)]
+    per = t.ints([1, c] + [1] * (rank - 2))
+    flat = t.ints([c])
+    eps = t.attrs(n).get("epsilon", 1e-5)
+    v = t.op("Reshape", [var, per])
+    rstd = t.op("Reciprocal", [t.op("Sqrt", [t.op("Add", [v, t.scalar(eps)]) if eps else v])])
+    a = t.op("Mul", [t.op("Reshape", [scale, per]), rstd])
+    source = t.producer(mean)
+    batch = source is not None and source.op_type == "Reshape" and t.producer(source.input[0]) is not None
+    m4 = source.input[0] if batch else t.op("Reshape", [mean, per])
+    if batch and t.producer(m4).op_type != "ReduceMean":  # pragma: no cover - a lowering bug
+        raise AssertionError(f"internal: {n.name}'s mean is not its input's batch mean")
+    xc = t.reuse("Sub", [x, m4])
+    sdy = t.reduce_sum(dy, axes)
+    sp = t.reduce_sum(t.op("Mul", [dy, xc]), axes)
+    dscale = t.op("Reshape", [t.op("Mul", [sp, rstd]), flat])
+    dbias = t.op("Reshape", [sdy, flat])
+    if not batch:
+        return [t.op("Mul", [dy, a]), dscale, dbias, None, None]
+    count = t.op("Div", [t.op("Cast", [t.op("Size", [x])], to=t.b.elem), t.scalar(float(c))])
+    k = t.op("Div", [t.op("Mul", [a, t.op("Mul", [rstd, rstd])]), count])
+    b = t.op("Neg", [t.op("Mul", [k, sp])])
+    shift = t.op("Neg", [t.op("Div", [t.op("Mul", [a, sdy]), count])])
+    # a·dy + c as a BatchNormalization with mean 0, variance 1 and epsilon 0 (exactly that
+    # affine map): onnxruntime runs it faster than a broadcasting Mul and Sum
+    zeros, ones = t.b.const(np.zeros(c)), t.b.const(np.ones(c))
+    affine = t.op(
+        "BatchNormalization",
+        [dy, t.op("Reshape", [a, flat]), t.op("Reshape", [shift, flat]), zeros, ones],
+        epsilon=0.0,
+    )
+    dx = t.op("Add", [affine, t.op("Mul", [xc, b])])
+    return [dx, dscale, dbias, None, None]
+
+
 # ---------------------------------------------------------------- dense and convolution
 def _gemm(t, n, dy):
     at = t.attrs(n)
@@ -669,26 +745,44 @@ IM2COL_MAX = 49  # kernels up to 7x7 over outputs larger than the kernel take th
 
 
 def _im2col_weight_grad(t, inp, grad, inp_shape, grad_shape, strides, dilations, begin, end, kernel):
-    """The same gradient as one matrix product: the input's windows laid out as columns
-    (one strided Slice per kernel offset, batch and positions flattened), times the output
-    gradient — onnxruntime runs this GEMM several times faster than the large-kernel Conv."""
+    """The same gradient as matrix products: the input's windows laid out as columns by one
+    depthwise Conv with one-hot kernels (channel c's offset o becomes column c·P + o, P the
+    kernel's size), then per sample columns (C·P, O) times the output gradient (O, K), summed
+    over the batch — onnxruntime runs this several times faster than the large-kernel Conv,
+    and faster than one strided Slice per kernel offset and a Concat."""
     r = len(kernel)
-    sp = list(range(2, 2 + r))
     c, k, out = inp_shape[1], grad_shape[1], list(grad_shape[2:])
-    xt = t.op("Transpose", [inp], perm=[1, 0, *sp])  # (C, N, *S)
-    if any(begin) or any(end):
-        xt = t.op("Pad", [xt, t.ints([0, 0, *begin, 0, 0, *end])])
-    cols = []
-    for offset in np.ndindex(*kernel):
-        starts = [o * d for o, d in zip(offset, dilations)]
-        ends = [a + (m - 1) * s + 1 for a, m, s in zip(starts, out, strides)]
-        cols.append(t.op("Slice", [xt, t.ints(starts), t.ints(ends), t.ints(sp), t.ints(list(strides))]))
-    col = cols[0] if len(cols) == 1 else t.op("Concat", cols, axis=0)  # (P·C, N, *O), offset-major
-    col = t.op("Reshape", [col, t.ints([len(cols) * c, -1])])
-    gt = t.op("Reshape", [t.op("Transpose", [grad], perm=[1, 0, *sp]), t.ints([k, -1])])  # (K, N·O)
-    dw = t.op("Gemm", [gt, col], transB=1)  # (K, P·C)
-    dw = t.op("Reshape", [dw, t.ints([k, *kernel, c])])
-    return t.op("Transpose", [dw], perm=[0, r + 1, *range(1, r + 1)])
+    size = prod(kernel)
+    # end padding that only feeds positions no output window reaches is left out
+    ends = [
+        max(0, min(p1, (o - 1) * s + d * (f - 1) + 1 - w - p0))
+        for w, o, f, s, d, p0, p1 in zip(inp_shape[2:], out, kernel, strides, dilations, begin, end)
+    ]
+    got = [
+        window_out(w, d * (f - 1) + 1, s, p0, p1)
+        for w, f, s, d, p0, p1 in zip(inp_shape[2:], kernel, strides, dilations, begin, ends)
+    ]
+    if size == 1 and all(s == 1 for s in strides) and not any(begin) and not any(ends):
+        col = inp  # a 1x1 kernel at stride 1: the input is its own column
+    else:
+        onehot = np.zeros((c * size, 1, *kernel))
+        for o, offset in enumerate(np.ndindex(*kernel)):
+            onehot[(np.arange(c) * size + o, 0, *offset)] = 1.0
+        col = t.op(
+            "Conv",
+            [inp, t.b.const(onehot)],
+            group=c,
+            kernel_shape=list(kernel),
+            strides=list(strides),
+            dilations=list(dilations),
+            pads=list(begin) + ends,
+        )
+        if got != out:
+            col = t.fit(col, [0] * r, out, got)
+    col = t.op("Reshape", [col, t.ints([0, c * size, -1])])  # (N, C·P, O)
+    gt = t.op("Transpose", [t.op("Reshape", [grad, t.ints([0, k, -1])])], perm=[0, 2, 1])  # (N, O, K)
+    dw = t.reduce_sum(t.op("MatMul", [col, gt]), [0], keepdims=0)  # (C·P, K)
+    return t.op("Reshape", [t.op("Transpose", [dw], perm=[1, 0]), t.ints([k, c, *kernel])])
 
 
 def _conv(t, n, dy):
@@ -868,6 +962,7 @@ ADJOINTS = {
     "GlobalAveragePool": _global_average_pool,
     "GlobalMaxPool": _global_max_pool,
     "InstanceNormalization": _instance_norm,
+    "BatchNormalization": _batch_norm,
     "Gemm": _gemm,
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,

@@ -205,6 +205,8 @@ NOT_AT_START = (
     "pickle",
     "json",
     "typing",
+    "shutil",
+    "textwrap",
 )
 _PROBE = """
 import sys

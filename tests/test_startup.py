@@ -236,3 +236,39 @@ def test_info_and_check_import_only_what_they_need(args):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "[]"
+
+
+# A record's __init__ is one code object per (number of fields, frozen) with the fields' names put
+# in (start-up): it must take its arguments and fail as a dataclass's __init__ does.
+@pytest.mark.parametrize("frozen", [True, False])
+@pytest.mark.parametrize(
+    "call",
+    [
+        ((1,), {}),
+        ((1, "b"), {}),
+        ((), {"x": 5, "label": "k"}),
+        ((), {}),
+        ((1, "b", 3), {}),
+        ((1,), {"z": 2}),
+        ((1,), {"x": 1}),
+    ],
+)
+def test_a_record_takes_its_arguments_as_a_dataclass(frozen, call):
+    import dataclasses
+
+    from cnndsl.records import record
+
+    def outcome(cls):
+        try:
+            obj = cls(*call[0], **call[1])
+        except TypeError as err:
+            return "TypeError", str(err)
+        return repr(obj), obj == cls(obj.x, obj.label), obj != cls(obj.x, obj.label + "!")
+
+    class P:
+        x: int
+        label: str = "a"
+
+    ours = record(frozen=frozen, slots=True)(type("P", (), dict(vars(P))))
+    theirs = dataclasses.dataclass(frozen=frozen)(type("P", (), dict(vars(P))))
+    assert outcome(ours) == outcome(theirs)

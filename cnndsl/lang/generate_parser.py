@@ -137,6 +137,19 @@ _PATCHES = (
         "\n"
         "        fields = getattr(cls, '__serialize_fields__')\n",
     ),
+    # the copy module (and weakref, which it imports): Lark copies a lexer's configuration when it
+    # builds its per-state lexers and a parser's state for error recovery, neither on a parse that
+    # the one-regex lexer tokenises (cnndsl.lang.lexing)
+    (
+        "from copy import deepcopy\n",
+        "def deepcopy(x, memo=None):  # cnndsl: the copy module when something is copied (start-up)\n"
+        "    import copy as _copy\n\n    return _copy.deepcopy(x, memo)\n\n\n",
+    ),
+    (
+        "\nfrom copy import copy\n",  # (a function imports it too, indented: that one stays)
+        "\ndef copy(x):  # cnndsl: the copy module when something is copied (start-up)\n"
+        "    import copy as _copy\n\n    return _copy.copy(x)\n\n\n",
+    ),
     # dataclasses (and the inspect module it imports): one frozen class, TextSlice
     ("from dataclasses import dataclass\n", "from cnndsl.records import record as dataclass\n"),
     # inspect: used only when a Transformer class is decorated with v_args, which cnndsl does not do

@@ -146,6 +146,8 @@ def test_keywords_leave_the_one_regex_only_through_name():
     terminals = sorted(conf.terminals, key=lexing._order)
     kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
     assert [t.name for t in kept] == [t.name for t in lexing._without_keywords(terminals, 0, conf.re_module)[0]]
+    # the keywords the generator wrote with the tables (not found again at every start) are these
+    assert standalone.KEYWORDS == lexing._without_keywords(terminals, 0, conf.re_module)[1] == lexer._keywords
     assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == lexer._keywords["NAME"]
     assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(lexer._keywords) == {"NAME"}
     for names in set(lexer._accepts.values()):

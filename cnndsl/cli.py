@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import gc
 import os
 import sys
@@ -18,8 +19,40 @@ from cnndsl.files import read_bytes, refuse_overwrite
 from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
 from cnndsl.version import __version__
 
+# argparse translates each of its messages with gettext.gettext, which looks for a catalogue at
+# every call (a stat() per language of the environment, finding none: no argparse catalogue ships
+# with Python): ~70 us a message, 30 messages to build the parser of one command. A message's
+# translation does not change while the process runs: each is looked up once.
+argparse._ = functools.lru_cache(maxsize=None)(argparse._)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil (it imports bz2 and lzma:
+    3 ms of start-up): $COLUMNS, else the width of the terminal of stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, its default width found as argparse does, without shutil."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
+
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # usage errors: exit 2 with the usage line
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: usage error: {message}\n")
@@ -452,9 +485,7 @@ def cmd_info(args) -> int:
         print(json.dumps(model.to_json(args.depth, args.batch or 1, args.columns), indent=2))
         return 0
     # on a terminal the table fits its width (never cutting a figure); piped: 80 columns
-    import shutil
-
-    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 80
+    width = _terminal_columns() if sys.stdout.isatty() else 80
     if sys.stdout.isatty() and os.environ.get("NO_COLOR") is None:
         from cnndsl.tools.richtable import print_rich
 

@@ -27,6 +27,7 @@ other methods:
 from __future__ import annotations
 
 from operator import attrgetter
+from types import FunctionType
 
 _MISSING = object()
 
@@ -109,6 +110,34 @@ def _init_source(cls, names, frozen):
     return src, glob
 
 
+_TEMPLATES: dict = {}  # (number of fields, frozen) -> the code of an __init__ with placeholder names
+_TEMPLATE_GLOBALS = {"_set": object.__setattr__}
+
+
+def _shared_init(cls, names, frozen):
+    """``__init__`` of a record without factories or ``__post_init__``: the code compiled once per
+    (number of fields, frozen), its placeholder names replaced by the fields' (``exec`` compiling
+    each class's own source: ~0.12 ms a class, ~6 ms of start-up for the package's fifty). The
+    same parameters, defaults, assignments and bytecode as :func:`_init_source`'s function."""
+    key = (len(names), frozen)
+    code = _TEMPLATES.get(key)
+    if code is None:
+        holders = [f"_r{i}_" for i in range(len(names))]
+        src, _ = _init_source(type("T", (), {}), holders, frozen)
+        local: dict = {}
+        exec(src, _TEMPLATE_GLOBALS, local)  # noqa: S102 - made from placeholder names
+        code = _TEMPLATES[key] = local["__init__"].__code__
+    rename = {f"_r{i}_": n for i, n in enumerate(names)}
+    code = code.replace(
+        co_varnames=tuple(rename.get(v, v) for v in code.co_varnames),
+        co_names=tuple(rename.get(v, v) for v in code.co_names),
+        co_consts=tuple(rename.get(c, c) if type(c) is str else c for c in code.co_consts),
+    )
+    own = cls.__dict__
+    defaults = tuple(own[n] for n in names if n in own)
+    return FunctionType(code, _TEMPLATE_GLOBALS, "__init__", defaults or None)
+
+
 def record(cls=None, *, frozen: bool = True, eq: bool = True, slots: bool = False):
     """Class decorator: a record of the class's annotated fields (see the module's text)."""
 
@@ -117,10 +146,15 @@ def record(cls=None, *, frozen: bool = True, eq: bool = True, slots: bool = Fals
         for base in cls.__mro__[1:]:
             if fields_of(base):
                 raise TypeError(f"record {cls.__name__}: a record cannot extend another record")
-        src, glob = _init_source(cls, names, frozen)
-        local: dict = {}
-        exec(src, glob, local)  # noqa: S102 - the source is made above from the class's own field names
-        init = local["__init__"]
+        own = cls.__dict__
+        given = [n in own for n in names]  # fields with a default: after those without, else a SyntaxError
+        if "__post_init__" in own or any(isinstance(own.get(n), _Factory) for n in names) or given != sorted(given):
+            src, glob = _init_source(cls, names, frozen)
+            local: dict = {}
+            exec(src, glob, local)  # noqa: S102 - the source is made above from the class's own field names
+            init = local["__init__"]
+        else:
+            init = _shared_init(cls, names, frozen)
         init.__qualname__ = f"{cls.__qualname__}.__init__"
         ns = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
         for n in names:

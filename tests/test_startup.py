@@ -146,6 +146,8 @@ def test_keywords_leave_the_one_regex_only_through_name():
     terminals = sorted(conf.terminals, key=lexing._order)
     kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
     assert [t.name for t in kept] == [t.name for t in lexing._without_keywords(terminals, 0, conf.re_module)[0]]
+    # the keywords the generator wrote with the tables (not found again at every start) are these
+    assert standalone.KEYWORDS == lexing._without_keywords(terminals, 0, conf.re_module)[1] == lexer._keywords
     assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == lexer._keywords["NAME"]
     assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(lexer._keywords) == {"NAME"}
     for names in set(lexer._accepts.values()):
@@ -205,6 +207,8 @@ NOT_AT_START = (
     "pickle",
     "json",
     "typing",
+    "shutil",
+    "textwrap",
 )
 _PROBE = """
 import sys
@@ -234,3 +238,39 @@ def test_info_and_check_import_only_what_they_need(args):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1] == "[]"
+
+
+# A record's __init__ is one code object per (number of fields, frozen) with the fields' names put
+# in (start-up): it must take its arguments and fail as a dataclass's __init__ does.
+@pytest.mark.parametrize("frozen", [True, False])
+@pytest.mark.parametrize(
+    "call",
+    [
+        ((1,), {}),
+        ((1, "b"), {}),
+        ((), {"x": 5, "label": "k"}),
+        ((), {}),
+        ((1, "b", 3), {}),
+        ((1,), {"z": 2}),
+        ((1,), {"x": 1}),
+    ],
+)
+def test_a_record_takes_its_arguments_as_a_dataclass(frozen, call):
+    import dataclasses
+
+    from cnndsl.records import record
+
+    def outcome(cls):
+        try:
+            obj = cls(*call[0], **call[1])
+        except TypeError as err:
+            return "TypeError", str(err)
+        return repr(obj), obj == cls(obj.x, obj.label), obj != cls(obj.x, obj.label + "!")
+
+    class P:
+        x: int
+        label: str = "a"
+
+    ours = record(frozen=frozen, slots=True)(type("P", (), dict(vars(P))))
+    theirs = dataclasses.dataclass(frozen=frozen)(type("P", (), dict(vars(P))))
+    assert outcome(ours) == outcome(theirs)

@@ -325,3 +325,33 @@ def test_api_unknown_column_is_a_value_error():
         format_plain(m, columns=("x",))
     with pytest.raises(ValueError, match="unknown column 'y'; choose from kind, "):
         m.to_json(columns=("y",))
+
+
+_LONG = "FLOPs = 2 x MACs; connections = MACs without the bias; RF = receptive field (size, stride)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "one",
+        _LONG,
+        "a " + "x" * 30 + " b c",  # a word wider than the line: alone on its line, whole
+        "x" * 30 + " a b",
+        "a " * 20 + "b",
+        "double  spaces  go to textwrap",
+        "  leading and trailing  ",
+        "tab\there",
+        "hyphen-ated words-with-dashes " * 3,
+    ],
+)
+@pytest.mark.parametrize("width", [1, 5, 12, 20, 29, 30, 31, 80])
+def test_wrap_is_textwraps(text, width):
+    # the table wraps its header's paragraphs without importing textwrap (start-up): the same lines
+    import textwrap
+
+    from cnndsl.tools.table import _wrap
+
+    options = {"break_long_words": False, "break_on_hyphens": False}
+    assert _wrap(text, width, **options) == textwrap.wrap(text, width, **options)
+    assert _wrap(text, width) == textwrap.wrap(text, width)

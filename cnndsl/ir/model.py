@@ -129,12 +129,23 @@ def _num(v):
     return v
 
 
+def _nums(values) -> tuple:
+    """``tuple(map(_num, values))``; the tuple itself when it holds only ints (the common case)."""
+    if type(values) is tuple:
+        for v in values:
+            if type(v) is not int:
+                return tuple(map(_num, values))
+        return values
+    return tuple(map(_num, values))
+
+
 class Model:
     """What :func:`cnndsl.load` returns: the IR plus the layer table and totals."""
 
     def __init__(self, graph: Graph, dtype: str = "float32"):
         self.graph = graph
         self.dtype = dtype
+        names = [n.name for n in graph.nodes]
         self.layers = [
             LayerInfo(
                 n.name,
@@ -145,10 +156,10 @@ class Model:
                 n.trainable,
                 n.macs,
                 n.connections,
-                tuple(_num(r) for r in n.rf),
-                tuple(_num(j) for j in n.jump),
+                _nums(n.rf),
+                _nums(n.jump),
                 prod(n.shape),
-                tuple(graph.nodes[i].name for i in n.inputs),
+                tuple([names[i] for i in n.inputs]),
             )
             for n in graph.nodes[1:]
         ]

@@ -82,7 +82,26 @@ def generate() -> str:
         if text.count(old) != 1:
             raise SystemExit(f"generate_parser: Lark {lark_version()}'s stand-alone text has changed; revise _PATCHES")
         text = text.replace(old, new)
-    return HEADER.format(digest=grammar_digest()) + text
+    return HEADER.format(digest=grammar_digest()) + text + _keywords_text(lark.lexer_conf)
+
+
+def _keywords_text(conf) -> str:
+    """The keywords NAME matches, as :mod:`cnndsl.lang.lexing` finds them from the terminals (1 ms
+    of compiling each terminal's regex at every start otherwise): written with the tables."""
+    from lark.lexer import PatternRE, PatternStr, _get_match
+
+    from cnndsl.lang import lexing
+
+    terminals = sorted(conf.terminals, key=lexing._order)
+    patterns = (PatternStr, PatternRE, _get_match)  # Lark's own classes here, not the generated module's
+    _, keywords = lexing._without_keywords(terminals, conf.g_regex_flags, conf.re_module, patterns)
+    if "NAME" not in keywords:
+        raise SystemExit("generate_parser: NAME matches no keyword of the grammar; revise cnndsl.lang.lexing")
+    ordered = {name: dict(sorted(words.items())) for name, words in sorted(keywords.items())}
+    return (
+        "\n# cnndsl: the keywords each regex terminal is retyped to (cnndsl.lang.lexing), found when generating\n"
+        f"KEYWORDS = {ordered!r}\n"
+    )
 
 
 def lark_version() -> str:
@@ -136,6 +155,19 @@ _PATCHES = (
         "            cls._cnndsl_namespace = namespace\n"
         "\n"
         "        fields = getattr(cls, '__serialize_fields__')\n",
+    ),
+    # the copy module (and weakref, which it imports): Lark copies a lexer's configuration when it
+    # builds its per-state lexers and a parser's state for error recovery, neither on a parse that
+    # the one-regex lexer tokenises (cnndsl.lang.lexing)
+    (
+        "from copy import deepcopy\n",
+        "def deepcopy(x, memo=None):  # cnndsl: the copy module when something is copied (start-up)\n"
+        "    import copy as _copy\n\n    return _copy.deepcopy(x, memo)\n\n\n",
+    ),
+    (
+        "\nfrom copy import copy\n",  # (a function imports it too, indented: that one stays)
+        "\ndef copy(x):  # cnndsl: the copy module when something is copied (start-up)\n"
+        "    import copy as _copy\n\n    return _copy.copy(x)\n\n\n",
     ),
     # dataclasses (and the inspect module it imports): one frozen class, TextSlice
     ("from dataclasses import dataclass\n", "from cnndsl.records import record as dataclass\n"),

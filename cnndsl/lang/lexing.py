@@ -32,21 +32,20 @@ def _order(terminal):
     return (-terminal.priority, -terminal.pattern.max_width, -len(terminal.pattern.value), terminal.name)
 
 
-def _without_keywords(terminals, flags, re_module):
+def _without_keywords(terminals, flags, re_module, patterns=None):
     """Lark's ``_create_unless`` for terminals without flags, less the scanner of the keywords it
     compiles (5 ms; an equality test is the same here): the terminals without the keywords, and
     {"NAME": {"network": "NETWORK", ...}}, the keywords each regex terminal is retyped to."""
-    strings = [t for t in terminals if isinstance(t.pattern, lark.PatternStr)]
+    string, regex, get_match = patterns or (lark.PatternStr, lark.PatternRE, lark._get_match)
+    strings = [t for t in terminals if isinstance(t.pattern, string)]
     keywords: dict = {}
     embedded = set()
     for r in terminals:
-        if not isinstance(r.pattern, lark.PatternRE):
+        if not isinstance(r.pattern, regex):
             continue
         regexp = r.pattern.to_regexp()
         for s in strings:
-            if s.priority == r.priority and s.pattern.value == lark._get_match(
-                re_module, regexp, s.pattern.value, flags
-            ):
+            if s.priority == r.priority and s.pattern.value == get_match(re_module, regexp, s.pattern.value, flags):
                 keywords.setdefault(r.name, {})[s.pattern.value] = s.name
                 embedded.add(s.name)
     return [t for t in terminals if t.name not in embedded], keywords
@@ -75,7 +74,12 @@ class ContextualLexer(lark.ContextualLexer):
             return
         terminals = sorted(conf.terminals, key=_order)
         self._newline_types = frozenset(t.name for t in terminals if lark._regexp_has_newline(t.pattern.to_regexp()))
-        kept, self._keywords = _without_keywords(terminals, conf.g_regex_flags, conf.re_module)
+        keywords = getattr(lark, "KEYWORDS", None)  # found when the parser was generated (start-up)
+        if keywords is not None and not conf.g_regex_flags:
+            embedded = {word for words in keywords.values() for word in words.values()}
+            kept, self._keywords = [t for t in terminals if t.name not in embedded], keywords
+        else:  # pragma: no cover - a generated parser without them
+            kept, self._keywords = _without_keywords(terminals, conf.g_regex_flags, conf.re_module)
         scanner = lark.Scanner(kept, conf.g_regex_flags, conf.re_module, False)
         if len(scanner._mres) != 1:  # pragma: no cover - Python's re takes 100 groups; net.lark has ~45
             self._fast = False

@@ -21,11 +21,27 @@ from cnndsl.ir.model import DEPTH_CONVENTION, MEMORY_CONVENTION, LayerInfo, Mode
 from cnndsl.layers.arith import fmt_shape
 from cnndsl.records import record
 
+_WHOLE_WORDS = {"break_long_words": False, "break_on_hyphens": False}
+
 
 def _wrap(text: str, width: int, **options) -> list[str]:
-    if len(text) <= width and text.isprintable() and text == text.strip():
-        return [text] if text else []  # what textwrap.wrap gives for a line that fits
-    import textwrap  # only for what does not fit on its line (start-up)
+    """``textwrap.wrap(text, width, **options)``, without importing textwrap (3 ms of start-up) for
+    a line that fits, or words between single spaces wrapped whole (the header's paragraphs)."""
+    if text.isprintable() and text == text.strip():  # the only whitespace: spaces inside
+        if len(text) <= width:
+            return [text] if text else []  # what textwrap.wrap gives for a line that fits
+        if options == _WHOLE_WORDS and "  " not in text:
+            lines, line = [], ""
+            for word in text.split(" "):  # textwrap's greedy fill; a word wider than the line alone
+                if not line:
+                    line = word
+                elif len(line) + 1 + len(word) <= width:
+                    line += " " + word
+                else:
+                    lines.append(line)
+                    line = word
+            return [*lines, line]
+    import textwrap  # only for the rest (start-up)
 
     return textwrap.wrap(text, width, **options)
 

@@ -227,31 +227,30 @@ class EpochTable:
         self.epochs, self.accuracy, self.held_out = epochs, accuracy, held_out
         self.miou = miou and held_out  # per-pixel labels: the held-out mean IoU after its pixel accuracy
 
-    def header(self) -> str:
-        cols = [f"{'epoch':<{self.width}}", f"{'loss':>8}"]
+    def columns(self) -> list:
+        """The table's columns in order: (title, width, the cell of an epoch); header and row
+        both read them."""
+        cols = [("loss", 8, lambda e: f"{e.loss:.4f}")]
         if self.accuracy:
-            cols.append(f"{'acc':>7}")
+            cols.append(("acc", 7, lambda e: f"{e.train_accuracy:.2%}"))
         if self.held_out:
-            cols.append(f"{'held-out loss':>15}")
+            cols.append(("held-out loss", 15, lambda e: f"{e.held_out_loss:.4f}"))
             if self.accuracy:
-                cols.append(f"{'acc':>7}")
+                cols.append(("acc", 7, lambda e: f"{e.held_out_accuracy:.2%}"))
             if self.miou:
-                cols.append(f"{'mIoU':>7}")
-        cols += [f"{'samples/s':>11}", f"{'time':>8}"]
-        return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
+                cols.append(("mIoU", 7, lambda e: f"{e.held_out_miou:.2%}"))
+        cols += [
+            ("samples/s", 11, lambda e: f"{e.samples_per_second:,.0f}"),
+            ("time", 8, lambda e: f"{e.seconds:.1f}s"),
+        ]
+        return cols
+
+    def header(self) -> str:
+        return " ".join([f"{'epoch':<{self.width}}", *(f"{title:>{w}}" for title, w, _ in self.columns())])
 
     def row(self, e: Epoch) -> str:
-        cols = [f"{f'{e.number}/{self.epochs}':>{self.width}}", f"{e.loss:>8.4f}"]
-        if self.accuracy:
-            cols.append(f"{e.train_accuracy:>7.2%}")
-        if self.held_out:
-            cols.append(f"{e.held_out_loss:>15.4f}")
-            if self.accuracy:
-                cols.append(f"{e.held_out_accuracy:>7.2%}")
-            if self.miou:
-                cols.append(f"{e.held_out_miou:>7.2%}")
-        cols += [f"{e.samples_per_second:>11,.0f}", f"{e.seconds:>7.1f}s"]
-        return "".join(c if i == 0 else " " + c for i, c in enumerate(cols))
+        first = f"{f'{e.number}/{self.epochs}':>{self.width}}"
+        return " ".join([first, *(f"{cell(e):>{w}}" for _, w, cell in self.columns())])
 
 
 def labels_for(model, y: np.ndarray) -> np.ndarray:

@@ -1141,16 +1141,16 @@ def main(argv=None) -> int:
         # frozen, it does not (8 ms of `cnndsl info` on ResNet-152). They write no file.
         atexit.register(gc.freeze)
     try:
-        return args.run(args)
+        code = args.run(args)
     except CnnError as err:
         print(err.diagnostic.format(show_code=True), file=sys.stderr)
-        return 1
+        code = 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        code = 0
     except KeyboardInterrupt:
         print("cnndsl: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except Exception as err:  # a bug: say so plainly instead of a traceback
         print(
             f"cnndsl: internal error (a bug in cnndsl {__version__}, please report it with the input): "
@@ -1159,7 +1159,15 @@ def main(argv=None) -> int:
         )
         if os.environ.get("CNNDSL_DEBUG"):
             raise
-        return 3
+        code = 3
+    if args.run is cmd_train and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a rank of a data-parallel run: its files are written and closed, its process group
+        # destroyed; it leaves without the interpreter's finalisation, where gloo's threads
+        # can still hold the exit (pytorch/pytorch#75097) and the run would never end
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

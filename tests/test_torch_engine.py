@@ -161,3 +161,28 @@ def test_two_gloo_processes_each_train_on_their_own_half(tmp_path):
     # the test is sharp: the halves' step is measurably not the whole batch's
     assert np.abs(sharded["conv.weight"] - whole["conv.weight"]).max() > 1e-3
     assert np.abs(sharded["bn.running_mean"] - whole["bn.running_mean"]).max() > 1e-3
+
+
+def test_a_rank_that_never_finishes_is_an_error_not_a_hang():
+    """The end-of-run barrier of a gloo run is bounded; its timeout is a diagnostic that names
+    the waiting rank (torch's own message after it), not a run that never ends."""
+    from types import SimpleNamespace
+
+    from cnndsl.errors import CnnError
+    from cnndsl.train.torch_engine import CLOSE_TIMEOUT_S, TorchTrainer
+
+    waited = []
+
+    def monitored_barrier(timeout):
+        waited.append(timeout.total_seconds())
+        raise RuntimeError("Rank 1 failed to pass monitoredBarrier in 120000 ms\nmore")
+
+    trainer = object.__new__(TorchTrainer)
+    trainer.world, trainer.rank, trainer.device = 2, 0, torch.device("cpu")
+    trainer.dist = SimpleNamespace(is_initialized=lambda: True, monitored_barrier=monitored_barrier)
+    with pytest.raises(CnnError) as err:
+        trainer.close()
+    assert waited == [CLOSE_TIMEOUT_S]
+    assert str(err.value.diagnostic.message) == (
+        "rank 0: the other ranks did not finish within 120 s (Rank 1 failed to pass monitoredBarrier in 120000 ms)"
+    )

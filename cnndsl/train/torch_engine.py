@@ -35,6 +35,8 @@ import numpy as np
 from cnndsl.errors import CnnError
 from cnndsl.train.optim import STEP, Optimizer
 
+CLOSE_TIMEOUT_S = 120  # how long the ranks wait for each other at the end of a run
+
 
 def world() -> tuple[int, int]:
     """(rank, world size) from torch.distributed.run's environment; (0, 1) without it."""
@@ -270,5 +272,19 @@ class TorchTrainer:
 
     def close(self) -> None:
         if self.world > 1 and self.dist.is_initialized():
-            self.dist.barrier()  # no rank leaves while another still talks to it
+            # no rank leaves while another still talks to it; on gloo a bounded wait that names
+            # the rank that never came, instead of a run that does not end
+            if self.device.type == "cpu":
+                from datetime import timedelta
+
+                try:
+                    self.dist.monitored_barrier(timeout=timedelta(seconds=CLOSE_TIMEOUT_S))
+                except RuntimeError as err:
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise CnnError(
+                        f"rank {self.rank}: the other ranks did not finish within {CLOSE_TIMEOUT_S} s ({first})",
+                        code="E084",
+                    ) from None
+            else:
+                self.dist.barrier()
             self.dist.destroy_process_group()

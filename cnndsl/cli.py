@@ -374,9 +374,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             default="onnxruntime",
             help="onnxruntime (the train-step graph; default) or torch (the generated module, DDP)",
         )
-        engine.add_argument(
-            "--nproc", type=int, default=1, help="--engine torch: processes on this machine (torch.distributed.run)"
-        )
+        engine.add_argument("--nproc", type=int, default=1, help="--engine torch: processes on this machine (DDP)")
         engine.add_argument(
             "--device", choices=("cpu", "cuda"), default="cpu", help="--engine torch: cpu (gloo) or cuda (NCCL)"
         )
@@ -803,14 +801,20 @@ def cmd_train(args) -> int:
 
 
 def _launch(nproc: int) -> int:
-    """This command again under ``torch.distributed.run``: ``nproc`` ranks on this machine
-    (a rendezvous on localhost), each running ``cnndsl train`` without ``--nproc``."""
+    """This command again as ``nproc`` ranks on this machine, each ``cnndsl train`` without
+    ``--nproc``, with the environment torch.distributed.run gives its workers (``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` on localhost; rank 0 hosts
+    the store). No elastic agent between: this process waits for the ranks, ends them all when
+    one fails and exits with its code, and passes Ctrl-C and SIGTERM on to each rank once (they
+    run in their own process group, so a terminal's Ctrl-C reaches them only through here)."""
+    import importlib.util
+    import signal
+    import socket
     import subprocess
+    import tempfile
 
-    try:
-        import torch.distributed.run  # noqa: F401
-    except ImportError:
-        raise CnnError("--engine torch needs PyTorch (pip install 'cnndsl[torch]')", code="E088") from None
+    if importlib.util.find_spec("torch") is None:
+        raise CnnError("--engine torch needs PyTorch (pip install 'cnndsl[torch]')", code="E088")
     argv, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -819,24 +823,92 @@ def _launch(nproc: int) -> int:
             skip = True
         elif not a.startswith("--nproc="):
             argv.append(a)
-    import socket
-
-    with socket.socket() as s:  # a free port for the rendezvous (static, on this machine only)
+    with socket.socket() as s:  # a free port for the rendezvous (on this machine only)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--node-rank=0",
-        f"--nproc-per-node={nproc}",
-    ]
-    command += ["--master-addr=127.0.0.1", f"--master-port={port}"]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0")
+    env.setdefault("OMP_NUM_THREADS", "1")  # as torch.distributed.run: the ranks share the cores
     if sys.platform.startswith("linux"):  # gloo's connections on the loopback device, not the hostname's
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    return subprocess.run([*command, "-m", "cnndsl", *argv], env=env).returncode
+    ranks, signalled = [], []
+
+    def forward(signum, _frame):
+        signalled.append(signum)
+        for p in ranks:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # the other ranks' messages repeat rank 0's; they are shown when one of them fails first
+    logs = [tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") for _ in range(1, nproc)]  # noqa: SIM115
+    try:
+        for r in range(nproc):
+            command = [sys.executable, "-m", "cnndsl", *argv]
+            ranks.append(
+                subprocess.Popen(
+                    command,
+                    env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "CNNDSL_NPROC": str(nproc)},
+                    stderr=logs[r - 1] if r else None,
+                    start_new_session=True,
+                )
+            )
+        code, first = _wait_ranks(ranks, lambda: bool(signalled))
+        if first:
+            logs[first - 1].seek(0)
+            for line in logs[first - 1].read().splitlines():
+                print(f"rank {first}: {line}", file=sys.stderr)
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for p in ranks:  # none outlives the launcher
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+
+
+def _wait_ranks(ranks, signalled=lambda: False, settle_s: float = 3.0, grace_s: float = 10.0):
+    """(0, None) when every rank ends with 0. Else (exit code, rank) of the failure to report:
+    rank 0's when it failed by itself (a user error fails every rank alike, within
+    ``settle_s``), else the first. The others, which would wait for the failed one for ever,
+    are ended: SIGTERM, then SIGKILL after ``grace_s``. After Ctrl-C or SIGTERM was passed on
+    (``signalled()``) nothing is ended: the ranks stop at the same step by themselves and rank 0
+    writes its checkpoint; rank 0's code is the run's."""
+    import subprocess
+    import time
+
+    running, failed = list(ranks), []
+    while running and not (failed and not signalled()):
+        try:
+            pid, status = os.wait()
+        except InterruptedError:  # pragma: no cover - os.wait retries by itself (PEP 475)
+            continue
+        done = next((p for p in running if p.pid == pid), None)
+        if done is not None:
+            done.returncode = os.waitstatus_to_exitcode(status)
+            running.remove(done)
+            failed += [done] if done.returncode != 0 else []
+    if not failed:
+        return 0, None
+    settle = time.monotonic() + settle_s
+    for p in running:
+        try:
+            if p.wait(max(0.0, settle - time.monotonic())) != 0:
+                failed.append(p)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+    for p in running:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    shown = ranks[0] if ranks[0] in failed else failed[0]
+    code = shown.returncode
+    return (code if code > 0 else 128 - code), ranks.index(shown)  # killed by a signal: as a shell says it
 
 
 def _names(names) -> str:
@@ -877,7 +949,8 @@ def _resume_command(out) -> str:
         if a.startswith(("--resume=", "--out=")):
             continue
         args.append(a)
-    return shlex.join(["cnndsl", *args, "--resume", str(out), "--out", str(out)])
+    nproc = ["--nproc", os.environ["CNNDSL_NPROC"]] if "CNNDSL_NPROC" in os.environ else []  # a rank of --nproc
+    return shlex.join(["cnndsl", *args, *nproc, "--resume", str(out), "--out", str(out)])
 
 
 def cmd_run(args) -> int:

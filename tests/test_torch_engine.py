@@ -186,3 +186,78 @@ def test_a_rank_that_never_finishes_is_an_error_not_a_hang():
     assert str(err.value.diagnostic.message) == (
         "rank 0: the other ranks did not finish within 120 s (Rank 1 failed to pass monitoredBarrier in 120000 ms)"
     )
+
+
+def _exits(code, after_s):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", f"import sys, time; time.sleep({after_s}); sys.exit({code})"])
+
+
+# (exit code, seconds) of each rank -> what the launcher reports: (exit code, rank whose messages show)
+RANK_ENDINGS = [
+    ("all succeed", [(0, 0.3), (0, 0.1)], (0, None)),
+    ("a user error fails every rank: rank 0's", [(1, 0.4), (1, 0.1)], (1, 0)),
+    ("rank 1 alone fails; rank 0 is ended", [(0, 60), (3, 0.1)], (3, 1)),
+    ("a rank killed by a signal, as a shell says it", [(0, 60), (-9, 0.1)], (137, 1)),
+]
+
+
+@pytest.mark.parametrize("case,endings,expected", RANK_ENDINGS, ids=[c[0] for c in RANK_ENDINGS])
+def test_the_launcher_reports_one_failure_and_leaves_no_rank_behind(case, endings, expected):
+    import time
+
+    from cnndsl.cli import _wait_ranks
+
+    procs = [
+        _exits(c, s) if c >= 0 else _exits(f"__import__('os').kill(__import__('os').getpid(), {-c})", s)
+        for c, s in endings
+    ]
+    start = time.monotonic()
+    assert _wait_ranks(procs, settle_s=0.5) == expected
+    assert all(p.poll() is not None for p in procs)
+    assert time.monotonic() - start < 15  # the rank that would sleep for a minute was ended
+
+
+def test_a_user_error_under_nproc_is_said_once(tmp_path):
+    r = run_cli("train", "networks/lenet5.net", "--data", tmp_path / "none.npz", "--engine", "torch", "--nproc", "2")
+    assert r.returncode == 1
+    assert r.stderr == f"cnndsl: error: --data {tmp_path / 'none.npz'}: no such file [E100]\n"
+
+
+def test_ctrl_c_under_nproc_stops_every_rank_and_rank_0_saves(tmp_path):
+    """SIGINT to the launcher reaches each rank once; they stop at the same step, rank 0 writes
+    the checkpoint and prints the command that resumes, with --nproc; the run exits 130."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    cut = tmp_path / "cut.npz"
+    args = ["train", "networks/lenet5.net", "--data", "digits", "--epochs", "5", "--batch", "8"]
+    args += ["--engine", "torch", "--nproc", "2", "--out", str(cut)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnndsl", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1"),
+    )
+    for line in proc.stdout:
+        if re.match(r"\s+1/5 ", line):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    assert re.fullmatch(
+        rf"interrupted (after batch \d+ of 180 of epoch \d|before epoch \d); checkpoint in {cut}", lines[0]
+    )
+    assert lines[1] == (
+        "resume with: cnndsl train networks/lenet5.net --data digits --epochs 5 --batch 8 --engine torch "
+        f"--nproc 2 --resume {cut} --out {cut}"
+    )
+    assert cut.exists()

@@ -1,6 +1,6 @@
 """``cnndsl train --engine torch``: the training loop of :mod:`cnndsl.train.trainer` on the
 generated PyTorch module (:func:`cnndsl.lower.pytorch.to_torch`), data-parallel with
-DistributedDataParallel when launched by ``torch.distributed.run`` (docs/distributed.md).
+DistributedDataParallel when launched by ``--nproc`` or ``torch.distributed.run`` (docs/distributed.md).
 
 :class:`TorchTrainer` has the interface of :class:`cnndsl.train.trainer.Trainer`, so the
 loop (data order, schedules, held-out evaluation, checkpoints, resume, Ctrl-C) is the same

@@ -367,7 +367,7 @@ def train(
     :class:`cnndsl.train.data.Augment` for the training batches (drawn from the shuffling generator
     after each epoch's permutation, :func:`cnndsl.train.data.augment`). ``engine``:
     ``onnxruntime`` (``provider``) or ``torch`` (:mod:`cnndsl.train.torch_engine`, on
-    ``device``; data-parallel under ``torch.distributed.run``). ``ignore_index``: the label of
+    ``device``; data-parallel under ``--nproc`` or ``torch.distributed.run``). ``ignore_index``: the label of
     unlabelled positions (:func:`cnndsl.train.step.train_graph`); with per-pixel labels (N, H, W)
     the epochs report pixel accuracy and the held-out mean IoU (:func:`mean_iou`), which picks
     the best epoch."""

@@ -5,13 +5,17 @@ exports, draws (``model.graph(path)``), and — with :func:`train` and :func:`pr
 
 from __future__ import annotations
 
+import os
 import types
-from pathlib import Path
 
 import cnndsl.train as _train_package
 from cnndsl.ir.compile import load as _load
 from cnndsl.ir.graph import Graph as _Graph
 from cnndsl.ir.model import Model as _Model
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class _DrawableGraph(_Graph):
@@ -65,6 +69,8 @@ class Model(_Model):
         else:
             arrays, recorded = load_checkpoint(weights)
         metadata = export_metadata(self, recorded, f"--weights {weights}")
+        from pathlib import Path  # imported when used: info and check start without it
+
         path = Path(path)
         write_model(to_onnx(self, weights=arrays, metadata=metadata, **options), path)
         return path
@@ -80,6 +86,8 @@ class Model(_Model):
         """``cnndsl graph``: write the diagram to ``path`` (``.svg``, ``.png`` or ``.dot``, by the
         extension) and return it. ``model.graph(path)`` does the same: ``model.graph`` is the
         compiled IR (:class:`cnndsl.ir.graph.Graph`), and calling it draws it."""
+        from pathlib import Path  # imported when used: info and check start without it
+
         from cnndsl.errors import CnnError
         from cnndsl.files import write_atomic
         from cnndsl.tools.diagram import diagram, render_diagram
@@ -203,6 +211,8 @@ def train(
         raise CnnError(f"keep={keep!r}: choose best, last or both", code="E084")
     if keep == "best" and not held_out:
         raise CnnError("--keep best needs held-out data to tell the best epoch (--held-out above 0)", code="E084")
+    from pathlib import Path
+
     out = Path(out or f"{model.name}.npz")
     last = None if keep == "best" else out
     best = (out if keep == "best" else out.with_name(out.stem + ".best.npz")) if keep != "last" and held_out else None
@@ -288,7 +298,7 @@ def predict(model, inputs, *, weights=None, top=3, provider="auto", batch=64) ->
         x, _ = prepare(inputs, contract.shape, contract.preprocessing, fail, "inputs")
         read = Inputs(x, [f"[{i}]" for i in range(len(x))])
     else:
-        read = read_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs), contract)
+        read = read_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs), contract)
     outputs, _ = run_model(model_bytes, read.x, provider, batch)
     first = next(iter(outputs.values()))
     items = top_classes(read, first, contract, top) if first.ndim == 2 else []

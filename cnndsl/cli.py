@@ -7,23 +7,16 @@ The ``info`` and ``check`` commands never import onnx or onnxruntime.
 
 from __future__ import annotations
 
-import argparse
 import atexit
-import functools
 import gc
 import os
 import sys
 
+from cnndsl.cmdline import argparse
 from cnndsl.errors import CnnError, Diagnostic
 from cnndsl.files import read_bytes, refuse_overwrite
 from cnndsl.ir.compile import compile_network, load, load_module, net_sources, run_deep
 from cnndsl.version import __version__
-
-# argparse translates each of its messages with gettext.gettext, which looks for a catalogue at
-# every call (a stat() per language of the environment, finding none: no argparse catalogue ships
-# with Python): ~70 us a message, 30 messages to build the parser of one command. A message's
-# translation does not change while the process runs: each is looked up once.
-argparse._ = functools.lru_cache(maxsize=None)(argparse._)
 
 
 def _terminal_columns() -> int:

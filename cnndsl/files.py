@@ -15,7 +15,6 @@ the new one, never a partial one, and a failure leaves the old file as it was.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from cnndsl.errors import CnnError
 
@@ -41,17 +40,18 @@ def read_bytes(
         Traceback (most recent call last):
         cnndsl.errors.CnnError: cannot read /nonexistent/x.net: no such file
     """
-    path = Path(path)
+    path = os.fspath(path)
     what = what or f"cannot read {path}"
     try:
-        if path.is_dir():
+        if os.path.isdir(path):
             raise CnnError(f"{what}: it is a directory" + (f", not {expected}" if expected else ""), span, code=code)
         if limit is not None:
-            size, most = path.stat().st_size, limit[0]
+            size, most = os.stat(path).st_size, limit[0]
             if size > most:
                 message = f"{what}: the file has {size:,} bytes, more than the limit of {most:,}"
                 raise CnnError(message, span, code=limit[1])
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise CnnError(f"{what}: no such file", span, code=missing or code) from None
     except PermissionError:
@@ -66,6 +66,8 @@ def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
     """An output path that is one of the command's inputs would destroy that input;
     ``imports()``, called only when ``out`` exists, gives more inputs (the files a .net
     file imports: :func:`cnndsl.ir.compile.net_sources`)."""
+    from pathlib import Path  # not imported by info and check (start-up)
+
     out = Path(out)
     if not out.exists():
         return
@@ -78,9 +80,11 @@ def refuse_overwrite(option: str, out, *inputs, imports=None) -> None:
             )
 
 
-def net_files(paths, command: str) -> list[Path]:
-    """The files named on a command line, each folder replaced by the .net files under it
-    (sorted, subfolders included); a folder without any is an error (E202)."""
+def net_files(paths, command: str) -> list:
+    """The files named on a command line (``Path``s), each folder replaced by the .net files
+    under it (sorted, subfolders included); a folder without any is an error (E202)."""
+    from pathlib import Path
+
     out = []
     for p in paths:
         path = Path(p)
@@ -99,6 +103,8 @@ def write_atomic(path, write) -> None:
 
     The new file keeps the mode of the file it replaces (an ordinary new file's mode,
     0666 less the umask, otherwise). Any failure removes the temporary file."""
+    from pathlib import Path
+
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():

@@ -3,10 +3,10 @@ through the parser and the module loader (:mod:`cnndsl.lang`) and the elaboratio
 
 from __future__ import annotations
 
+import _thread  # threading's base, imported with the interpreter (threading costs ~1.5 ms of every start)
 import gc
+import os
 import sys
-import threading
-from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.ir.elaborate import MAX_LAYERS, Elaborator
@@ -38,16 +38,24 @@ def run_deep(fn):
             if gc_was_enabled:
                 gc.enable()
 
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def run():
+        try:
+            target()
+        finally:
+            done.release()
+
     old_limit = sys.getrecursionlimit()
-    old_stack = threading.stack_size()
+    old_stack = _thread.stack_size()
     try:
-        threading.stack_size(_STACK_BYTES)
+        _thread.stack_size(_STACK_BYTES)
         sys.setrecursionlimit(max(old_limit, _RECURSION))
-        t = threading.Thread(target=target, name="cnndsl")
-        t.start()
-        t.join()
+        _thread.start_new_thread(run, ())
+        done.acquire()  # the thread's end (Ctrl-C interrupts the wait, as a join)
     finally:
-        threading.stack_size(old_stack)
+        _thread.stack_size(old_stack)
         sys.setrecursionlimit(old_limit)
     if "error" in result:
         raise result["error"]
@@ -55,7 +63,7 @@ def run_deep(fn):
 
 
 def _is_path(source) -> bool:
-    if isinstance(source, Path):
+    if isinstance(source, os.PathLike):
         return True
     return isinstance(source, str) and "\n" not in source and "{" not in source and len(source) < 4096
 
@@ -64,7 +72,7 @@ def load_module(source, loader=None):
     """Parse a file (a path) or text and resolve its imports; returns a Module."""
     loader = loader or Loader()
     if _is_path(source):
-        return loader.load_path(Path(source), str(source))
+        return loader.load_path(os.fspath(source), str(source))
     return loader.load_text(source)
 
 
@@ -132,7 +140,7 @@ def pick_network(module, name: str | None):
     )
 
 
-def net_sources(path) -> list[Path]:
+def net_sources(path) -> list[str]:
     """The files a .net file imports, directly or not (none when it cannot be loaded: the
     command then stops on that error before writing anything)."""
     loader = Loader()

@@ -9,7 +9,7 @@ that precede it in that file.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from cnndsl.errors import CnnError, Span, did_you_mean
 from cnndsl.files import read_bytes
@@ -34,7 +34,7 @@ class Definition:
 @record(frozen=False, eq=False)
 class Module:
     path: str  # as shown in diagnostics
-    directory: Path
+    directory: str  # imports are relative to it
     blocks: dict[str, Definition] = factory(dict)
     tables: dict[str, Table] = factory(dict)
     networks: dict[str, Definition] = factory(dict)
@@ -47,7 +47,7 @@ class Module:
         return found if found is not None else self.functions.get(name)
 
 
-def read_source(path: Path, shown: str, span: Span | None = None) -> str:
+def read_source(path: str, shown: str, span: Span | None = None) -> str:
     """Read a .net file, turning every way this can fail into a diagnostic."""
     what = f"cannot read {shown}"
     data = read_bytes(path, "E040", what, span, limit=(MAX_FILE_BYTES, "E041"), expected="a .net file")
@@ -63,27 +63,30 @@ class Loader:
     """Loads files once each, following imports and refusing cycles."""
 
     def __init__(self):
-        self.cache: dict[Path, Module] = {}
-        self.stack: list[Path] = []
+        self.cache: dict[str, Module] = {}  # by real path
+        self.stack: list[str] = []
 
-    def load_path(self, path: Path, shown: str | None = None, span: Span | None = None) -> Module:
-        shown = shown or str(path)
+    def load_path(self, path, shown: str | None = None, span: Span | None = None) -> Module:
+        path = os.fspath(path)
+        shown = shown or path
         try:
-            real = path.resolve()
+            if "\0" in path:
+                raise ValueError("embedded null byte")
+            real = os.path.realpath(path)
         except (ValueError, OSError) as err:  # a NUL byte, a loop of links ...
             raise CnnError(f"cannot read {shown!r}: not a usable path ({err})", span, code="E040") from None
         if real in self.stack:
-            chain = " -> ".join(p.name for p in self.stack[self.stack.index(real) :] + [real])
+            chain = " -> ".join(os.path.basename(p) for p in self.stack[self.stack.index(real) :] + [real])
             raise CnnError(f"import cycle: {chain}", span, code="E043")
         if real in self.cache:
             return self.cache[real]
         text = read_source(path, shown, span)
-        return self._load(text, shown, real, real.parent)
+        return self._load(text, shown, real, os.path.dirname(real))
 
-    def load_text(self, text: str, shown: str = "<string>", directory: Path | None = None) -> Module:
-        return self._load(text, shown, None, directory or Path.cwd())
+    def load_text(self, text: str, shown: str = "<string>", directory=None) -> Module:
+        return self._load(text, shown, None, os.fspath(directory) if directory is not None else os.getcwd())
 
-    def _load(self, text: str, shown: str, real: Path | None, directory: Path) -> Module:
+    def _load(self, text: str, shown: str, real: str | None, directory: str) -> Module:
         tree = parse_text(text, shown)
         module = Module(shown, directory)
         if real is not None:
@@ -112,9 +115,7 @@ class Loader:
                 self._define(module, module.functions, item.name, Function(item, lookup), item.span)
         for item in tree.items:
             if isinstance(item, ast.Import):
-                target = (
-                    (module.directory / item.path).resolve() if not Path(item.path).is_absolute() else Path(item.path)
-                )
+                target = os.path.join(module.directory, item.path)  # an absolute item.path stays itself
                 other = self.load_path(target, item.path, item.span)
                 for name, d in other.blocks.items():
                     self._import(module, module.blocks, name, d, item.span, imported)

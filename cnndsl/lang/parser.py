@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
-from pathlib import Path
 
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
@@ -16,10 +16,11 @@ from cnndsl.lang.lexing import ContextualLexer
 from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
-_HERE = Path(__file__).resolve().parent
-# Installed: the grammar ships inside the package; in the source tree it is ../grammars.
-# installed: the package cnndsl.grammars; in a checkout: the repository's grammars/
-GRAMMAR_PATHS = (_HERE.parent / "grammars" / "net.lark", _HERE.parent.parent / "grammars" / "net.lark")
+# The grammar is the repository's (a checkout: regenerating the parser, its tests); an install
+# runs the parser generated from it (cnndsl/lang/standalone.py) and does not need it.
+GRAMMAR_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "grammars", "net.lark"
+)
 
 # What a user reads in "expected ..." instead of Lark's terminal names.
 TOKEN_NAMES = {
@@ -94,17 +95,21 @@ _PARSER = None
 
 @functools.cache
 def grammar_text() -> str:
-    for path in GRAMMAR_PATHS:
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    raise RuntimeError("cnndsl: grammar file net.lark is missing from the installation")  # pragma: no cover
+    """grammars/net.lark of the checkout this package runs from."""
+    if not os.path.isfile(GRAMMAR_PATH):  # pragma: no cover - an install, not a checkout
+        raise RuntimeError(f"cnndsl: {GRAMMAR_PATH} is in the repository, not in an install")
+    with open(GRAMMAR_PATH, encoding="utf-8") as f:
+        return f.read()
 
 
 @functools.cache
 def keywords() -> frozenset[str]:
     """The words the grammar reserves (its lower-case literals: network, block, repeat, in,
-    true ...): fmt and the importers' writer keep names off them."""
-    return frozenset(re.findall(r'"([a-z]+)"', grammar_text()))
+    true ...): fmt and the importers' writer keep names off them. Read off the generated
+    parser's keyword table (a literal the lexer takes out of NAME)."""
+    from cnndsl.lang.standalone import KEYWORDS
+
+    return frozenset(word for words in KEYWORDS.values() for word in words if word.isalpha())
 
 
 def parser():

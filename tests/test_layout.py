@@ -34,6 +34,7 @@ STAGES = {
     "tools": 6,
     "importers": 7,
     "cli": 8,
+    "cmdline": 8,  # argparse as the command line imports it
     "api": 8,  # the Python API (cnndsl/__init__.py re-exports it)
     "__main__": 8,
     "": 8,  # cnndsl/__init__.py: the public API re-exports the stages

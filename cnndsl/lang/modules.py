@@ -54,7 +54,8 @@ def read_source(path: str, shown: str, span: Span | None = None) -> str:
     if b"\0" in data:
         raise CnnError(f"{what}: it is a binary file, not a .net text file", span, code="E042")
     try:
-        return data.decode("utf-8-sig")
+        # utf-8-sig's codec module is ~0.5 ms of every start; the BOM is three bytes
+        return (data[3:] if data[:3] == b"\xef\xbb\xbf" else data).decode("utf-8")
     except UnicodeDecodeError as err:
         raise CnnError(f"{what}: it is not UTF-8 text (byte {err.start})", span, code="E042") from None
 

@@ -202,9 +202,12 @@ def profile(model, batches, steps: int = 5, top: int = 15) -> list[str]:
 
     import onnxruntime as ort
 
+    from cnndsl.train.nchwc import block_size, rewrite
     from cnndsl.train.step import train_graph
 
     proto, _ = train_graph(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    block = block_size()  # the form the Trainer runs on the CPU: NCHWc convolutions where there are such kernels
+    proto = rewrite(proto, block)[0] if block else proto
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -361,7 +364,8 @@ def main(argv=None) -> int:
         mapped = load_ours_into(module, initial)
         theirs = TorchSide(module, device)
         print(f"\n== {name}: {path} {defines or ''} batch {batch}x{'x'.join(map(str, shape))}")
-        print(f"   Trainer built in {build:.2f} s (train graph + session); provider {ours.provider}")
+        blocked = f"; {ours.nchwc} Conv on onnxruntime's NCHWc kernels" if ours.nchwc else ""
+        print(f"   Trainer built in {build:.2f} s (train graph + session); provider {ours.provider}{blocked}")
         print(f"   train graph: {op_counts(model)}")
 
         # ---- the two sides compute the same thing

@@ -16,7 +16,8 @@ from cnndsl.errors import CnnError
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
-def make_session(model_bytes: bytes, provider: str = "auto"):
+def providers_for(provider: str = "auto") -> list[str]:
+    """The execution providers a session for ``--provider`` asks for, in order."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # a missing GPU is reported by us, not as a log dump
@@ -33,6 +34,13 @@ def make_session(model_bytes: bytes, provider: str = "auto"):
                 code="E090",
             )
         wanted = [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+    return wanted
+
+
+def make_session(model_bytes: bytes, provider: str = "auto"):
+    import onnxruntime as ort
+
+    wanted = providers_for(provider)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # the CUDA provider's failure to find a GPU is reported by us, not as a log dump

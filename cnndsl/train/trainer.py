@@ -114,7 +114,7 @@ class Trainer:
     ):
         from onnx import numpy_helper
 
-        from cnndsl.lower.session import make_session
+        from cnndsl.lower.session import make_session, providers_for
         from cnndsl.train.step import default_loss, output_meaning, train_graph
 
         self.model = model
@@ -139,7 +139,20 @@ class Trainer:
             tuning=self.tuning,
             ignore_index=ignore_index,
         )
-        self.session, self.provider = make_session(proto.SerializeToString(), provider)
+        self.session, self.nchwc = None, 0  # nchwc: the Conv on onnxruntime's blocked kernels (train/nchwc.py)
+        if providers_for(provider)[0] == "CPUExecutionProvider":
+            from cnndsl.train.nchwc import block_size, rewrite
+
+            block = block_size()
+            form, count = rewrite(proto, block) if block else (proto, 0)
+            if count:
+                try:
+                    self.session, self.provider = make_session(form.SerializeToString(), provider)
+                    self.nchwc = count
+                except CnnError:  # an optimisation only: the standard graph below says what is wrong, if anything
+                    pass
+        if self.session is None:
+            self.session, self.provider = make_session(proto.SerializeToString(), provider)
         inputs = {i.name for i in proto.graph.input}
         # state: every parameter, momentum buffer and running statistic (graph inputs with values)
         self.state_names = [t.name for t in proto.graph.initializer if t.name in inputs and t.name != "lr"]

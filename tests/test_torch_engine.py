@@ -99,6 +99,41 @@ def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
             np.testing.assert_allclose(b[name], a[name], atol=2e-6, err_msg=name)
 
 
+def test_torchs_own_launcher_runs_the_ranks(tmp_path):
+    """The several-machines path of docs/distributed.md, on one: torch.distributed.run starts
+    the ranks (c10d rendezvous, --standalone) and cnndsl reads RANK/WORLD_SIZE from it; the
+    two ranks' step equals one process on the whole batch, and the run ends (no agent left
+    waiting for ranks that do not exit)."""
+    import os
+    import subprocess
+    import sys
+
+    net = tmp_path / "tiny.net"
+    net.write_text(NET + "\n")
+    data = batch(16, 1)
+    np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
+    common = ["train", net, "--data", tmp_path / "d.npz", "--epochs", "1", "--batch", "8", "--held-out", "0"]
+    common += ["--engine", "torch", "--lr", "0.05"]
+    one = run_cli(*common, "--out", tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnndsl"]
+    env = dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS="1")
+    two = subprocess.run(
+        [*launcher, *map(str, common), "--out", str(tmp_path / "two.npz")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert two.returncode == 0, two.stderr
+    assert "trained on torch cpu, 2 processes" in two.stdout
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        if a[name].dtype.kind == "f":
+            np.testing.assert_allclose(b[name], a[name], atol=2e-6, err_msg=name)
+
+
 def test_engine_options_are_checked(tmp_path):
     r = run_cli("train", "networks/lenet5.net", "--data", "digits", "--nproc", "2")
     assert r.returncode == 1

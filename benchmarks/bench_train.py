@@ -294,8 +294,27 @@ def others(start) -> str:
     )
 
 
-def thread_count() -> int:
-    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 0
+def thread_times() -> dict:
+    """CPU ticks of each thread of this process (Linux), by thread id; {} elsewhere."""
+    out = {}
+    if not os.path.isdir("/proc/self/task"):
+        return out
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def busy_threads(run) -> int:
+    """The threads that used the CPU while ``run()`` ran: onnxruntime's intra-op pool and the caller."""
+    before = thread_times()
+    run()
+    after = thread_times()
+    return sum(1 for tid, t in after.items() if t > before.get(tid, 0))
 
 
 def main(argv=None) -> int:
@@ -344,7 +363,6 @@ def main(argv=None) -> int:
         blocks, per_block = quick if args.quick else full
         blocks = args.blocks or blocks
         model = load(str(ROOT / path), defines=defines)
-        before = thread_count()
         t0 = time.perf_counter()
         ours = Trainer(
             model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, provider=args.provider
@@ -356,9 +374,11 @@ def main(argv=None) -> int:
             for _ in range(4)
         ]
         initial = {k: np.array(v) for k, v in ours.weights().items()}
-        first = ours.step(*batches[0])[0]
-        # the session's pool has started its workers by now (and torch none yet): threads = workers + caller
-        ort_threads = max(ort_threads, thread_count() - before + 1)
+        # before torch has run (its idle pool spins for a while after work): the threads that work
+        # during our first step are the session's pool and the caller
+        steps = []
+        ort_threads = max(ort_threads, busy_threads(lambda: steps.append(ours.step(*batches[0])[0])))  # noqa: B023
+        first = steps[0]
         torch.manual_seed(0)
         module = classes[name]()
         mapped = load_ours_into(module, initial)

@@ -1227,9 +1227,10 @@ def main(argv=None) -> int:
             raise
         code = 3
     if args.run is cmd_train and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # a rank of a data-parallel run: its files are written and closed, its process group
-        # destroyed; it leaves without the interpreter's finalisation, where gloo's threads
-        # can still hold the exit (pytorch/pytorch#75097) and the run would never end
+        # a rank of a data-parallel run: its files are written and closed, the ranks met at the
+        # end; it leaves without freeing DDP and gloo's process group (their destructors can
+        # deadlock on the GIL: cnndsl/train/torch_engine.py, _ENDED) and without the
+        # interpreter's finalisation, where gloo's threads can hold the exit (pytorch/pytorch#75097)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -78,9 +78,18 @@ def test_a_checkpoint_resumes_across_engines(tmp_path):
     assert both.weights.keys() <= set(c.files)
 
 
-@pytest.mark.slow  # the batch-norm case below checks the same averaging, and the sharding, in the fast suite
-def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
-    """--nproc 2 (each rank half of each batch of 8, DDP averaging) equals one process."""
+def _cli_under(launcher, *args):
+    """``cnndsl ARGS`` run by ``launcher`` (argv before the cnndsl arguments), as run_cli does."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS="1")
+    return subprocess.run([*launcher, *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+
+
+def _two_processes_equal_one(tmp_path, two):
+    """One process on each whole batch of 8, and ``two(args)`` (a 2-rank run of the same
+    arguments): the same checkpoint (each rank half of each batch, DDP averaging)."""
     net = tmp_path / "tiny.net"
     net.write_text(NET + "\n")
     data = batch(16, 1)
@@ -89,14 +98,20 @@ def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
     common += ["--engine", "torch", "--lr", "0.05"]
     one = run_cli(*common, "--out", tmp_path / "one.npz")
     assert one.returncode == 0, one.stderr
-    two = run_cli(*common, "--nproc", "2", "--out", tmp_path / "two.npz")
-    assert two.returncode == 0, two.stderr
-    assert "trained on torch cpu, 2 processes" in two.stdout
+    r = two([*common, "--out", tmp_path / "two.npz"])
+    assert r.returncode == 0, r.stderr
+    assert "trained on torch cpu, 2 processes" in r.stdout
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     assert sorted(a.files) == sorted(b.files)
     for name in a.files:
         if a[name].dtype.kind == "f":
             np.testing.assert_allclose(b[name], a[name], atol=2e-6, err_msg=name)
+
+
+@pytest.mark.slow  # the batch-norm case below checks the same averaging, and the sharding, in the fast suite
+def test_two_gloo_processes_equal_one_on_the_whole_batch(tmp_path):
+    """--nproc 2 equals one process."""
+    _two_processes_equal_one(tmp_path, lambda args: run_cli(*args, "--nproc", "2"))
 
 
 def test_torchs_own_launcher_runs_the_ranks(tmp_path):
@@ -104,34 +119,10 @@ def test_torchs_own_launcher_runs_the_ranks(tmp_path):
     the ranks (c10d rendezvous, --standalone) and cnndsl reads RANK/WORLD_SIZE from it; the
     two ranks' step equals one process on the whole batch, and the run ends (no agent left
     waiting for ranks that do not exit)."""
-    import os
-    import subprocess
     import sys
 
-    net = tmp_path / "tiny.net"
-    net.write_text(NET + "\n")
-    data = batch(16, 1)
-    np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
-    common = ["train", net, "--data", tmp_path / "d.npz", "--epochs", "1", "--batch", "8", "--held-out", "0"]
-    common += ["--engine", "torch", "--lr", "0.05"]
-    one = run_cli(*common, "--out", tmp_path / "one.npz")
-    assert one.returncode == 0, one.stderr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnndsl"]
-    env = dict(os.environ, NO_COLOR="1", OMP_NUM_THREADS="1")
-    two = subprocess.run(
-        [*launcher, *map(str, common), "--out", str(tmp_path / "two.npz")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert two.returncode == 0, two.stderr
-    assert "trained on torch cpu, 2 processes" in two.stdout
-    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
-    assert sorted(a.files) == sorted(b.files)
-    for name in a.files:
-        if a[name].dtype.kind == "f":
-            np.testing.assert_allclose(b[name], a[name], atol=2e-6, err_msg=name)
+    _two_processes_equal_one(tmp_path, lambda args: _cli_under(launcher, *args))
 
 
 def test_engine_options_are_checked(tmp_path):

@@ -36,6 +36,12 @@ from cnndsl.errors import CnnError
 from cnndsl.train.optim import STEP, Optimizer
 
 CLOSE_TIMEOUT_S = 120  # how long the ranks wait for each other at the end of a run
+# The trainers of data-parallel runs that ended, kept alive until the process leaves (os._exit,
+# cnndsl/cli.py): freeing DDP's reducer frees gloo's process group, whose destructor waits, with
+# the GIL held, for a worker thread that needs the GIL to free its last work's tensors — a
+# deadlock seen about once in 25 two-rank runs (main thread in ~ProcessGroupGloo, the worker in
+# ~AsyncWork waiting for the GIL).
+_ENDED: list = []
 
 
 def world() -> tuple[int, int]:
@@ -272,6 +278,7 @@ class TorchTrainer:
 
     def close(self) -> None:
         if self.world > 1 and self.dist.is_initialized():
+            _ENDED.append(self)  # never freed before the process leaves (see _ENDED)
             # no rank leaves while another still talks to it; on gloo a bounded wait that names
             # the rank that never came, instead of a run that does not end
             if self.device.type == "cpu":
@@ -287,4 +294,4 @@ class TorchTrainer:
                     ) from None
             else:
                 self.dist.barrier()
-            self.dist.destroy_process_group()
+            # not destroy_process_group(): it would leave the reducer the group's last owner (above)

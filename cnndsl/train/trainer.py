@@ -143,8 +143,11 @@ class Trainer:
         if providers_for(provider)[0] == "CPUExecutionProvider":
             from cnndsl.train.nchwc import block_size, rewrite
 
-            block = block_size()
-            form, count = rewrite(proto, block) if block else (proto, 0)
+            block, count = block_size(), 0
+            try:
+                form, count = rewrite(proto, block) if block else (proto, 0)
+            except Exception:  # noqa: BLE001 - an optimisation only (e.g. shape inference refusing a graph)
+                count = 0
             if count:
                 try:
                     self.session, self.provider = make_session(form.SerializeToString(), provider)

@@ -39,7 +39,7 @@ CLOSE_TIMEOUT_S = 120  # how long the ranks wait for each other at the end of a 
 # The trainers of data-parallel runs that ended, kept alive until the process leaves (os._exit,
 # cnndsl/cli.py): freeing DDP's reducer frees gloo's process group, whose destructor waits, with
 # the GIL held, for a worker thread that needs the GIL to free its last work's tensors — a
-# deadlock seen about once in 25 two-rank runs (main thread in ~ProcessGroupGloo, the worker in
+# deadlock seen in 3 of about 140 two-rank runs (main thread in ~ProcessGroupGloo, the worker in
 # ~AsyncWork waiting for the GIL).
 _ENDED: list = []
 

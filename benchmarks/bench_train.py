@@ -202,12 +202,11 @@ def profile(model, batches, steps: int = 5, top: int = 15) -> list[str]:
 
     import onnxruntime as ort
 
-    from cnndsl.train.nchwc import block_size, rewrite
+    from cnndsl.train.nchwc import cpu_form
     from cnndsl.train.step import train_graph
 
     proto, _ = train_graph(model, loss="cross_entropy", lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    block = block_size()  # the form the Trainer runs on the CPU: NCHWc convolutions where there are such kernels
-    proto = rewrite(proto, block)[0] if block else proto
+    proto = cpu_form(proto)[0]  # what the Trainer runs on the CPU: NCHWc convolutions where there are such kernels
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3

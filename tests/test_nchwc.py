@@ -26,7 +26,7 @@ NET = """network n { input 16x9x9
 REWRITTEN = 6
 
 
-def trainer(monkeypatch, on: bool, dtype=None):
+def trainer(monkeypatch, on: bool):
     monkeypatch.setenv("CNNDSL_NCHWC", "1" if on else "0")
     monkeypatch.setattr(nchwc, "_probed", {})
     return Trainer(load(NET), loss="cross_entropy", lr=0.05, momentum=0.9, weight_decay=1e-3, provider="cpu")
@@ -57,7 +57,7 @@ def test_the_filter_order_is_onnxruntimes():
     r = nchwc.reorder_filter(w, BLOCK)
     # the first block of output channels, input channel 1, offset (0, 1): at [0][0][0][1][1][:]
     assert list(r.ravel()[(1 * BLOCK + 1) * BLOCK : (1 * BLOCK + 2) * BLOCK]) == list(w[:BLOCK, 1, 0, 1])
-    odd = load("network m { input 12x6x6\n conv 12/3/1/1 -> relu -> gap -> fc 2 }")
+    odd = load("network m { input 6x6x6\n conv 6/3/1/1 -> relu -> gap -> fc 2 }")  # 6: no block divides it
     from cnndsl.train.step import train_graph
 
     proto, _ = train_graph(odd, loss="cross_entropy")

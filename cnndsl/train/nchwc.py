@@ -28,10 +28,32 @@ BLOCKS = (16, 8, 4)
 _probed: dict[str, int] = {}
 
 
+# onnxruntime's ``OIHWBiBo`` filter order, [O/B][I/B][kh][kw][Bi][Bo]: the filter seen as
+# (O/B, Bo, I/B, Bi, kh, kw) and transposed by FILTER_ORDER (in NumPy for the probe, in the graph
+# for the rewrite)
+FILTER_ORDER = (0, 2, 4, 5, 3, 1)
+
+
+def _split_shape(shape, block: int) -> list[int]:
+    o, i, kh, kw = shape
+    return [o // block, block, i // block, block, kh, kw]
+
+
 def reorder_filter(w: np.ndarray, block: int) -> np.ndarray:
-    """(O, I, kh, kw) in onnxruntime's ``OIHWBiBo`` order: [O/B][I/B][kh][kw][Bi][Bo]."""
-    o, i, kh, kw = w.shape
-    return w.reshape(o // block, block, i // block, block, kh, kw).transpose(0, 2, 4, 5, 3, 1).reshape(w.shape)
+    """(O, I, kh, kw) in onnxruntime's ``OIHWBiBo`` order."""
+    return w.reshape(_split_shape(w.shape, block)).transpose(FILTER_ORDER).reshape(w.shape)
+
+
+def cpu_form(proto):
+    """(the step graph the Trainer's CPU session runs, the number of Conv rewritten): ``proto``
+    with its convolutions on the NCHWc kernels where this CPU has them, else ``proto`` itself."""
+    block = block_size()
+    if not block:
+        return proto, 0
+    try:
+        return rewrite(proto, block)
+    except Exception:  # noqa: BLE001 - an optimisation only (e.g. shape inference refusing a graph)
+        return proto, 0
 
 
 def block_size() -> int:
@@ -128,7 +150,7 @@ def rewrite(proto, block: int):
         p = f"nchwc{i}"
         nodes += [
             helper.make_node("Reshape", [n.input[1], f"{p}.s6"], [f"{p}.w6"]),
-            helper.make_node("Transpose", [f"{p}.w6"], [f"{p}.w6t"], perm=[0, 2, 4, 5, 3, 1]),
+            helper.make_node("Transpose", [f"{p}.w6"], [f"{p}.w6t"], perm=list(FILTER_ORDER)),
             helper.make_node("Reshape", [f"{p}.w6t", f"{p}.s4"], [f"{p}.w"]),
             helper.make_node("ReorderInput", [n.input[0]], [f"{p}.x"], domain=DOMAIN, channels_last=0),
             helper.make_node(
@@ -142,7 +164,7 @@ def rewrite(proto, block: int):
             helper.make_node("ReorderOutput", [f"{p}.y"], [n.output[0]], domain=DOMAIN, channels_last=0, channels=o),
         ]
         extra += [
-            numpy_helper.from_array(np.array([o // block, block, c // block, block, kh, kw], np.int64), f"{p}.s6"),
+            numpy_helper.from_array(np.array(_split_shape(w, block), np.int64), f"{p}.s6"),
             numpy_helper.from_array(np.array([o, c, kh, kw], np.int64), f"{p}.s4"),
         ]
         count += 1

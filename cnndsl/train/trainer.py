@@ -141,13 +141,9 @@ class Trainer:
         )
         self.session, self.nchwc = None, 0  # nchwc: the Conv on onnxruntime's blocked kernels (train/nchwc.py)
         if providers_for(provider)[0] == "CPUExecutionProvider":
-            from cnndsl.train.nchwc import block_size, rewrite
+            from cnndsl.train.nchwc import cpu_form
 
-            block, count = block_size(), 0
-            try:
-                form, count = rewrite(proto, block) if block else (proto, 0)
-            except Exception:  # noqa: BLE001 - an optimisation only (e.g. shape inference refusing a graph)
-                count = 0
+            form, count = cpu_form(proto)
             if count:
                 try:
                     self.session, self.provider = make_session(form.SerializeToString(), provider)

@@ -11,7 +11,8 @@ drops PYTHONDONTWRITEBYTECODE from the environment of what it runs):
    on a machine other processes load, the wall time grows and the CPU time much less),
    then split into interpreter (``python -c pass``'s part: the interpreter and site),
    imports (cnndsl and what ``info`` imports), parser (loading the generated parse
-   tables) and work (reading, parsing, elaborating and printing). Run it with the
+   tables and compiling the lexer's regular expression: cnndsl.lang.lalr) and work
+   (reading, parsing, elaborating and printing). Run it with the
    ``python`` of the install to measure (an editable install's site hook costs ~25 ms);
 2. generated networks of 1,000 / 5,000 / 10,000 lines, one statement a line
    (``conv 16/3/1/1 -> relu``, ``bn``, ``add { _ ; conv 16/3/1/1 }``, ``relu``:
@@ -115,8 +116,7 @@ t0 = time.perf_counter()
 import contextlib, os, sys
 import cnndsl.cli, cnndsl.ir.compile, cnndsl.tools.table
 t1 = time.perf_counter()
-from cnndsl.lang.parser import parser
-parser()
+import cnndsl.lang.lalr  # the tables and the lexer (Lark's parser is loaded only for a syntax error)
 t2 = time.perf_counter()
 with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
     code = cnndsl.cli.main(sys.argv[1:])

@@ -16,29 +16,21 @@ from conftest import NETWORKS, ROOT
 
 from cnndsl.lang import generate_parser, parser
 
-STANDALONE = ROOT / "cnndsl" / "lang" / "standalone.py"
+GENERATED = (ROOT / "cnndsl" / "lang" / "standalone.py", ROOT / "cnndsl" / "lang" / "tables.py")
 
 
-def test_the_generated_parser_is_of_the_grammar_as_it_is():
-    recorded = generate_parser.recorded_digest(STANDALONE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path", GENERATED, ids=lambda p: p.name)
+def test_the_generated_parser_is_of_the_grammar_as_it_is(path):
+    recorded = generate_parser.recorded_digest(path.read_text(encoding="utf-8"))
     assert recorded == generate_parser.grammar_digest(), (
-        "grammars/net.lark changed since cnndsl/lang/standalone.py was generated: "
-        "run python -m cnndsl.lang.generate_parser"
+        f"grammars/net.lark changed since cnndsl/lang/{path.name} was generated: run python -m cnndsl.lang.generate_parser"
     )
 
 
 def _fresh_lark():
     """The parser built from the grammar now, with the style guide's options."""
-    lark = pytest.importorskip("lark")
-    return lark.Lark(
-        parser.grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        postlex=parser._Newlines(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        strict=True,
-    )
+    pytest.importorskip("lark")
+    return generate_parser.build_lark()
 
 
 def _shape(t):
@@ -73,12 +65,17 @@ def _texts():
     yield from sorted((ROOT / "tests" / "corpus").glob("*.net"))
 
 
-def test_the_generated_parser_parses_as_one_built_from_the_grammar():
-    fresh = _fresh_lark()
-    generated = parser.parser()
+def _all_texts():
     texts = [p.read_text(encoding="utf-8") for p in _texts()]
     texts += [t for examples in parser.SYNTAX_EXAMPLES.values() for t in examples]
     texts += ["network n {\n input 3x8x8\n conv 8/3 // 2\n}\n", "network n { input 3x8x8\n conv 8/3 -> }\n", ""]
+    return texts
+
+
+def test_the_generated_parser_parses_as_one_built_from_the_grammar():
+    fresh = _fresh_lark()
+    generated = parser.parser()
+    texts = _all_texts()
     assert len(texts) > 30
     for text in texts:
         assert _outcome(generated, text) == _outcome(fresh, text), text[:200]
@@ -86,7 +83,8 @@ def test_the_generated_parser_parses_as_one_built_from_the_grammar():
 
 # Edits that take the lexer where a file's own text does not: terminals a state does not
 # accept ('//' where only '/' fits, dimensions where an integer goes, a keyword as a name),
-# characters no terminal matches, newlines before '->' and 'else', comments, strings.
+# characters no terminal matches, newlines before '->' and 'else', comments, strings,
+# integers beyond 64 bits.
 EDITS = (
     "",
     "/",
@@ -99,6 +97,7 @@ EDITS = (
     "->",
     "\n->",
     "\n else",
+    "# c ->\n",
     "in",
     "_",
     "#",
@@ -107,6 +106,7 @@ EDITS = (
     "{",
     "}",
     "(",
+    "99999999999999999999",
 )
 
 
@@ -117,42 +117,79 @@ def _edited(text: str, count: int):
         yield text[:at] + EDITS[i % len(EDITS)] + text[at + 1 :]
 
 
-def test_the_one_regex_lexer_tokenises_as_lark_does(monkeypatch):
-    """cnndsl/lang/lexing.py against Lark's own contextual lexer, also on broken text (the first
-    1,000 characters of each file, edited in 16 places one at a time)."""
+def _items(build, text):
+    """The syntax tree's items that ``build(text)`` gives, or the diagnostic it raises."""
+    from cnndsl.errors import CnnError
+
+    try:
+        return ("items", tuple(build(text)))
+    except CnnError as err:
+        return ("error", str(err))
+
+
+def test_the_fast_parser_builds_the_syntax_tree_lark_builds(monkeypatch):
+    """cnndsl/lang/lalr.py against a Lark parser built from the grammar now, on every network
+    and corpus file and on broken text (the first 1,000 characters of each file, edited in 16
+    places one at a time): the same syntax tree (positions included) or the same diagnostic.
+    The driver decides every valid file itself; the edits also reach what it leaves to Lark."""
+    from cnndsl.lang import lalr
+
     fresh = _fresh_lark()
-    generated = parser.parser()
-    lexer = generated.parser.lexer.lexer
-    handed = []  # tokens the one regex left to Lark's per-state lexers
-    lark_token = lexer._lark_token
-    monkeypatch.setattr(lexer, "_lark_token", lambda *a: handed.append(1) or lark_token(*a))
-    texts = [p.read_text(encoding="utf-8")[:1000] for p in _texts()]
-    edited = [e for t in texts for e in _edited(t, 16)]
+
+    def lark_items(text):
+        try:
+            tree = fresh.parse(text)
+        except Exception:  # a syntax error: the generated Lark parser's diagnostic (the same error: above)
+            return parser.parse_with_lark(text, "t.net")
+        return parser._ToAst("t.net").transform(tree)
+
+    decided, left = [], []
+    fast = lalr.parse
+
+    def counted(text, builder):
+        try:
+            result = fast(text, builder)
+        except lalr.NotHere:
+            left.append(text)
+            raise
+        decided.append(text)
+        return result
+
+    monkeypatch.setattr(lalr, "parse", counted)
+    whole = _all_texts()
+    edited = [e for t in whole for e in _edited(t[:1000], 16)]
     assert len(edited) > 400
-    differ = [e for e in edited if _outcome(generated, e) != _outcome(fresh, e)]
-    assert not differ, differ[0][:300]
-    assert len(handed) > 100  # the edits do reach what the one regex does not decide
+    for text in whole + edited:
+        assert _items(lambda t: parser.parse_text(t, "t.net").items, text) == _items(lark_items, text), text[:300]
+    files = [p.read_text(encoding="utf-8") for p in _texts()]
+    valid = [t for t in files if _items(lark_items, t)[0] == "items"]
+    assert len(valid) > 20 and set(valid) <= set(decided)  # no valid file is left to Lark
+    assert len(left) > 200 and len(decided) > 150
+    assert lalr._BY_STATE  # a state's own lexer was needed ('->' ending a comment line, '//' where '/' goes)
 
 
-def test_keywords_leave_the_one_regex_only_through_name():
+def test_keywords_leave_the_lexer_only_through_name():
     """The lexer's premise: in every parser state, Lark's lexer for that state drops exactly the
-    keywords (string terminals) that NAME matches and the state accepts, and NAME retypes them."""
-    from cnndsl.lang import lexing, standalone
+    keywords (string terminals) that NAME matches and the state accepts, and NAME retypes them;
+    the generated tables hold all of them, and the terminals in Lark's order without them."""
+    from lark.lexer import _create_unless
 
-    generated = parser.parser()
-    lexer = generated.parser.lexer.lexer  # PostLexConnector -> cnndsl.lang.lexing.ContextualLexer
-    conf = generated.lexer_conf
-    everything = set(lexer._keywords["NAME"].values())
-    terminals = sorted(conf.terminals, key=lexing._order)
-    kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
-    assert [t.name for t in kept] == [t.name for t in lexing._without_keywords(terminals, 0, conf.re_module)[0]]
-    # the keywords the generator wrote with the tables (not found again at every start) are these
-    assert standalone.KEYWORDS == lexing._without_keywords(terminals, 0, conf.re_module)[1] == lexer._keywords
-    assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == lexer._keywords["NAME"]
-    assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(lexer._keywords) == {"NAME"}
-    for names in set(lexer._accepts.values()):
+    from cnndsl.lang import tables
+
+    fresh = _fresh_lark()
+    conf = fresh.lexer_conf
+    terminals = sorted(conf.terminals, key=generate_parser._order)
+    kept, unless = _create_unless(terminals, 0, conf.re_module, False)
+    assert [t.name for t in kept] == [name for name, _ in tables.TERMINALS]
+    assert {t.pattern.value: t.name for t in unless["NAME"].scanner.terminals} == tables.KEYWORDS
+    everything = set(tables.KEYWORDS.values())
+    assert {"NETWORK", "IN", "UNDERSCORE"} <= everything and set(unless) == {"NAME"}
+    extra = set(conf.ignore) | set(tables.ALWAYS)
+    accepts = {frozenset(row) | extra for row in fresh.parser.parser._parse_table.states.values()}
+    assert len(accepts) > 40
+    for names in accepts:
         terminals = [t for t in conf.terminals if t.name in names]
-        kept, unless = standalone._create_unless(terminals, 0, conf.re_module, False)
+        kept, unless = _create_unless(terminals, 0, conf.re_module, False)
         assert {t.name for t in terminals} - {t.name for t in kept} == everything & names
         if everything & names:
             assert set(unless) == {"NAME"}
@@ -165,6 +202,7 @@ def test_the_grammar_is_still_strict():
     # the generator builds with strict=True: a shift/reduce conflict or a terminal collision raises
     pytest.importorskip("lark")
     assert "Lark_StandAlone" in generate_parser.generate()
+    assert "ACTIONS = (" in generate_parser.tables()
 
 
 def _subcommands(p):
@@ -212,6 +250,7 @@ NOT_AT_START = (
     "gettext",  # argparse's, given stand-ins (cnndsl/cmdline.py)
     "locale",
     "threading",  # the compiler's deep-stack thread is _thread's
+    "cnndsl.lang.standalone",  # Lark's parser, for syntax errors (cnndsl.lang.lalr parses the rest)
 )
 # nor by info (check takes folders too, walked with pathlib)
 NOT_FOR_FILES = ("pathlib", "urllib", "ipaddress")
@@ -219,7 +258,7 @@ _PROBE = """
 import sys
 from cnndsl.cli import main
 main(sys.argv[1:])
-print(sorted(m for m in sys.modules if m.split(".")[0] in {names!r}))
+print(sorted(m for m in sys.modules if m.split(".")[0] in {names!r} or m in {names!r}))
 """
 
 

@@ -1,13 +1,19 @@
-"""Writes cnndsl/lang/standalone.py: the LALR parser of grammars/net.lark, generated once.
+"""Writes the parser of grammars/net.lark, generated once:
 
     python -m cnndsl.lang.generate_parser          # after any change to grammars/net.lark
 
 Building a Lark parser from the grammar (LALR tables, the contextual lexer's terminal
 sets, strict mode's collision check of every pair of terminals) takes about 0.1 s; doing
-it at every start was a third of ``cnndsl info``'s time. The generated module is Lark's
-stand-alone parser (``lark.tools.standalone``): Lark's run-time code and the tables as a
-Python literal, so nothing is built, cached, pickled or read at start-up and the package
-needs no Lark at run time (Lark is needed only to run this script and its test).
+it at every start was a third of ``cnndsl info``'s time. Two modules are written, so that
+nothing is built, cached, pickled or read at start-up and the package needs no Lark at run
+time (Lark is needed only to run this script and its test):
+
+- cnndsl/lang/tables.py: the LALR(1) tables, the terminals in the lexer's order, the
+  keywords and how each rule's node is built, as plain literals, for the driver in
+  :mod:`cnndsl.lang.lalr` that parses every file it can (a few milliseconds);
+- cnndsl/lang/standalone.py: Lark's stand-alone parser (``lark.tools.standalone``): Lark's
+  run-time code and its own copy of the tables, loaded only for what the driver leaves to it
+  (a syntax error, whose diagnostic is Lark's).
 
 The grammar is built with the options the style guide asks for (LALR, contextual lexer,
 ``strict=True``, ``propagate_positions``, ``maybe_placeholders``), with the post-lexer's
@@ -15,14 +21,14 @@ The grammar is built with the options the style guide asks for (LALR, contextual
 generation; the tables are written with ``strict`` off so that the run-time lexer does
 not repeat it (it would need the interegular library at every start). The post-lexer is
 not serialised: :func:`cnndsl.lang.parser.parser` passes it when loading.
-The generated file records the SHA-256 of the grammar it was made from:
+Each generated file records the SHA-256 of the grammar it was made from:
 tests/test_startup.py fails when grammars/net.lark has changed since (the LALR state
 numbering is not the same from one generation to the next, so the text itself is not
-compared), and checks that the generated parser and one built from the grammar now give
-the same trees and the same syntax errors on every network and corpus file.
+compared), and checks that both parsers and one built from the grammar now give the same
+trees and the same syntax errors on every network and corpus file.
 
-The generated file carries Lark's stand-alone notice: its code is under the Mozilla
-Public License 2.0 (the rest of cnndsl is MIT; MPL-2.0 applies file by file).
+standalone.py carries Lark's stand-alone notice: its code is under the Mozilla Public
+License 2.0 (the rest of cnndsl is MIT; MPL-2.0 applies file by file).
 """
 
 from __future__ import annotations
@@ -32,11 +38,20 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "standalone.py"
+TABLES = Path(__file__).resolve().parent / "tables.py"
 HEADER = (
     "# cnndsl: generated from grammars/net.lark by `python -m cnndsl.lang.generate_parser`; do not edit.\n"
     "# grammar sha256: {digest}\n"
     "# ruff: noqa\n"
     "from __future__ import annotations  # cnndsl: annotations are not evaluated at import (start-up)\n"
+)
+
+
+TABLES_HEADER = (
+    "# cnndsl: generated from grammars/net.lark by `python -m cnndsl.lang.generate_parser`; do not edit.\n"
+    "# grammar sha256: {digest}\n"
+    "# ruff: noqa\n"
+    '"""The LALR(1) tables of grammars/net.lark and its lexer\'s terminals, for cnndsl.lang.lalr."""'
 )
 
 
@@ -57,22 +72,29 @@ def recorded_digest(text: str) -> str | None:
     return None
 
 
-def generate() -> str:
-    """The text of standalone.py for the grammar as it is now (needs Lark)."""
+def build_lark():
+    """The parser of grammars/net.lark built by Lark with the style guide's options (needs Lark):
+    strict mode raises here on any shift/reduce conflict or terminal collision."""
     from lark import Lark
-    from lark.tools.standalone import gen_standalone
 
     from cnndsl.lang.parser import _Newlines, grammar_text
 
-    lark = Lark(
+    return Lark(
         grammar_text(),
         parser="lalr",
         lexer="contextual",
         postlex=_Newlines(),  # keeps its always_accept terminals in the tables
         propagate_positions=True,
         maybe_placeholders=True,
-        strict=True,  # raises here on any shift/reduce conflict or terminal collision
+        strict=True,
     )
+
+
+def generate() -> str:
+    """The text of standalone.py for the grammar as it is now (needs Lark)."""
+    from lark.tools.standalone import gen_standalone
+
+    lark = build_lark()
     lark.options.postlex = None  # given at load time (an object, not data)
     lark.options.strict = False  # checked above; not again at every start
     out = io.StringIO()
@@ -82,26 +104,123 @@ def generate() -> str:
         if text.count(old) != 1:
             raise SystemExit(f"generate_parser: Lark {lark_version()}'s stand-alone text has changed; revise _PATCHES")
         text = text.replace(old, new)
-    return HEADER.format(digest=grammar_digest()) + text + _keywords_text(lark.lexer_conf)
+    return HEADER.format(digest=grammar_digest()) + text
 
 
-def _keywords_text(conf) -> str:
-    """The keywords NAME matches, as :mod:`cnndsl.lang.lexing` finds them from the terminals (1 ms
-    of compiling each terminal's regex at every start otherwise): written with the tables."""
+def _order(terminal):
+    """Lark's order of a lexer's terminals (BasicLexer.__init__)."""
+    return (-terminal.priority, -terminal.pattern.max_width, -len(terminal.pattern.value), terminal.name)
+
+
+def without_keywords(terminals, flags, re_module):
+    """Lark's ``_create_unless`` for terminals without flags: the terminals without the keywords,
+    and {"NAME": {"network": "NETWORK", ...}}, the keywords each regex terminal is retyped to (a
+    string terminal that a regex terminal of its priority matches whole)."""
     from lark.lexer import PatternRE, PatternStr, _get_match
 
-    from cnndsl.lang import lexing
+    strings = [t for t in terminals if isinstance(t.pattern, PatternStr)]
+    keywords: dict = {}
+    embedded = set()
+    for r in terminals:
+        if not isinstance(r.pattern, PatternRE):
+            continue
+        regexp = r.pattern.to_regexp()
+        for s in strings:
+            if s.priority == r.priority and s.pattern.value == _get_match(re_module, regexp, s.pattern.value, flags):
+                keywords.setdefault(r.name, {})[s.pattern.value] = s.name
+                embedded.add(s.name)
+    return [t for t in terminals if t.name not in embedded], keywords
 
-    terminals = sorted(conf.terminals, key=lexing._order)
-    patterns = (PatternStr, PatternRE, _get_match)  # Lark's own classes here, not the generated module's
-    _, keywords = lexing._without_keywords(terminals, conf.g_regex_flags, conf.re_module, patterns)
-    if "NAME" not in keywords:
-        raise SystemExit("generate_parser: NAME matches no keyword of the grammar; revise cnndsl.lang.lexing")
-    ordered = {name: dict(sorted(words.items())) for name, words in sorted(keywords.items())}
-    return (
-        "\n# cnndsl: the keywords each regex terminal is retyped to (cnndsl.lang.lexing), found when generating\n"
-        f"KEYWORDS = {ordered!r}\n"
-    )
+
+def _child_filter(rule) -> tuple | None:
+    """Which of a rule's symbols become its children, as Lark's ``maybe_create_child_filter``
+    decides with maybe_placeholders: ((index, inlined, Nones before it), ...) and the Nones
+    after the last, or None where every symbol is a child as it is."""
+    symbols = rule.expansion
+    empty = rule.options.empty_indices
+    if empty:
+        flags = "".join(str(int(b)) for b in empty)
+        nones = [len(ones) for ones in flags.split("0")]
+    else:
+        nones = [0] * (len(symbols) + 1)
+    include = []
+    pending = 0
+    for i, sym in enumerate(symbols):
+        pending += nones[i]
+        if not (sym.is_term and sym.filter_out):
+            include.append((i, int(not sym.is_term and sym.name.startswith("_")), pending))
+            pending = 0
+    pending += nones[len(symbols)]
+    if not empty and len(include) == len(symbols) and not any(x for _, x, _ in include):
+        return None
+    return tuple(include), pending
+
+
+def tables() -> str:
+    """The text of tables.py: what :mod:`cnndsl.lang.lalr` parses with, as plain literals (needs Lark)."""
+    import re as re_module
+
+    from lark.lexer import Scanner
+
+    from cnndsl.lang.parser import _Newlines
+
+    lark = build_lark()
+    conf = lark.lexer_conf
+    if conf.g_regex_flags or conf.callbacks or any(t.pattern.flags for t in conf.terminals):
+        raise SystemExit("generate_parser: a terminal with regex flags or a lexer callback; revise cnndsl.lang.lalr")
+    terminals = sorted(conf.terminals, key=_order)
+    kept, keywords = without_keywords(terminals, conf.g_regex_flags, re_module)
+    if set(keywords) != {"NAME"}:
+        raise SystemExit("generate_parser: keywords not of NAME alone; revise cnndsl.lang.lalr")
+    scanner = Scanner(kept, conf.g_regex_flags, re_module, False)
+    if len(scanner._mres) != 1:
+        raise SystemExit("generate_parser: the terminals no longer fit one regular expression")
+    patterns = tuple((t.name, t.pattern.to_regexp()) for t in kept)
+    if "|".join(f"(?P<{name}>{regexp})" for name, regexp in patterns) != scanner._mres[0].pattern:
+        raise SystemExit("generate_parser: Lark's scanner no longer joins the terminals as cnndsl.lang.lalr does")
+    table = lark.parser.parser._parse_table
+    rules = list(lark.rules)
+    number = {rule: i for i, rule in enumerate(rules)}
+    actions = []
+    for state in range(len(table.states)):
+        row = {}
+        for name, (action, arg) in sorted(table.states[state].items()):
+            row[str(name)] = arg if action.name == "Shift" else ~number[arg]
+        actions.append(row)
+    described = []
+    for rule in rules:
+        o = rule.options
+        if o.keep_all_tokens or o.template_source or (o.expand1 and rule.origin.name.startswith("_")):
+            raise SystemExit(f"generate_parser: {rule} is of a kind cnndsl.lang.lalr does not build")
+        origin = str(rule.origin.name)
+        name = None if origin.startswith("_") else str(rule.alias or origin)
+        described.append(
+            (origin, len(rule.expansion), name, int(bool(o.expand1 and not rule.alias)), _child_filter(rule))
+        )
+    (start,) = table.start_states.values()
+    (end,) = table.end_states.values()
+    lines = [
+        TABLES_HEADER.format(digest=grammar_digest()),
+        "# the terminals in Lark's order (priority, width, name), less the keywords NAME matches",
+        "TERMINALS = (",
+        *(f"    {t!r}," for t in patterns),
+        ")",
+        f"IGNORE = {tuple(sorted(conf.ignore))!r}",
+        f"ALWAYS = {tuple(sorted(_Newlines.always_accept))!r}  # the post-lexer's, accepted in every state",
+        f"KEYWORDS = {dict(sorted(keywords['NAME'].items()))!r}",
+        f"START = {start}",
+        f"END = {end}",
+        "# (rule's symbol, its length, the _ToAst method (None: inlined), ?-rule, child filter)",
+        "RULES = (",
+        *(f"    {r!r}," for r in described),
+        ")",
+        "# per state: terminal or rule -> the state shifted or gone to (>= 0), or ~rule reduced (< 0)",
+        "ACTIONS = (",
+        *(f"    {row!r}," for row in actions),
+        ")",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def lark_version() -> str:
@@ -157,8 +276,8 @@ _PATCHES = (
         "        fields = getattr(cls, '__serialize_fields__')\n",
     ),
     # the copy module (and weakref, which it imports): Lark copies a lexer's configuration when it
-    # builds its per-state lexers and a parser's state for error recovery, neither on a parse that
-    # the one-regex lexer tokenises (cnndsl.lang.lexing)
+    # builds its per-state lexers and a parser's state for error recovery, only when it is loaded
+    # for a syntax error (cnndsl.lang.lalr parses the rest)
     (
         "from copy import deepcopy\n",
         "def deepcopy(x, memo=None):  # cnndsl: the copy module when something is copied (start-up)\n"
@@ -184,9 +303,9 @@ _PATCHES = (
 def main() -> int:
     from cnndsl.files import write_atomic
 
-    text = generate()
-    write_atomic(OUT, lambda f: f.write(text.encode("utf-8")))
-    print(f"wrote {OUT} ({len(text):,} characters)")
+    for path, text in ((OUT, generate()), (TABLES, tables())):
+        write_atomic(path, lambda f, text=text: f.write(text.encode("utf-8")))
+        print(f"wrote {path} ({len(text):,} characters)")
     return 0
 
 

@@ -12,12 +12,11 @@ import re
 
 from cnndsl.errors import CnnError, Span, remember_source
 from cnndsl.lang import tree as ast
-from cnndsl.lang.lexing import ContextualLexer
-from cnndsl.lang.standalone import Lark_StandAlone, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 from cnndsl.lang.values import INT_LIMIT
 
 # The grammar is the repository's (a checkout: regenerating the parser, its tests); an install
-# runs the parser generated from it (cnndsl/lang/standalone.py) and does not need it.
+# runs the tables generated from it (cnndsl/lang/tables.py, cnndsl/lang/standalone.py) and does
+# not need it.
 GRAMMAR_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "grammars", "net.lark"
 )
@@ -83,11 +82,11 @@ class _Newlines:
             elif kind in _CLOSERS:
                 depth = max(0, depth - 1)
             elif kind == "RBRACE" and prev not in ("_NL", "LBRACE"):
-                yield Token.new_borrow_pos("_NL", "", tok)
+                yield type(tok).new_borrow_pos("_NL", "", tok)
             prev = kind
             yield tok
         if prev not in (None, "_NL"):
-            yield Token.new_borrow_pos("_NL", "", last)
+            yield type(last).new_borrow_pos("_NL", "", last)
 
 
 _PARSER = None
@@ -106,22 +105,25 @@ def grammar_text() -> str:
 def keywords() -> frozenset[str]:
     """The words the grammar reserves (its lower-case literals: network, block, repeat, in,
     true ...): fmt and the importers' writer keep names off them. Read off the generated
-    parser's keyword table (a literal the lexer takes out of NAME)."""
-    from cnndsl.lang.standalone import KEYWORDS
+    keyword table (a literal the lexer takes out of NAME)."""
+    from cnndsl.lang.tables import KEYWORDS
 
-    return frozenset(word for words in KEYWORDS.values() for word in words if word.isalpha())
+    return frozenset(word for word in KEYWORDS if word.isalpha())
 
 
 def parser():
-    """The parser of grammars/net.lark: LALR(1), Lark's contextual lexer, positions kept.
+    """Lark's parser of grammars/net.lark: LALR(1), its contextual lexer, positions kept.
 
-    Its tables are generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode:
-    no conflict, no terminal collision), into cnndsl/lang/standalone.py; loading them takes
-    milliseconds and reads no file (no cache, nothing unpickled). Its contextual lexer is
-    :class:`cnndsl.lang.lexing.ContextualLexer`: Lark's tokens with one regex, compiled once."""
+    Generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode: no conflict, no
+    terminal collision), into cnndsl/lang/standalone.py: nothing is built from the grammar, read,
+    cached or unpickled at start-up. A file is parsed by :mod:`cnndsl.lang.lalr` over the same
+    tables; this parser is loaded (about 20 ms) only for what that one leaves to it: a syntax
+    error, whose diagnostic is Lark's, or text Lark's per-state lexer reads otherwise."""
     global _PARSER
     if _PARSER is None:
-        _PARSER = Lark_StandAlone(postlex=_Newlines(), _plugins={"ContextualLexer": ContextualLexer})
+        from cnndsl.lang.standalone import Lark_StandAlone
+
+        _PARSER = Lark_StandAlone(postlex=_Newlines())
     return _PARSER
 
 
@@ -234,7 +236,10 @@ def _position(text: str, offset: int, filename: str) -> Span:
     return Span(filename, line, column, line, column + 1)
 
 
-def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
+def _syntax_error(err, text: str, filename: str) -> CnnError:
+    """The diagnostic of Lark's syntax error ``err`` (an UnexpectedInput) in ``text``."""
+    from cnndsl.lang.standalone import UnexpectedCharacters, UnexpectedToken
+
     hint = None
     try:
         hint = err.match_examples(parser().parse, SYNTAX_EXAMPLES, use_accepts=True)
@@ -282,13 +287,26 @@ def _syntax_error(err: UnexpectedInput, text: str, filename: str) -> CnnError:
 
 def parse_text(text: str, filename: str) -> ast.File:
     """Parse one file's text into an :class:`ast.File`; raises :class:`CnnError`."""
+    from cnndsl.lang import lalr  # here: python -m cnndsl.lang.generate_parser runs without the tables
+
     remember_source(filename, text)
+    try:
+        items = lalr.parse(text, _ToAst(filename))
+    except (lalr.NotHere, CnnError):  # a CnnError of a node (a huge integer) after any syntax error
+        items = parse_with_lark(text, filename)
+    return ast.File(filename, tuple(items))
+
+
+def parse_with_lark(text: str, filename: str) -> list:
+    """The file's items as Lark's parser reads ``text``: the syntax error's diagnostic, or the
+    items of a text :mod:`cnndsl.lang.lalr` leaves to it."""
+    from cnndsl.lang.standalone import UnexpectedInput
+
     try:
         tree = parser().parse(text)
     except UnexpectedInput as err:
         raise _syntax_error(err, text, filename) from None
-    items = _ToAst(filename).transform(tree)
-    return ast.File(filename, tuple(items))
+    return _ToAst(filename).transform(tree)
 
 
 class _Else:
@@ -303,10 +321,11 @@ def _tok_span(file: str, tok) -> Span:
 
 
 class _ToAst:
-    """Lark tree -> :mod:`cnndsl.lang.tree`; one method ``name(meta, children)`` per construct.
+    """Parse nodes -> :mod:`cnndsl.lang.tree`; one method ``name(place, children)`` per construct,
+    ``place`` the node's (line, column, end line, end column), None for an empty one.
 
-    Its own post-order walk rather than Lark's Transformer: no recursion (deep
-    nesting), and no per-node wrapper objects (a third of the time of a large file)."""
+    :mod:`cnndsl.lang.lalr` calls the methods as it reduces; :meth:`transform` walks a Lark tree
+    (post-order, without recursion: deep nesting) and calls the same ones."""
 
     def __init__(self, filename: str):
         self.file = filename
@@ -319,11 +338,11 @@ class _ToAst:
         while stack:
             t = stack.pop()
             order.append(t)
-            if type(t) is Tree:
+            if t is not None and not isinstance(t, str):  # a tree (tokens are strings)
                 stack.extend(t.children)
         values = []
         for t in reversed(order):
-            if type(t) is Tree:
+            if t is not None and not isinstance(t, str):  # a tree (tokens are strings)
                 n = len(t.children)
                 if n:
                     children = values[-n:]
@@ -333,7 +352,9 @@ class _ToAst:
                 f = methods.get(t.data)
                 if f is None:
                     f = methods[t.data] = getattr(self, t.data)
-                values.append(f(t.meta, children))
+                m = t.meta
+                place = None if getattr(m, "empty", True) else (m.line, m.column, m.end_line, m.end_column)
+                values.append(f(place, children))
             else:
                 values.append(t)
         (result,) = values
@@ -347,120 +368,118 @@ class _ToAst:
             raise CnnError("integer too large: the value does not fit in 64 bits", span, code="E031")
         return int(text)
 
-    def _span(self, meta) -> Span:
-        if getattr(meta, "empty", True):
-            return Span(self.file, 1, 1)
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+    def _span(self, place) -> Span:
+        return Span(self.file, 1, 1) if place is None else Span(self.file, *place)
 
     # -- file level
-    def start(self, meta, items):
+    def start(self, place, items):
         return items
 
-    def import_stmt(self, meta, c):
-        return ast.Import(str(c[0])[1:-1], self._span(meta))
+    def import_stmt(self, place, c):
+        return ast.Import(str(c[0])[1:-1], self._span(place))
 
-    def table_def(self, meta, c):
-        return ast.TableDef(str(c[0]), c[1], self._span(meta))
+    def table_def(self, place, c):
+        return ast.TableDef(str(c[0]), c[1], self._span(place))
 
-    def list(self, meta, c):
+    def list(self, place, c):
         return [x.value if isinstance(x, ast.Num) else x for x in c if x is not None]
 
-    def number(self, meta, c):
+    def number(self, place, c):
         tok = c[0]
-        return self._int(tok, meta) if tok.type == "INT" else float(tok)
+        return self._int(tok, place) if tok.type == "INT" else float(tok)
 
-    def default_stmt(self, meta, c):
+    def default_stmt(self, place, c):
         items = tuple(x[1] if isinstance(x, tuple) else x for x in c[1:])
-        return ast.Default(str(c[0]), items, self._span(meta), _tok_span(self.file, c[0]))
+        return ast.Default(str(c[0]), items, self._span(place), _tok_span(self.file, c[0]))
 
-    def block_def(self, meta, c):
-        return ast.BlockDef(str(c[0]), c[1], c[2], self._span(meta))
+    def block_def(self, place, c):
+        return ast.BlockDef(str(c[0]), c[1], c[2], self._span(place))
 
-    def network_def(self, meta, c):
-        return ast.BlockDef(str(c[0]), c[1] or (), c[2], self._span(meta), is_network=True)
+    def network_def(self, place, c):
+        return ast.BlockDef(str(c[0]), c[1] or (), c[2], self._span(place), is_network=True)
 
-    def params(self, meta, c):
+    def params(self, place, c):
         return tuple(p for p in c if p is not None)
 
-    def param(self, meta, c):
-        return ast.Param(str(c[0]), c[1], self._span(meta))
+    def param(self, place, c):
+        return ast.Param(str(c[0]), c[1], self._span(place))
 
-    def body(self, meta, c):
+    def body(self, place, c):
         return tuple(c)
 
-    def input_stmt(self, meta, c):
+    def input_stmt(self, place, c):
         tok = c[0]
-        shape = tuple(self._int(v, meta) for v in str(tok).split("x"))
-        return ast.Input(shape, self._span(meta))
+        shape = tuple(self._int(v, place) for v in str(tok).split("x"))
+        return ast.Input(shape, self._span(place))
 
-    def output_stmt(self, meta, c):
-        return ast.Output(tuple((str(t), _tok_span(self.file, t)) for t in c), self._span(meta))
+    def output_stmt(self, place, c):
+        return ast.Output(tuple((str(t), _tok_span(self.file, t)) for t in c), self._span(place))
 
     # -- statements and steps
-    def statement(self, meta, c):
+    def statement(self, place, c):
         label = c[0]
         steps = tuple(c[1::2])
         inner = tuple((i, str(tok), _tok_span(self.file, tok)) for i, tok in enumerate(c[2::2], 1) if tok is not None)
         return ast.Statement(
             str(label) if label is not None else None,
             steps,
-            self._span(meta),
+            self._span(place),
             _tok_span(self.file, label) if label is not None else None,
             inner,
         )
 
-    def label(self, meta, c):
+    def label(self, place, c):
         return c[0]
 
-    def let_stmt(self, meta, c):
-        return ast.Let(str(c[0]), c[1], self._span(meta), _tok_span(self.file, c[0]))
+    def let_stmt(self, place, c):
+        return ast.Let(str(c[0]), c[1], self._span(place), _tok_span(self.file, c[0]))
 
-    def fn_short(self, meta, c):
-        return ast.FnDef(str(c[0]), c[1], (), c[2], self._span(meta))
+    def fn_short(self, place, c):
+        return ast.FnDef(str(c[0]), c[1], (), c[2], self._span(place))
 
-    def fn_long(self, meta, c):
-        return ast.FnDef(str(c[0]), c[1], tuple(c[2:-1]), c[-1], self._span(meta))
+    def fn_long(self, place, c):
+        return ast.FnDef(str(c[0]), c[1], tuple(c[2:-1]), c[-1], self._span(place))
 
-    def if_step(self, meta, c):
+    def if_step(self, place, c):
         cond, body, *rest = c
         orelse = None
         if rest and (rest[-1] is None or isinstance(rest[-1], _Else)):
             last = rest.pop()
             orelse = last.body if last is not None else None
-        return ast.If(((cond, body), *rest), orelse, self._span(meta))
+        return ast.If(((cond, body), *rest), orelse, self._span(place))
 
-    def else_if(self, meta, c):
+    def else_if(self, place, c):
         return (c[0], c[1])
 
-    def else_body(self, meta, c):
+    def else_body(self, place, c):
         return _Else(c[0])
 
-    def repeated(self, meta, c):
+    def repeated(self, place, c):
         base, count = c
-        return ast.Repeat(count, (base,), self._span(meta), is_step=True)
+        return ast.Repeat(count, (base,), self._span(place), is_step=True)
 
-    def group(self, meta, c):
-        return ast.Group(c[0], self._span(meta))
+    def group(self, place, c):
+        return ast.Group(c[0], self._span(place))
 
-    def ref(self, meta, c):
-        return ast.Ref(str(c[0]), self._span(meta))
+    def ref(self, place, c):
+        return ast.Ref(str(c[0]), self._span(place))
 
-    def identity(self, meta, c):
-        return ast.Identity(self._span(meta))
+    def identity(self, place, c):
+        return ast.Identity(self._span(place))
 
-    def repeat(self, meta, c):
+    def repeat(self, place, c):
         count, var, body = c
         var_span = _tok_span(self.file, var) if var is not None else None
-        return ast.Repeat(count, body, self._span(meta), var=None if var is None else str(var), var_span=var_span)
+        return ast.Repeat(count, body, self._span(place), var=None if var is None else str(var), var_span=var_span)
 
-    def count(self, meta, c):
+    def count(self, place, c):
         tok = c[0]
-        if isinstance(tok, Token):
+        if isinstance(tok, str):  # a token (Lark's or cnndsl.lang.lalr's), not an expression
             span = _tok_span(self.file, tok)
             return ast.Num(self._int(tok, span), span) if tok.type == "INT" else ast.Name(str(tok), span)
         return tok
 
-    def call(self, meta, c):
+    def call(self, place, c):
         name_tok, args, *items = c
         body = items.pop() if items else None
         positional, keywords, stray = [], [], []
@@ -495,67 +514,67 @@ class _ToAst:
             tuple(positional),
             tuple(keywords) + tuple(flags),
             body,
-            self._span(meta),
+            self._span(place),
             _tok_span(self.file, name_tok),
             args is not None,
             tuple(rest),
         )
 
-    def args(self, meta, c):
+    def args(self, place, c):
         return [a for a in c if a is not None]
 
-    def arg(self, meta, c):
-        return ast.Arg(None, c[0], self._span(meta))
+    def arg(self, place, c):
+        return ast.Arg(None, c[0], self._span(place))
 
-    def named_arg(self, meta, c):
-        return ast.Arg(str(c[0]), c[1], self._span(meta))
+    def named_arg(self, place, c):
+        return ast.Arg(str(c[0]), c[1], self._span(place))
 
-    def field(self, meta, c):
-        return ("field", c[0], self._span(meta))
+    def field(self, place, c):
+        return ("field", c[0], self._span(place))
 
-    def slash_field(self, meta, c):
-        return ("slash", c[0], self._span(meta))
+    def slash_field(self, place, c):
+        return ("slash", c[0], self._span(place))
 
-    def kw_item(self, meta, c):
-        return ("kw", ast.Arg(str(c[0]), c[1], self._span(meta)), self._span(meta))
+    def kw_item(self, place, c):
+        return ("kw", ast.Arg(str(c[0]), c[1], self._span(place)), self._span(place))
 
-    def flag_item(self, meta, c):
-        return ast.Arg(str(c[0]), None, self._span(meta))
+    def flag_item(self, place, c):
+        return ast.Arg(str(c[0]), None, self._span(place))
 
     # -- expressions
-    def int(self, meta, c):
-        return ast.Num(self._int(c[0], meta), self._span(meta))
+    def int(self, place, c):
+        return ast.Num(self._int(c[0], place), self._span(place))
 
-    def float(self, meta, c):
-        return ast.Num(float(c[0]), self._span(meta))
+    def float(self, place, c):
+        return ast.Num(float(c[0]), self._span(place))
 
-    def neg_int(self, meta, c):
-        return ast.Num(-self._int(c[0], meta), self._span(meta))
+    def neg_int(self, place, c):
+        return ast.Num(-self._int(c[0], place), self._span(place))
 
-    def neg_float(self, meta, c):
-        return ast.Num(-float(c[0]), self._span(meta))
+    def neg_float(self, place, c):
+        return ast.Num(-float(c[0]), self._span(place))
 
-    def name(self, meta, c):
-        return ast.Name(str(c[0]), self._span(meta))
+    def name(self, place, c):
+        return ast.Name(str(c[0]), self._span(place))
 
-    def dims(self, meta, c):
-        return ast.Dims(tuple(self._int(v, meta) for v in str(c[0]).split("x")), self._span(meta))
+    def dims(self, place, c):
+        return ast.Dims(tuple(self._int(v, place) for v in str(c[0]).split("x")), self._span(place))
 
-    def inref(self, meta, c):
-        return ast.InRef(str(c[0]), self._span(meta))
+    def inref(self, place, c):
+        return ast.InRef(str(c[0]), self._span(place))
 
-    def true(self, meta, c):
-        return ast.Bool(True, self._span(meta))
+    def true(self, place, c):
+        return ast.Bool(True, self._span(place))
 
-    def false(self, meta, c):
-        return ast.Bool(False, self._span(meta))
+    def false(self, place, c):
+        return ast.Bool(False, self._span(place))
 
-    def label_ref(self, meta, c):
-        return ast.LabelRef(str(c[0]), self._span(meta))
+    def label_ref(self, place, c):
+        return ast.LabelRef(str(c[0]), self._span(place))
 
     def _binop(op):  # noqa: N805 - a small factory used in the class body
-        def method(self, meta, c):
-            return ast.BinOp(op, c[0], c[1], self._span(meta))
+        def method(self, place, c):
+            return ast.BinOp(op, c[0], c[1], self._span(place))
 
         return method
 
@@ -566,37 +585,37 @@ class _ToAst:
     floordiv = _binop("//")
     mod = _binop("%")
 
-    def compare(self, meta, c):
-        return ast.Compare(tuple(c[0::2]), tuple(str(t) for t in c[1::2]), self._span(meta))
+    def compare(self, place, c):
+        return ast.Compare(tuple(c[0::2]), tuple(str(t) for t in c[1::2]), self._span(place))
 
-    def or_(self, meta, c):
-        return ast.BoolOp("or", c[0], c[1], self._span(meta))
+    def or_(self, place, c):
+        return ast.BoolOp("or", c[0], c[1], self._span(place))
 
-    def and_(self, meta, c):
-        return ast.BoolOp("and", c[0], c[1], self._span(meta))
+    def and_(self, place, c):
+        return ast.BoolOp("and", c[0], c[1], self._span(place))
 
-    def not_(self, meta, c):
-        return ast.Not(c[0], self._span(meta))
+    def not_(self, place, c):
+        return ast.Not(c[0], self._span(place))
 
-    def ifexp(self, meta, c):
+    def ifexp(self, place, c):
         then, cond, orelse = c
-        return ast.IfExp(cond, then, orelse, self._span(meta))
+        return ast.IfExp(cond, then, orelse, self._span(place))
 
-    def fcall(self, meta, c):
+    def fcall(self, place, c):
         name, *items = c
         items = [x for x in items if x is not None]
         args = tuple(x for x in items if not isinstance(x, tuple))
         keywords = tuple(x for x in items if isinstance(x, tuple))
-        return ast.FnCall(str(name), args, keywords, self._span(meta), _tok_span(self.file, name))
+        return ast.FnCall(str(name), args, keywords, self._span(place), _tok_span(self.file, name))
 
-    def farg(self, meta, c):
+    def farg(self, place, c):
         return c[0]
 
-    def named_farg(self, meta, c):
-        return (str(c[0]), c[1], self._span(meta))
+    def named_farg(self, place, c):
+        return (str(c[0]), c[1], self._span(place))
 
-    def neg(self, meta, c):
-        return ast.Neg(c[0], self._span(meta))
+    def neg(self, place, c):
+        return ast.Neg(c[0], self._span(place))
 
-    def unary(self, meta, c):  # unary plus
+    def unary(self, place, c):  # unary plus
         return c[0]

@@ -10,7 +10,7 @@ what Lark does, for the files it can parse:
   Each state's own lexer in Lark is that alternation restricted to the terminals the state
   accepts, in the same order, so when the first match here is a terminal the state accepts,
   Lark's lexer matches it too, with the same text;
-- the post-lexer is :class:`cnndsl.lang.parser._Newlines`' rule (newlines dropped inside
+- the post-lexer is Lark's, :func:`cnndsl.lang.parser.newlines` (newlines dropped inside
   brackets and after ``->``, ``{`` and ``,``; one added before ``}`` and at the end);
 - each reduction builds its node as Lark's tree builder would and hands it to the syntax
   tree's builder (``_ToAst``) at once: children filtered and inlined as Lark's child filter
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 
+from cnndsl.lang.parser import newlines
 from cnndsl.lang.tables import ACTIONS, ALWAYS, END, IGNORE, KEYWORDS, RULES, START, TERMINALS
 
 
@@ -43,9 +44,6 @@ _MATCH = _alternation()
 _IGNORE = frozenset(IGNORE)
 _FREE = _IGNORE | frozenset(ALWAYS)  # taken in every state
 _BY_STATE: dict = {}  # a state's lexer, as Lark's per-state one: the terminals it accepts
-_OPENERS = frozenset(("LPAR", "LSQB"))
-_CLOSERS = frozenset(("RPAR", "RSQB"))
-_CONTINUES = frozenset((None, "_NL", "_ARROW", "_NL_ARROW", "LBRACE", "COMMA"))  # a newline after these is dropped
 
 
 class NotHere(Exception):
@@ -163,13 +161,26 @@ def parse(text: str, builder):
             if kind == "$END" and states[-1] == END:
                 return value
 
+    for tok in newlines(_tokens(text, states), _newline):
+        feed(tok.type, tok, (tok.line, tok.column, tok.end_line, tok.end_column))
+    result = feed("$END", None, None)
+    if result is None:  # pragma: no cover - $END is never shifted: an accept or NotHere
+        raise NotHere
+    return result
+
+
+def _newline(tok):
+    """The newline the post-lexer adds, at ``tok``'s place (Lark's Token.new_borrow_pos)."""
+    return _token("_NL", "", tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _tokens(text: str, states: list):
+    """The tokens of ``text`` as Lark's contextual lexer gives them, each lexed in the parser
+    state ``states[-1]`` reached when it is asked for (a generator, as Lark's lexer is)."""
     match = _MATCH
     keywords = KEYWORDS
     pos, end = 0, len(text)
     line, line_start = 1, 0
-    depth = 0
-    prev = None  # the post-lexer's last token kind passed on
-    last = None  # the last token lexed
     while pos < end:
         m = match(text, pos)
         kind = None if m is None else m.lastgroup
@@ -183,9 +194,9 @@ def parse(text: str, builder):
         value = m.group()
         column = pos - line_start + 1
         start_line = line
-        newlines = value.count("\n")
-        if newlines:
-            line += newlines
+        breaks = value.count("\n")
+        if breaks:
+            line += breaks
             line_start = pos + value.rindex("\n") + 1
         pos = m.end()
         if kind in _IGNORE:
@@ -194,28 +205,4 @@ def parse(text: str, builder):
             word = keywords.get(value)
             if word is not None and word in ACTIONS[states[-1]]:
                 kind = word
-        place = (start_line, column, line, pos - line_start + 1)
-        tok = _token(kind, value, *place)
-        last = tok
-        # the post-lexer
-        if kind == "_NL":
-            if depth or prev in _CONTINUES:
-                continue
-            prev = "_NL"
-            feed(kind, tok, place)
-            continue
-        if kind in _OPENERS:
-            depth += 1
-        elif kind in _CLOSERS:
-            depth = max(0, depth - 1)
-        elif kind == "RBRACE" and prev not in ("_NL", "LBRACE"):
-            feed("_NL", _token("_NL", "", *place), place)
-        prev = kind
-        feed(kind, tok, place)
-    if prev not in (None, "_NL"):
-        place = (last.line, last.column, last.end_line, last.end_column)
-        feed("_NL", _token("_NL", "", *place), place)
-    result = feed("$END", None, None)
-    if result is None:  # pragma: no cover - $END is never shifted: an accept or NotHere
-        raise NotHere
-    return result
+        yield _token(kind, value, start_line, column, line, pos - line_start + 1)

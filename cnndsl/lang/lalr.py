@@ -10,7 +10,7 @@ what Lark does, for the files it can parse:
   Each state's own lexer in Lark is that alternation restricted to the terminals the state
   accepts, in the same order, so when the first match here is a terminal the state accepts,
   Lark's lexer matches it too, with the same text;
-- the post-lexer is Lark's, :func:`cnndsl.lang.parser.newlines` (newlines dropped inside
+- the post-lexer is Lark's, :func:`newlines` (newlines dropped inside
   brackets and after ``->``, ``{`` and ``,``; one added before ``}`` and at the end);
 - each reduction builds its node as Lark's tree builder would and hands it to the syntax
   tree's builder (``_ToAst``) at once: children filtered and inlined as Lark's child filter
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 
-from cnndsl.lang.parser import newlines
 from cnndsl.lang.tables import ACTIONS, ALWAYS, END, IGNORE, KEYWORDS, RULES, START, TERMINALS
 
 
@@ -44,6 +43,37 @@ _MATCH = _alternation()
 _IGNORE = frozenset(IGNORE)
 _FREE = _IGNORE | frozenset(ALWAYS)  # taken in every state
 _BY_STATE: dict = {}  # a state's lexer, as Lark's per-state one: the terminals it accepts
+_OPENERS = frozenset(("LPAR", "LSQB"))
+_CLOSERS = frozenset(("RPAR", "RSQB"))
+_CONTINUES = frozenset((None, "_NL", "_ARROW", "_NL_ARROW", "LBRACE", "COMMA"))  # a newline after these is dropped
+
+
+def newlines(tokens, newline):
+    """The post-lexer: makes '\\n' and ';' the statement separator _NL (see net.lark) in a stream
+    of tokens, Lark's (:class:`cnndsl.lang.parser._Newlines`) or this module's; ``newline(tok)``
+    makes the _NL it adds at ``tok``'s place (before a '}' and at the end of the file)."""
+    depth = 0
+    prev = None
+    last = None
+    for tok in tokens:
+        kind = tok.type
+        last = tok
+        if kind == "_NL":
+            if depth or prev in _CONTINUES:
+                continue
+            prev = "_NL"
+            yield tok
+            continue
+        if kind in _OPENERS:
+            depth += 1
+        elif kind in _CLOSERS:
+            depth = max(0, depth - 1)
+        elif kind == "RBRACE" and prev not in ("_NL", "LBRACE"):
+            yield newline(tok)
+        prev = kind
+        yield tok
+    if prev not in (None, "_NL"):
+        yield newline(last)
 
 
 class NotHere(Exception):

@@ -51,48 +51,18 @@ TOKEN_NAMES = {
     "CMP": "a comparison",
     "UNDERSCORE": "'_'",
 }
-_OPENERS = {"LPAR", "LSQB"}
-_CLOSERS = {"RPAR", "RSQB"}
-# A newline directly after these tokens does not end a statement.
-_CONTINUES = {None, "_NL", "_ARROW", "_NL_ARROW", "LBRACE", "COMMA"}
-
-
-def newlines(tokens, newline):
-    """The post-lexer: makes '\\n' and ';' the statement separator _NL (see net.lark) in a stream
-    of tokens, Lark's or :mod:`cnndsl.lang.lalr`'s; ``newline(tok)`` makes the _NL it adds at
-    ``tok``'s place (before a '}' and at the end of the file)."""
-    depth = 0
-    prev = None
-    last = None
-    for tok in tokens:
-        kind = tok.type
-        last = tok
-        if kind == "_NL":
-            if depth or prev in _CONTINUES:
-                continue
-            prev = "_NL"
-            yield tok
-            continue
-        if kind in _OPENERS:
-            depth += 1
-        elif kind in _CLOSERS:
-            depth = max(0, depth - 1)
-        elif kind == "RBRACE" and prev not in ("_NL", "LBRACE"):
-            yield newline(tok)
-        prev = kind
-        yield tok
-    if prev not in (None, "_NL"):
-        yield newline(last)
 
 
 class _Newlines:
-    """Lark's post-lexer: :func:`newlines` on its tokens."""
+    """Lark's post-lexer: :func:`cnndsl.lang.lalr.newlines` on its tokens."""
 
     # NAME everywhere, so that "networks" is one unexpected name, not keyword + "s";
     # RBRACE everywhere, since a newline is inserted before it (after lexing it).
     always_accept = ("_NL", "NAME", "RBRACE")
 
     def process(self, stream):
+        from cnndsl.lang.lalr import newlines
+
         return newlines(stream, lambda tok: type(tok).new_borrow_pos("_NL", "", tok))
 
 

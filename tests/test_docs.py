@@ -167,12 +167,18 @@ def test_one_onnxruntime_on_every_platform(system, machine, runtime):
 
 def test_readme_cpu_install_names_every_other_dependency():
     """The README's CPU install (``pip install onnxruntime ...`` then ``--no-deps``) lists
-    exactly the dependencies of pyproject.toml, with onnxruntime for onnxruntime-gpu."""
+    exactly the dependencies of pyproject.toml, with onnxruntime for onnxruntime-gpu, and
+    keeps their upper bounds (ml_dtypes<0.7)."""
+    from packaging.requirements import Requirement
+
     requirements, extras = _requirements()
     readme = (ROOT / "README.md").read_text()
     line = next(x for x in readme.splitlines() if ".venv/bin/pip install onnxruntime " in x)
-    named = set(line.split(".venv/bin/pip install ", 1)[1].split())
-    assert named == {r.name for r in requirements if r.name != "onnxruntime-gpu"}
+    named = {r.name: r for r in (Requirement(w.strip("'")) for w in line.split(".venv/bin/pip install ", 1)[1].split())}
+    assert set(named) == {r.name for r in requirements if r.name != "onnxruntime-gpu"}
+    bounded = {r.name: r.specifier for r in requirements if any(s.operator == "<" for s in r.specifier)}
+    assert bounded == {"ml_dtypes": Requirement("ml_dtypes<0.7").specifier}
+    assert all(named[name].specifier == spec for name, spec in bounded.items())
     assert ".venv/bin/pip install --no-deps -e ." in readme
     tests_line = re.search(r"For the tests add `([^`]+)`", readme).group(1).split()
     assert sorted(tests_line) == sorted(r.split(">=")[0] for r in extras["test"])

@@ -133,27 +133,21 @@ def without_keywords(terminals, flags, re_module):
 
 
 def _child_filter(rule) -> tuple | None:
-    """Which of a rule's symbols become its children, as Lark's ``maybe_create_child_filter``
-    decides with maybe_placeholders: ((index, inlined, Nones before it), ...) and the Nones
-    after the last, or None where every symbol is a child as it is."""
-    symbols = rule.expansion
-    empty = rule.options.empty_indices
-    if empty:
-        flags = "".join(str(int(b)) for b in empty)
-        nones = [len(ones) for ones in flags.split("0")]
-    else:
-        nones = [0] * (len(symbols) + 1)
-    include = []
-    pending = 0
-    for i, sym in enumerate(symbols):
-        pending += nones[i]
-        if not (sym.is_term and sym.filter_out):
-            include.append((i, int(not sym.is_term and sym.name.startswith("_")), pending))
-            pending = 0
-    pending += nones[len(symbols)]
-    if not empty and len(include) == len(symbols) and not any(x for _, x, _ in include):
+    """Which of a rule's symbols become its children, as Lark's tree builder has them (its own
+    ``maybe_create_child_filter``, with maybe_placeholders): ((index, inlined, Nones before it),
+    ...) and the Nones after the last, or None where every symbol is a child as it is."""
+    from lark.parse_tree_builder import ChildFilterLALR, ChildFilterLALR_NoPlaceholders, maybe_create_child_filter
+
+    made = maybe_create_child_filter(rule.expansion, rule.options.keep_all_tokens, False, rule.options.empty_indices)
+    if made is None:
         return None
-    return tuple(include), pending
+    if made.func is ChildFilterLALR:
+        include, trailing = made.args
+        return tuple((i, int(inlined), nones) for i, inlined, nones in include), trailing
+    if made.func is ChildFilterLALR_NoPlaceholders:
+        (include,) = made.args
+        return tuple((i, int(inlined), 0) for i, inlined in include), 0
+    raise SystemExit(f"generate_parser: Lark's child filter of {rule} is new to cnndsl.lang.lalr")
 
 
 def tables() -> str:

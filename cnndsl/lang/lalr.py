@@ -2,14 +2,15 @@
 building the syntax tree as it reduces.
 
 Lark's own parser (cnndsl/lang/standalone.py) takes about 30 ms to load its tables and parse
-ResNet-152's file, a quarter of ``cnndsl info``'s start-up; this driver takes a few. It does
-what Lark does, for the files it can parse:
+ResNet-152's file, a quarter of ``cnndsl info``'s start-up; this driver takes about 9. It
+does what Lark does, for the files it can parse:
 
 - the lexer is one regular expression of all the terminals, in Lark's order, keywords taken
   out of NAME as Lark's contextual lexer retypes them (where the parser state accepts one).
   Each state's own lexer in Lark is that alternation restricted to the terminals the state
   accepts, in the same order, so when the first match here is a terminal the state accepts,
-  Lark's lexer matches it too, with the same text;
+  Lark's lexer matches it too, with the same text; when it is not, the state's own
+  alternation is compiled (once) and matched there, as Lark does;
 - the post-lexer is Lark's, :func:`newlines` (newlines dropped inside
   brackets and after ``->``, ``{`` and ``,``; one added before ``}`` and at the end);
 - each reduction builds its node as Lark's tree builder would and hands it to the syntax
@@ -19,10 +20,10 @@ what Lark does, for the files it can parse:
   end line, end column) spanning its first and last child, punctuation included, as Lark's
   ``propagate_positions``.
 
-Anything else raises :class:`NotHere`: a terminal the state does not accept (a syntax error,
-or text that Lark's per-state lexer reads otherwise, such as ``//`` where only ``/`` goes),
-text no terminal matches, or an error the builder raises (a syntax error later in the file
-comes first). The caller then parses with Lark, which gives the tree or the diagnostic.
+Anything else raises :class:`NotHere`: a token the parser state does not take (a syntax
+error) or text no terminal of the state matches. The caller then parses with Lark, which
+gives the diagnostic; it does so too when the builder raises (an integer beyond 64 bits), so
+that a syntax error later in the file is the one reported, as with Lark alone.
 tests/test_startup.py checks that the two give the same syntax trees and errors on every
 network and corpus file, broken ones included.
 """

@@ -94,8 +94,8 @@ def parser():
     Generated once, by ``python -m cnndsl.lang.generate_parser`` (strict mode: no conflict, no
     terminal collision), into cnndsl/lang/standalone.py: nothing is built from the grammar, read,
     cached or unpickled at start-up. A file is parsed by :mod:`cnndsl.lang.lalr` over the same
-    tables; this parser is loaded (about 20 ms) only for what that one leaves to it: a syntax
-    error, whose diagnostic is Lark's, or text Lark's per-state lexer reads otherwise."""
+    tables; this parser is loaded (about 20 ms) only for a file that one does not parse: a syntax
+    error, whose diagnostic is Lark's (or a node that raises, checked for an earlier syntax error)."""
     global _PARSER
     if _PARSER is None:
         from cnndsl.lang.standalone import Lark_StandAlone
@@ -275,8 +275,7 @@ def parse_text(text: str, filename: str) -> ast.File:
 
 
 def parse_with_lark(text: str, filename: str) -> list:
-    """The file's items as Lark's parser reads ``text``: the syntax error's diagnostic, or the
-    items of a text :mod:`cnndsl.lang.lalr` leaves to it."""
+    """The file's items as Lark's parser reads ``text``, or the diagnostic of its syntax error."""
     from cnndsl.lang.standalone import UnexpectedInput
 
     try:

@@ -127,6 +127,15 @@ def _items(build, text):
         return ("error", str(err))
 
 
+def _layouts(text: str):
+    """The same file laid out otherwise: CRLF line ends, ';' for every newline, chains continued
+    on the next line ('->' first), a comment ending in '->' on every line."""
+    yield text.replace("\n", "\r\n")
+    yield text.replace("\n", ";")
+    yield text.replace(" -> ", "\n    -> ")
+    yield text.replace("\n", "  # then ->\n")
+
+
 def test_the_fast_parser_builds_the_syntax_tree_lark_builds(monkeypatch):
     """cnndsl/lang/lalr.py against a Lark parser built from the grammar now, on every network
     and corpus file and on broken text (the first 1,000 characters of each file, edited in 16
@@ -158,8 +167,9 @@ def test_the_fast_parser_builds_the_syntax_tree_lark_builds(monkeypatch):
     monkeypatch.setattr(lalr, "parse", counted)
     whole = _all_texts()
     edited = [e for t in whole for e in _edited(t[:1000], 16)]
+    laid_out = [v for p in sorted(NETWORKS.glob("*.net")) for v in _layouts(p.read_text(encoding="utf-8"))]
     assert len(edited) > 400
-    for text in whole + edited:
+    for text in whole + edited + laid_out:
         assert _items(lambda t: parser.parse_text(t, "t.net").items, text) == _items(lark_items, text), text[:300]
     files = [p.read_text(encoding="utf-8") for p in _texts()]
     valid = [t for t in files if _items(lark_items, t)[0] == "items"]
